@@ -1,0 +1,5 @@
+import sys
+
+from aromni.cli.main import main
+
+sys.exit(main())

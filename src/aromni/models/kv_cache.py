@@ -1,0 +1,52 @@
+"""Static, preallocated key/value cache (gpt-fast / torchtune style).
+
+Each attention layer owns one :class:`KVCache` with buffers ``[B, H_kv, S_max, D]``. Writes are indexed by the
+cache slots ``input_pos`` of the incoming tokens, so prefill, one-token decode and re-prefill after a modality
+switch all use the same code path. Rows of a batch may be left-padded to a common prompt length: ``left_pad[b]``
+slots at the start of row ``b`` hold padding and are never attended to, and RoPE positions of row ``b`` are
+``slot - left_pad[b]``, so a padded row computes exactly what it would compute alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class KVCache(nn.Module):
+    """Key/value buffers of one attention layer.
+
+    Args:
+        batch_size: rows ``B``.
+        max_seq_len: slots ``S_max``.
+        n_kv_heads: ``H_kv``.
+        head_dim: ``D``.
+        dtype, device: of the buffers (the model's compute dtype).
+    """
+
+    def __init__(self, batch_size: int, max_seq_len: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (batch_size, n_kv_heads, max_seq_len, head_dim)
+        # Non-persistent: caches never end up in a state dict or checkpoint.
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.k.shape[2]
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v [B, H_kv, T, D]`` at slots ``input_pos [T]``; return the filled prefix ``[B, H_kv, kv_len, D]``."""
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()

@@ -1,0 +1,1 @@
+"""Small helpers with no model logic: atomic file I/O, seeding, progress."""
