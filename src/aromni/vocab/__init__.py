@@ -1,0 +1,25 @@
+"""Token space: the vocabulary layout and the interleaved sequence format."""
+
+from aromni.vocab.conversation import (
+    OFFICIAL,
+    PAPER,
+    Conversation,
+    EncodedConversation,
+    ImageSegment,
+    PromptStyle,
+    Span,
+    SpeechSegment,
+    TextSegment,
+    Turn,
+    decode_conversation,
+    encode_conversation,
+)
+from aromni.vocab.layout import CodeRange, VocabLayout
+from aromni.vocab.segmenter import SplitResult, split_segments
+from aromni.vocab.templates import TASKS, official_chat_turn, task_conversation
+
+__all__ = [
+    "OFFICIAL", "PAPER", "CodeRange", "Conversation", "EncodedConversation", "ImageSegment", "PromptStyle", "Span",
+    "SpeechSegment", "SplitResult", "TASKS", "TextSegment", "Turn", "VocabLayout", "decode_conversation",
+    "encode_conversation", "official_chat_turn", "split_segments", "task_conversation",
+]
