@@ -1,0 +1,1 @@
+"""Training: token shards, modality mixing and packing, weighted NTP + perceptual loss, recipes."""

@@ -1,0 +1,1 @@
+"""Training data: the shard format, readers, builders, mixing and batching."""
