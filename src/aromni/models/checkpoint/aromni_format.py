@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from aromni.errors import CheckpointError
+from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
@@ -42,10 +42,17 @@ def save_decoder(decoder: Decoder, path: str | Path, *, layout: Any = None, dtyp
 
 
 def read_config(path: str | Path) -> tuple[DecoderConfig, dict[str, Any]]:
-    raw = read_json(Path(path) / CONFIG)
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT or "decoder" not in raw:
-        raise CheckpointError(f"{path}: config.json is not an aromni checkpoint config")
-    return DecoderConfig.from_dict(raw["decoder"]), raw
+    try:
+        raw = read_json(Path(path) / CONFIG)
+    except InputError as e:
+        raise CheckpointError(e.problem, "an aromni checkpoint holds config.json and model.safetensors") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("decoder"), dict):
+        raise CheckpointError(f"{path}: config.json is not an aromni checkpoint config",
+                              "expected {\"format\": \"aromni\", \"decoder\": {...}}")
+    try:
+        return DecoderConfig.from_dict(raw["decoder"]), raw
+    except ConfigError as e:
+        raise CheckpointError(f"{Path(path) / CONFIG}: {e.problem}", e.hint) from None
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -69,13 +76,14 @@ def build_from_state(cfg: DecoderConfig, state: dict[str, torch.Tensor], *, dtyp
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{source}: keys do not match the config "
-                              f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                              f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})",
-                              "the weights and config.json come from different models")
+        what = (f"tensor {missing[0]!r} is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                if missing else f"unexpected tensor {unexpected[0]!r}"
+                + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise CheckpointError(f"{source}: {what}", "the weights and config.json come from different models")
     for k, v in expected.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}")
+            raise CheckpointError(f"{source}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}",
+                                  "the weights and config.json come from different models")
     state = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
              for k, v in state.items()}
     model.load_state_dict(state, strict=not cfg.tie_embeddings, assign=True)
@@ -85,7 +93,10 @@ def build_from_state(cfg: DecoderConfig, state: dict[str, torch.Tensor], *, dtyp
 
 
 def load_decoder(path: str | Path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> Decoder:
-    """Load a decoder checkpoint (aromni format) from directory ``path``."""
+    """Load a decoder checkpoint in the aromni format from directory ``path``.
+
+    :func:`aromni.models.load_decoder` detects every supported layout; this one reads only ours.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint", "check the path")
