@@ -1,0 +1,51 @@
+"""Saving and loading judges: a directory with ``config.json`` (``"type"`` names the judge) + ``model.safetensors``.
+
+Weights are stored in fp16 (they ship in the repository) and loaded into an fp32 module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aromni.errors import CheckpointError
+from aromni.utils.io import atomic_path, atomic_write_json, read_json
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "judges"
+
+
+def save_judge(out: str | Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    with atomic_path(out / "model.safetensors", suffix=".safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_json(out / "config.json", config)
+
+
+def load_judge_files(path: str | Path, expected_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, fp32 state dict)`` of a saved judge, checking its ``"type"``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = read_json(path / "config.json")
+    if config.get("type") != expected_type:
+        raise CheckpointError(
+            f"{path}: config type is {config.get('type')!r}, expected {expected_type!r}",
+            "point at a judge directory saved by `aromni toyworld judges train`",
+        )
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such file", "the judge directory is incomplete; retrain it")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
+    return config, state
+
+
+def default_judge_dir(name: str) -> Path:
+    """Where the shipped judge ``name`` ("speech" or "image") lives."""
+    return ASSETS / name

@@ -1,0 +1,95 @@
+"""The JSONL record format: one dialog per line, independent of any tokenization.
+
+::
+
+    {"id": "train-asr-000003", "task": "asr", "split": "train",
+     "turns": [{"role": "user", "segments": [{"type": "text", "text": "Transcribe the audio."},
+                                             {"type": "speech", "path": "speech/train/000012.wav",
+                                              "transcript": "a big red circle in the middle on white",
+                                              "voice": "tr07"}]},
+               {"role": "assistant", "segments": [{"type": "text", "text": "a big red circle ..."}]}],
+     "meta": {"image": {...attributes...}, "heldout_combo": false, "heldout_voice": false}}
+
+Paths are relative to the world directory. Roles are ``"user"``/``"assistant"``; segment types are
+``"text"``/``"image"``/``"speech"``, the same as ``aromni.vocab.conversation``'s TextSegment / ImageSegment /
+SpeechSegment. Text-only documents (task ``text``) are a single assistant turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aromni.errors import InputError
+
+ROLES = ("user", "assistant")
+SEGMENT_TYPES = ("text", "image", "speech")
+
+
+def text(value: str) -> dict[str, str]:
+    return {"type": "text", "text": value}
+
+
+def image(path: str) -> dict[str, str]:
+    return {"type": "image", "path": path}
+
+
+def speech(path: str, transcript: str, voice: str) -> dict[str, str]:
+    return {"type": "speech", "path": path, "transcript": transcript, "voice": voice}
+
+
+def turn(role: str, *segments: dict[str, str]) -> dict[str, Any]:
+    return {"role": role, "segments": list(segments)}
+
+
+def validate(record: dict[str, Any], where: str = "record") -> None:
+    """Raise :class:`InputError` unless ``record`` has the documented shape."""
+    for key in ("id", "task", "split", "turns"):
+        if key not in record:
+            raise InputError(f"{where}: missing key {key!r}", "rebuild the world with `aromni toyworld build`")
+    if not record["turns"]:
+        raise InputError(f"{where}: no turns")
+    for t in record["turns"]:
+        if t.get("role") not in ROLES:
+            raise InputError(f"{where}: role {t.get('role')!r} is not one of {ROLES}")
+        if not t.get("segments"):
+            raise InputError(f"{where}: a {t['role']} turn has no segments")
+        for seg in t["segments"]:
+            kind = seg.get("type")
+            need = {"text": ("text",), "image": ("path",), "speech": ("path", "transcript")}.get(kind)
+            if need is None:
+                raise InputError(f"{where}: segment type {kind!r} is not one of {SEGMENT_TYPES}")
+            missing = [k for k in need if k not in seg]
+            if missing:
+                raise InputError(f"{where}: {kind} segment lacks {missing}")
+
+
+def iter_records(world: str | Path, split: str) -> Iterator[dict[str, Any]]:
+    """Yield the validated records of ``split`` from a built world."""
+    path = Path(world) / "records" / f"{split}.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", "is this a world built with `aromni toyworld build`?")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e})", "rebuild the world") from None
+            validate(rec, f"{path}:{n}")
+            yield rec
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", "is this a world built with `aromni toyworld build`?")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, separators=(",", ":"), sort_keys=False) + "\n" for r in rows)
