@@ -26,6 +26,15 @@ D = "feature_extractor.encodec.decoder.model."
 Q = "feature_extractor.encodec.quantizer.vq.layers.0._codebook."
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine they lose a lot."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------- the official layout, from the spec
 def _wn_conv(out: dict, prefix: str, shape: tuple[int, ...], transposed: bool = False) -> None:
     out[prefix + "weight_v"] = shape
@@ -413,3 +422,45 @@ def test_malformed_saved_directories_fail_clearly(tmp_path, tiny):
     (tmp_path / "odd" / "config.json").write_text('{"type": "bpe"}')
     with pytest.raises(CheckpointError, match="not a wavtokenizer config"):
         WavTokenizer.from_pretrained(tmp_path / "odd")
+
+
+# ------------------------------------------------------------------------------------------- ISTFT head
+@pytest.mark.parametrize("n_fft,hop,frames", [(32, 8, 1), (32, 8, 7), (120, 30, 2), (2400, 600, 3)])
+def test_istft_same_matches_direct_overlap_add(n_fft, hop, frames):
+    from aromni.tokenizers.speech.wavtokenizer.head import istft_same
+
+    spec = torch.complex(torch.randn(2, n_fft // 2 + 1, frames), torch.randn(2, n_fft // 2 + 1, frames))
+    out = istft_same(spec, torch.hann_window(n_fft), hop)
+    assert out.shape == (2, frames * hop)
+    ref = ref_istft_same(spec, torch.hann_window(n_fft), hop)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("n_fft,hop,frames", [(32, 8, 5), (120, 30, 4), (1280, 320, 3)])
+def test_istft_same_trimming_inverts_a_same_padded_stft(n_fft, hop, frames):
+    """STFT with (n_fft - hop)/2 zeros on each side, then the head's ISTFT, gives the signal back sample-exactly
+    aligned: a trim off by even one sample fails."""
+    from aromni.tokenizers.speech.wavtokenizer.head import istft_same
+
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    x = torch.randn(2, frames * hop, dtype=torch.float64)
+    pad = (n_fft - hop) // 2
+    xp = F.pad(x, (pad, pad))
+    segs = torch.stack([xp[:, t * hop: t * hop + n_fft] for t in range(frames)], dim=-1)  # [B, n_fft, F]
+    spec = torch.fft.rfft(segs * window[None, :, None], dim=1)
+    torch.testing.assert_close(istft_same(spec, window, hop), x, rtol=1e-9, atol=1e-9)
+
+
+def test_head_clips_magnitude_and_splits_log_magnitude_then_phase():
+    from aromni.tokenizers.speech.wavtokenizer.head import ISTFTHead, istft_same
+
+    head = ISTFTHead(4, 32, 8)
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.zero_()
+        head.out.bias[:17] = torch.linspace(-1, 6, 17)  # log-magnitudes; e^6 > 1e2 gets clipped
+        head.out.bias[17:] = torch.linspace(0, 3, 17)  # phases
+    out = head(torch.zeros(1, 3, 4))
+    mag = torch.exp(torch.linspace(-1, 6, 17)).clip(max=100.0)
+    spec = (mag * torch.exp(1j * torch.linspace(0, 3, 17)))[None, :, None].expand(1, 17, 3)
+    torch.testing.assert_close(out, istft_same(spec, torch.hann_window(32), 8))
