@@ -43,9 +43,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        # One fused kernel instead of pow/mean/rsqrt/mul (same float32 math, fewer dispatches per token).
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, eps=self.eps)
+        # Low precision: normalise in float32, cast back, then scale in the input dtype (as Chameleon / HF do).
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 class HeadLayerNorm(nn.Module):
@@ -61,7 +63,7 @@ class HeadLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_heads, head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
 
 
 def rope_tables(max_len: int, head_dim: int, theta: float, device: torch.device | None = None
@@ -82,6 +84,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` in three kernels: ``x*cos + swap_halves(x)*sin_signed``, where ``sin_signed`` holds
+    ``-sin`` in its first half (so ``swap_halves(x)*sin_signed == rotate_half(x)*sin``). ``cos``/``sin_signed``
+    broadcast against ``x [B, T, H, D]`` as ``[B | 1, T, 1, D]``."""
+    half = x.shape[-1] // 2
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    return torch.addcmul(x * cos, swapped, sin_signed)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -95,21 +106,26 @@ class Attention(nn.Module):
             self.q_norm = self.k_norm = None
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                causal: bool, input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q, k, v = q.view(B, T, H, D), k.view(B, T, Hkv, D), v.view(B, T, Hkv, D)
+        qkv = self.qkv(x)
+        # q and k are adjacent in the fused projection: normalise and rotate them as one [B, T, H + Hkv, D] tensor.
+        qk = qkv[..., : (H + Hkv) * D].view(B, T, H + Hkv, D)
+        v = qkv[..., (H + Hkv) * D:].view(B, T, Hkv, D)
         if self.q_norm is not None:
             # Chameleon normalises q and k per head before RoPE (QK-norm).
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin).to(v.dtype), apply_rope(k, cos, sin).to(v.dtype)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+            weight = torch.cat([self.q_norm.weight, self.k_norm.weight])
+            bias = torch.cat([self.q_norm.bias, self.k_norm.bias])
+            qk = torch.addcmul(bias, F.layer_norm(qk, (D,), eps=self.q_norm.eps), weight)
+        qk = _rotate(qk, *rope)
+        if qk.dtype != v.dtype:
+            qk = qk.to(v.dtype)
+        q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         if self.cache is not None and input_pos is not None:
             k, v = self.cache.update(input_pos, k, v, kv_len)
-        is_causal = mask is None and input_pos is None and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != Hkv)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H != Hkv)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
 
@@ -136,13 +152,13 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                causal: bool, input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
         if self.swin_norm:
             # Residual-post-norm (swin-norm, paper eq. 5-6): the norm sits on the residual branch's output.
-            h = x + self.attn_norm(self.attn(x, cos, sin, mask, input_pos, kv_len))
+            h = x + self.attn_norm(self.attn(x, rope, mask, causal, input_pos, kv_len))
             return h + self.mlp_norm(self.mlp(h))
-        h = x + self.attn(self.attn_norm(x), cos, sin, mask, input_pos, kv_len)
+        h = x + self.attn(self.attn_norm(x), rope, mask, causal, input_pos, kv_len)
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -166,8 +182,10 @@ class Decoder(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.gradient_checkpointing = False
-        self._rope: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._left_pad: torch.Tensor | None = None
+        self._any_pad = False  # host-side copy of left_pad.any(), set at prefill
+        self._valid: torch.Tensor | None = None  # [B, S_max] key slots outside the left padding
 
     # ------------------------------------------------------------------ init
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
@@ -193,6 +211,8 @@ class Decoder(nn.Module):
         for layer in self.layers:
             layer.attn.cache = KVCache(batch_size, max_seq_len, self.cfg.n_kv_heads, self.cfg.head_dim, dtype, device)
         self._left_pad = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self._any_pad = False
+        self._valid = None
 
     def reset_caches(self) -> None:
         """Forget cached keys/values and left padding (keeps the allocation)."""
@@ -201,12 +221,13 @@ class Decoder(nn.Module):
                 layer.attn.cache.reset()
         if self._left_pad is not None:
             self._left_pad.zero_()
+        self._any_pad, self._valid = False, None
 
     def clear_caches(self) -> None:
         """Free the cache buffers."""
         for layer in self.layers:
             layer.attn.cache = None
-        self._left_pad = None
+        self._left_pad, self._any_pad, self._valid = None, False, None
 
     @property
     def caches_enabled(self) -> bool:
@@ -222,17 +243,29 @@ class Decoder(nn.Module):
         return 0 if cache is None else cache.max_seq_len
 
     # ------------------------------------------------------------------ forward
-    def _rope_for(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin ``[B, T, D]`` for integer ``positions [B, T]``."""
-        need = int(positions.max()) + 1 if positions.numel() else 1
-        key = (positions.device, 0)
+    def _rope_table(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos, sin_signed [N >= n, D]`` in ``dtype`` (see :func:`_rotate`), cached per device and dtype."""
+        key = (device, dtype)
         cached = self._rope.get(key)
-        if cached is None or cached[0].shape[0] < need:
-            n = max(need, self.cfg.max_seq_len)
-            cached = rope_tables(n, self.cfg.head_dim, self.cfg.rope_theta, positions.device)
+        if cached is None or cached[0].shape[0] < n:
+            cos, sin = rope_tables(max(n, self.cfg.max_seq_len), self.cfg.head_dim, self.cfg.rope_theta, device)
+            half = self.cfg.head_dim // 2
+            sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
+            # Tables are computed in float32 and cast once, as HF casts cos/sin to the activation dtype.
+            cached = (cos.to(dtype), sin.to(dtype))
             self._rope[key] = cached
-        cos, sin = cached
-        return cos[positions].to(dtype), sin[positions].to(dtype)
+        return cached
+
+    def _rope_for(self, positions: torch.Tensor, dtype: torch.dtype, need: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin_signed broadcastable to ``[B, T, H, D]`` for integer ``positions`` (``[T]`` or ``[B, T]``)."""
+        if need is None:
+            need = int(positions.max()) + 1 if positions.numel() else 1
+        cos, sin = self._rope_table(need, positions.device, dtype)
+        cos, sin = cos[positions], sin[positions]
+        if positions.dim() == 1:
+            return cos[None, :, None], sin[None, :, None]
+        return cos[:, :, None], sin[:, :, None]
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None, *,
                 left_pad: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
@@ -241,8 +274,8 @@ class Decoder(nn.Module):
 
         Args:
             tokens: ``[B, T]`` token ids.
-            input_pos: ``[T]`` cache slots of the tokens (requires :meth:`setup_caches`). ``None`` runs a
-                cache-free full causal forward.
+            input_pos: ``[T]`` cache slots of the tokens (requires :meth:`setup_caches`), consecutive and
+                increasing. ``None`` runs a cache-free full causal forward.
             left_pad: ``[B]`` padding slots at the start of each row, given with the prefill call and
                 remembered by the cache for later decode calls.
             segment_ids: ``[B, T]`` for packed rows (cache-free only): attention stays within a segment and
@@ -254,62 +287,89 @@ class Decoder(nn.Module):
             ``[B, T', V]`` float32 logits (``T' = logits_to_keep or T``), or hidden states.
         """
         B, T = tokens.shape
-        if int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size:
+        lo, hi = torch.aminmax(tokens)
+        if int(lo) < 0 or int(hi) >= self.cfg.vocab_size:
             raise InputError(f"token id outside [0, {self.cfg.vocab_size})", "check the vocabulary layout")
         x = self.embed(tokens)
-        mask, kv_len = None, T
         if input_pos is None:
+            kv_len = T
             if segment_ids is None:
-                positions = torch.arange(T, device=tokens.device).expand(B, T)
+                cos, sin = self._rope_table(T, tokens.device, x.dtype)
+                rope, mask, causal = (cos[None, :T, None], sin[None, :T, None]), None, T > 1
             else:
                 positions, mask = _packed_positions_and_mask(segment_ids)
+                rope, causal = self._rope_for(positions, x.dtype), False
         else:
-            if not self.caches_enabled:
-                raise InputError("input_pos given but no KV cache is set up", "call decoder.setup_caches(batch, max_len)")
-            if segment_ids is not None:
-                raise InputError("segment_ids (packing) cannot be combined with the KV cache")
-            if B != self.cache_batch_size:
-                raise InputError(f"batch of {B} rows but the cache holds {self.cache_batch_size}",
-                                 "call setup_caches with the batch size you decode")
-            kv_len = int(input_pos[-1]) + 1
-            if kv_len > self.cache_max_seq_len:
-                raise InputError(f"sequence of {kv_len} tokens exceeds the cache's {self.cache_max_seq_len} slots",
-                                 "shorten the prompt or raise max_seq_len")
+            kv_len = self._check_cached_call(B, input_pos, segment_ids)
             if left_pad is not None:
-                self._left_pad.copy_(left_pad.to(self._left_pad))
-            positions, mask = _cached_positions_and_mask(input_pos, self._left_pad, kv_len)
-        cos, sin = self._rope_for(positions, x.dtype)
+                self._set_left_pad(left_pad)
+            rope, mask, causal = self._cached_rope_and_mask(input_pos, kv_len, x.dtype)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, cos, sin, mask, input_pos, kv_len, use_reentrant=False)
+                x = checkpoint(layer, x, rope, mask, causal, input_pos, kv_len, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, mask, input_pos, kv_len)
+                x = layer(x, rope, mask, causal, input_pos, kv_len)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         x = self.norm(x)
         if return_hidden:
             return x
-        return self.lm_head(x).float()
+        logits = self.lm_head(x)
+        return logits if logits.dtype == torch.float32 else logits.float()
+
+    def _check_cached_call(self, B: int, input_pos: torch.Tensor, segment_ids: torch.Tensor | None) -> int:
+        """Validate a cached call; return ``kv_len`` (filled slots after it)."""
+        if not self.caches_enabled:
+            raise InputError("input_pos given but no KV cache is set up", "call decoder.setup_caches(batch, max_len)")
+        if segment_ids is not None:
+            raise InputError("segment_ids (packing) cannot be combined with the KV cache")
+        if B != self.cache_batch_size:
+            raise InputError(f"batch of {B} rows but the cache holds {self.cache_batch_size}",
+                             "call setup_caches with the batch size you decode")
+        kv_len = int(input_pos[-1]) + 1
+        if kv_len > self.cache_max_seq_len:
+            raise InputError(f"sequence of {kv_len} tokens exceeds the cache's {self.cache_max_seq_len} slots",
+                             "shorten the prompt or raise max_seq_len")
+        return kv_len
+
+    def _set_left_pad(self, left_pad: torch.Tensor) -> None:
+        self._left_pad.copy_(left_pad.to(self._left_pad))
+        self._any_pad = bool(self._left_pad.any())
+        # Key slots each row may attend to, built once per prompt instead of once per decoded token.
+        slots = torch.arange(self.cache_max_seq_len, device=self._left_pad.device)
+        self._valid = (slots[None, :] >= self._left_pad[:, None]) if self._any_pad else None
+
+    def _cached_rope_and_mask(self, input_pos: torch.Tensor, kv_len: int, dtype: torch.dtype
+                              ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None, bool]:
+        """RoPE tables, attention mask and causal flag for a cached call (no host sync beyond ``kv_len``)."""
+        T = input_pos.shape[0]
+        if not self._any_pad:
+            rope = self._rope_for(input_pos, dtype, self.cache_max_seq_len)
+            if T == 1:
+                return rope, None, False  # one new token attends to every filled slot
+            if kv_len == T:
+                return rope, None, True  # a prefill from slot 0: plain causal attention
+            return rope, _causal_mask(input_pos, kv_len)[None, None], False
+        positions = (input_pos[None, :] - self._left_pad[:, None]).clamp(min=0)
+        rope = self._rope_for(positions, dtype, self.cache_max_seq_len)
+        valid = self._valid[:, :kv_len]  # (B, S)
+        if T == 1:
+            return rope, valid[:, None, None, :], False
+        mask = _causal_mask(input_pos, kv_len)[None] & valid[:, None, :]
+        # A padding query would otherwise see no key at all (NaN softmax); let it see itself. Its output is unused.
+        slots = torch.arange(kv_len, device=input_pos.device)
+        mask = mask | (slots[None, None, :] == input_pos[None, :, None])
+        return rope, mask[:, None], False
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head on final normed hidden states ``[..., dim]`` -> float32 logits ``[..., V]``."""
         return self.lm_head(hidden).float()
 
 
-def _cached_positions_and_mask(input_pos: torch.Tensor, left_pad: torch.Tensor, kv_len: int
-                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """RoPE positions ``[B, T]`` and boolean attention mask ``[B, 1, T, kv_len]`` for cached decoding."""
-    positions = (input_pos[None, :] - left_pad[:, None]).clamp(min=0)
-    T = input_pos.shape[0]
-    if not bool(left_pad.any()) and T == 1:
-        return positions, None  # one new token, no padding: it attends to every filled slot
+def _causal_mask(input_pos: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """``[T, kv_len]``: query at slot ``input_pos[t]`` sees key slots ``<= input_pos[t]``."""
     slots = torch.arange(kv_len, device=input_pos.device)
-    causal = slots[None, :] <= input_pos[:, None]  # (T, S)
-    valid = slots[None, :] >= left_pad[:, None]  # (B, S)
-    mask = causal[None] & valid[:, None, :]
-    # A padding query would otherwise see no key at all (NaN softmax); let it see itself. Its output is unused.
-    mask = mask | (slots[None, None, :] == input_pos[None, :, None])
-    return positions, mask[:, None]
+    return slots[None, :] <= input_pos[:, None]
 
 
 def _packed_positions_and_mask(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

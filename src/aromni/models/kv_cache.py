@@ -43,8 +43,10 @@ class KVCache(nn.Module):
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v [B, H_kv, T, D]`` at slots ``input_pos [T]``; return the filled prefix ``[B, H_kv, kv_len, D]``."""
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        if k.dtype != self.k.dtype:
+            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
         return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
 
     def reset(self) -> None:

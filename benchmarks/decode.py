@@ -1,0 +1,206 @@
+"""Greedy decoding speed: aromni's Decoder (static KV cache) vs transformers' Chameleon ``generate()``.
+
+Both models get the same random weights (copied through aromni's HF writer) and the same random prompts. For
+each config and batch size the script measures
+
+* prefill tokens/s: ``B * P / t_prefill`` (one forward over the prompt that also yields the first new token);
+* decode tokens/s: ``B * (N - 1) / t_decode``, where ``t_decode`` covers the remaining ``N - 1`` greedy steps.
+  For transformers ``t_decode = t(generate N tokens) - t(generate 1 token)``, so generate()'s own per-step
+  overhead (logits processors, stopping criteria, cache bookkeeping, mask creation) is counted, as a user sees it;
+
+and checks that the greedy tokens agree. Times are medians over ``--repeats`` runs after one warm-up.
+
+    .venv/bin/python benchmarks/decode.py                 # tiny + 100m, batch 1 and 8 (a few minutes)
+    .venv/bin/python benchmarks/decode.py --quick         # tiny only, fewer tokens (seconds)
+    .venv/bin/python benchmarks/decode.py --json out.json --threads 2 --attn eager
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from aromni.models import Decoder, DecoderConfig
+from aromni.models.checkpoint import save_checkpoint
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def random_decoder(cfg: DecoderConfig, seed: int) -> Decoder:
+    g = torch.Generator().manual_seed(seed)
+    model = Decoder(cfg)
+    model.init_weights(std=0.02, generator=g)
+    with torch.no_grad():  # non-trivial norms, so a layout mix-up would change the tokens
+        for name, p in model.named_parameters():
+            if p.dim() == 1 or "norm" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+            if "q_norm" in name or "k_norm" in name:
+                p.copy_(p[:1].expand_as(p))
+    return model.eval()
+
+
+def hf_model(decoder: Decoder, attn: str):
+    from transformers import ChameleonForConditionalGeneration
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # An empty vocabulary_map: no IMGIMG tokens, so generate() masks no logits and greedy paths are comparable.
+        save_checkpoint(decoder, tmp, "hf", extra_config={"vocabulary_map": {}, "vq_config": {
+            "embed_dim": 8, "num_embeddings": 16, "latent_channels": 32, "resolution": 32, "base_channels": 32,
+            "channel_multiplier": [1], "num_res_blocks": 1, "attn_resolutions": []}})
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        model = ChameleonForConditionalGeneration.from_pretrained(tmp, attn_implementation=attn,
+                                                                  dtype=torch.float32)
+    return model.eval()
+
+
+@torch.inference_mode()
+def ours_generate(model: Decoder, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, float, float]:
+    """Greedy tokens ``[B, n_new]``, prefill seconds, decode seconds (for the last ``n_new - 1`` tokens)."""
+    B, P = prompt.shape
+    if model.cache_batch_size != B or model.cache_max_seq_len < P + n_new:
+        model.setup_caches(B, P + n_new)
+    else:
+        model.reset_caches()
+    out = torch.empty(B, n_new, dtype=torch.long)
+    t0 = time.perf_counter()
+    logits = model(prompt, input_pos=torch.arange(P), logits_to_keep=1)
+    tok = logits[:, -1].argmax(-1)
+    out[:, 0] = tok
+    t1 = time.perf_counter()
+    positions = torch.arange(P, P + n_new)
+    for i in range(1, n_new):
+        logits = model(tok[:, None], input_pos=positions[i - 1:i])
+        tok = logits[:, -1].argmax(-1)
+        out[:, i] = tok
+    t2 = time.perf_counter()
+    return out, t1 - t0, t2 - t1
+
+
+@torch.inference_mode()
+def hf_generate(model, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, float]:
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, eos_token_id=None,
+                          pad_token_id=0, bos_token_id=None, use_cache=True)
+    t0 = time.perf_counter()
+    seq = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gc)
+    return seq[:, prompt.shape[1]:], time.perf_counter() - t0
+
+
+def bench_case(name: str, cfg: DecoderConfig, batch: int, prompt_len: int, n_new: int, repeats: int,
+               attn: str, seed: int) -> dict:
+    ours = random_decoder(cfg, seed)
+    theirs = hf_model(ours, attn)
+    prompt = torch.randint(0, cfg.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(seed + 1))
+
+    ours_generate(ours, prompt, n_new)  # warm-up (allocates the cache, RoPE tables)
+    pre, dec = [], []
+    for _ in range(repeats):
+        tokens, tp, td = ours_generate(ours, prompt, n_new)
+        pre.append(tp)
+        dec.append(td)
+
+    hf_generate(theirs, prompt, n_new)  # warm-up
+    hf_full, hf_one = [], []
+    for _ in range(repeats):
+        hf_tokens, t = hf_generate(theirs, prompt, n_new)
+        hf_full.append(t)
+        hf_one.append(hf_generate(theirs, prompt, 1)[1])
+
+    t_pre, t_dec = statistics.median(pre), statistics.median(dec)
+    h_pre = statistics.median(hf_one)
+    h_dec = max(statistics.median(hf_full) - h_pre, 1e-9)
+    agree = bool((tokens == hf_tokens).all())
+    first_diff = None if agree else int((tokens != hf_tokens).any(0).nonzero()[0])
+    row = {
+        "config": name, "params_M": round(cfg.num_params() / 1e6, 1), "batch": batch, "prompt_len": prompt_len,
+        "new_tokens": n_new,
+        "ours_prefill_tok_s": batch * prompt_len / t_pre, "hf_prefill_tok_s": batch * prompt_len / h_pre,
+        "ours_decode_tok_s": batch * (n_new - 1) / t_dec, "hf_decode_tok_s": batch * (n_new - 1) / h_dec,
+        "greedy_tokens_equal": agree, "first_mismatch_step": first_diff,
+    }
+    row["decode_speedup"] = row["ours_decode_tok_s"] / row["hf_decode_tok_s"]
+    row["prefill_speedup"] = row["ours_prefill_tok_s"] / row["hf_prefill_tok_s"]
+    return row
+
+
+def print_table(rows: list[dict], header: str) -> None:
+    print(header)
+    cols = ["config", "params_M", "batch", "prompt_len", "new_tokens", "ours_decode_tok_s", "hf_decode_tok_s",
+            "decode_speedup", "ours_prefill_tok_s", "hf_prefill_tok_s", "prefill_speedup", "greedy_tokens_equal"]
+    short = ["config", "M params", "B", "P", "N", "ours dec tok/s", "HF dec tok/s", "dec x", "ours pre tok/s",
+             "HF pre tok/s", "pre x", "greedy equal"]
+    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(s), *(len(c[i]) for c in cells)) for i, s in enumerate(short)]
+    print("  ".join(s.rjust(w) for s, w in zip(short, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="tiny,100m", help="comma-separated presets (default tiny,100m)")
+    ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=None, help="default: 64 (tiny), 32 (others)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="transformers attention kernel")
+    ap.add_argument("--quick", action="store_true", help="tiny config only, 16 new tokens, 2 repeats")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.configs, args.repeats = "tiny", 2
+        args.new_tokens = args.new_tokens or 16
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    device = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "transformers": transformers.__version__, "hf_attention": args.attn, "python": sys.version.split()[0],
+              "cpu_count": os.cpu_count()}
+    rows = []
+    for name in args.configs.split(","):
+        cfg = DecoderConfig.preset(name)
+        n_new = args.new_tokens or (64 if name == "tiny" else 32)
+        for b in (int(x) for x in args.batches.split(",")):
+            rows.append(bench_case(name, cfg, b, args.prompt_len, n_new, args.repeats, args.attn, args.seed))
+            print(f"  done {name} batch {b}", file=sys.stderr, flush=True)
+    header = (f"device: {device['cpu']}, {device['threads']} thread(s); torch {device['torch']}, transformers "
+              f"{device['transformers']} ({args.attn} attention); fp32, greedy; median of {args.repeats}")
+    print_table(rows, header)
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
+    return 0 if all(r["greedy_tokens_equal"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
