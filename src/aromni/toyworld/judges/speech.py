@@ -54,36 +54,37 @@ class SpeechJudgeModel(nn.Module):
         self.head = nn.Linear(2 * cfg.hidden, 1 + len(cfg.words))
 
     def features(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``wav [B, T], lengths [B] -> log-mel [B, n_mels, frames]`` normalised over each clip's own frames."""
-        m = self.mel(wav)
-        n = (lengths // self.cfg.hop_length + 1).clamp(max=m.shape[-1])
-        mask = (torch.arange(m.shape[-1])[None, :] < n[:, None]).to(m.dtype)[:, None, :]  # [B, 1, frames]
+        """``wav [B, T], lengths [B] -> normalised log-mel [B, n_mels, frames]``."""
+        return self.normalize(self.mel(wav), self.mel_frames(lengths))
+
+    def mel_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths // self.cfg.hop_length + 1
+
+    @staticmethod
+    def normalize(m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Mean/variance-normalise log-mels ``[B, M, F]`` over each clip's first ``n[b]`` frames; zero the rest."""
+        n = n.clamp(max=m.shape[-1])
+        mask = (torch.arange(m.shape[-1])[None, :] < n[:, None]).to(m.dtype)[:, None, :]  # [B, 1, F]
         mean = (m * mask).sum(-1, keepdim=True) / n[:, None, None]
         var = (((m - mean) * mask) ** 2).sum(-1, keepdim=True) / n[:, None, None]
         return (m - mean) / (var.sqrt() + 1e-5) * mask
 
-    def forward_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``feats [B, n_mels, frames]`` -> ``(log-probs [B, F, V], output lengths [B])``."""
-        n1 = (lengths // self.cfg.hop_length + 2) // 2  # frames after conv1: ceil(mel frames / 2)
+    def forward_features(self, feats: torch.Tensor, n_frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``feats [B, n_mels, frames]`` with ``n_frames [B]`` valid -> ``(log-probs [B, F, V], lengths [B])``."""
+        n1 = (n_frames + 1) // 2  # frames after conv1
+        n2 = (n1 + 1) // 2
         x = nn.functional.gelu(self.conv1(feats))
         # Zero the padded tail so a clip's output does not depend on what it was batched with.
         x = x * (torch.arange(x.shape[-1])[None, None, :] < n1[:, None, None])
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)  # [B, F, C]
-        out_len = self.frames(lengths, self.cfg.hop_length).clamp(max=x.shape[1])
+        out_len = n2.clamp(max=x.shape[1])
         packed = nn.utils.rnn.pack_padded_sequence(x, out_len.cpu(), batch_first=True, enforce_sorted=False)
         y, _ = self.rnn(packed)
         y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
         return self.head(y).log_softmax(-1), out_len
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_features(self.features(wav, lengths), lengths)
-
-    @staticmethod
-    def frames(samples: torch.Tensor, hop: int) -> torch.Tensor:
-        """Output frames for inputs of ``samples`` samples (mel is centred: T // hop + 1, then two stride-2)."""
-        f = samples // hop + 1
-        f = (f - 1) // 2 + 1
-        return (f - 1) // 2 + 1
+        return self.forward_features(self.features(wav, lengths), self.mel_frames(lengths))
 
 
 def greedy_decode(logp: torch.Tensor, lengths: torch.Tensor, words: list[str]) -> list[str]:

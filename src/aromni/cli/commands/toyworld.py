@@ -1,0 +1,101 @@
+"""``aromni toyworld``: build the procedural toy world, train and score its judges.
+
+    aromni toyworld build --out DIR [--size smoke|small|full] [--seed N] [--workers N]
+    aromni toyworld judges train --world DIR --out DIR [--only speech|image]
+    aromni toyworld judges eval --world DIR [--judges DIR] [--split test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _build(args: argparse.Namespace) -> int:
+    from aromni.toyworld.build import build_world
+
+    manifest = build_world(args.out, size=args.size, seed=args.seed, workers=args.workers,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    summary = {k: manifest[k] for k in ("size", "seed", "images", "speech_clips", "speech_hours", "build_seconds")}
+    print(json.dumps({"out": str(args.out), **summary}))
+    return 0
+
+
+def _judges_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
+    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    if args.only in (None, "image"):
+        results["image"] = train_image_judge(os.path.join(args.out, "image"),
+                                             ImageTrainConfig(steps=args.image_steps, seed=args.seed),
+                                             progress=not args.quiet)
+    if args.only in (None, "speech"):
+        if args.world is None:
+            from aromni.errors import InputError
+
+            raise InputError("--world is required to train the speech judge", "pass --world DIR or --only image")
+        results["speech"] = train_speech_judge(args.world, os.path.join(args.out, "speech"),
+                                               SpeechTrainConfig(steps=args.speech_steps, seed=args.seed),
+                                               progress=not args.quiet)
+    print(json.dumps(results))
+    return 0
+
+
+def _judges_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from aromni.toyworld.judges.measure import measure_judges
+
+    torch.set_num_threads(args.threads)
+    report = measure_judges(args.world, args.judges, args.split)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        from aromni.utils.io import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tw = subparsers.add_parser("toyworld", help="procedural tri-modal toy world: build it, train/score its judges")
+    sub = tw.add_subparsers(dest="toyworld_command", metavar="SUBCOMMAND")
+    tw.set_defaults(func=lambda a: (tw.print_help(sys.stderr), 1)[1])
+
+    b = sub.add_parser("build", help="generate a world directory (images, speech, dialog records, manifest)")
+    b.add_argument("--out", required=True, help="world directory to create")
+    b.add_argument("--size", default="small", choices=["smoke", "small", "full"])
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing directory or unfinished build")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_build)
+
+    j = sub.add_parser("judges", help="train or score the speech and image judges")
+    jsub = j.add_subparsers(dest="judges_command", metavar="ACTION")
+    j.set_defaults(func=lambda a: (j.print_help(sys.stderr), 1)[1])
+
+    t = jsub.add_parser("train", help="train the judges (resumable); writes OUT/speech and OUT/image")
+    t.add_argument("--world", help="a built world (needed for the speech judge)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--only", choices=["speech", "image"], default=None)
+    t.add_argument("--speech-steps", type=int, default=3000)
+    t.add_argument("--image-steps", type=int, default=1200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_judges_train)
+
+    e = jsub.add_parser("eval", help="judge WER and image accuracy on a world's ground truth")
+    e.add_argument("--world", required=True)
+    e.add_argument("--judges", default=None, help="directory with speech/ and image/ (default: shipped judges)")
+    e.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    e.add_argument("--json", default=None, help="also write the report here")
+    e.add_argument("--threads", type=int, default=1)
+    e.set_defaults(func=_judges_eval)

@@ -1,0 +1,64 @@
+"""Score the judges on a world's ground truth: speech WER (overall, held-out voices, per voice) and image accuracy
+per attribute plus all-correct."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from aromni.errors import InputError
+from aromni.toyworld.attributes import ATTRIBUTE_NAMES
+from aromni.toyworld.judges.image import ImageJudge
+from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.judges.wer import wer
+from aromni.toyworld.records import read_jsonl
+
+
+def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
+    rows = [r for r in read_jsonl(world / "speech.jsonl") if r["split"] == split][:limit]
+    if not rows:
+        raise InputError(f"{world}: no {split} clips in speech.jsonl")
+    hyps = judge.transcribe_files([world / r["path"] for r in rows])
+    by_voice: dict[str, list[int]] = collections.defaultdict(list)
+    for i, r in enumerate(rows):
+        by_voice[r["voice"]].append(i)
+
+    def sub(idx: list[int]) -> float:
+        return round(wer([rows[i]["transcript"] for i in idx], [hyps[i] for i in idx]), 5)
+
+    user = [i for i, r in enumerate(rows) if r["role"] == "user"]
+    assistant = [i for i, r in enumerate(rows) if r["role"] == "assistant"]
+    errors = [{"voice": rows[i]["voice"], "ref": rows[i]["transcript"], "hyp": hyps[i]}
+              for i in range(len(rows)) if rows[i]["transcript"] != hyps[i]]
+    return {
+        "split": split, "clips": len(rows), "wer": sub(list(range(len(rows)))),
+        "wer_user_voices": sub(user) if user else None, "wer_assistant_voice": sub(assistant) if assistant else None,
+        "per_voice": {v: sub(idx) for v, idx in sorted(by_voice.items())},
+        "examples_of_errors": errors[:10],
+    }
+
+
+def measure_image(judge: ImageJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
+    rows = [r for r in read_jsonl(world / "images.jsonl") if r["split"] == split][:limit]
+    if not rows:
+        raise InputError(f"{world}: no {split} images in images.jsonl")
+    reads = judge.read_files([world / r["path"] for r in rows])
+    ok = {k: [reads[i][k] == r["attrs"][k] for i, r in enumerate(rows)] for k in ATTRIBUTE_NAMES}
+    all_ok = [all(ok[k][i] for k in ATTRIBUTE_NAMES) for i in range(len(rows))]
+    held = [i for i, r in enumerate(rows) if r["heldout_combo"]]
+    return {
+        "split": split, "images": len(rows),
+        "accuracy": {**{k: round(sum(v) / len(v), 5) for k, v in ok.items()}, "all": round(sum(all_ok) / len(rows), 5)},
+        "all_correct_heldout_combos": round(sum(all_ok[i] for i in held) / len(held), 5) if held else None,
+    }
+
+
+def measure_judges(world: str | Path, judges: str | Path | None, split: str = "test") -> dict[str, Any]:
+    world = Path(world)
+    speech_dir = Path(judges) / "speech" if judges else None
+    image_dir = Path(judges) / "image" if judges else None
+    return {
+        "speech": measure_speech(SpeechJudge.load(speech_dir), world, split),
+        "image": measure_image(ImageJudge.load(image_dir), world, split),
+    }

@@ -1,0 +1,172 @@
+"""Train the speech judge on a world's training clips (training voices + the assistant voice).
+
+Resumable: ``checkpoint.pt`` in the output directory holds model, optimiser and step, written every
+``save_every`` steps; rerunning the same command continues from it. The finished judge is saved as
+``config.json`` + ``model.safetensors`` (fp16) with its validation WER in the config.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aromni.errors import CheckpointError, InputError
+from aromni.toyworld import grammar
+from aromni.toyworld.judges.augment import augment_logmel, spec_augment
+from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
+from aromni.toyworld.judges.wer import wer
+from aromni.toyworld.records import read_jsonl
+from aromni.utils.io import atomic_path
+
+
+@dataclass
+class SpeechTrainConfig:
+    steps: int = 3000
+    batch_seconds: float = 60.0  # audio per batch (batches are length-bucketed)
+    lr: float = 2e-3
+    warmup: int = 150
+    clean_fraction: float = 0.2  # batches left uncorrupted
+    save_every: int = 250
+    val_clips: int = 300
+    max_train_clips: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
+            raise InputError("steps, batch_seconds and lr must be positive")
+
+
+def load_clips(world: Path, split: str, limit: int | None = None, seed: int = 0) -> list[tuple[np.ndarray, str]]:
+    """``[(int16 wav, transcript)]`` of ``split`` from ``world/speech.jsonl``."""
+    import soundfile as sf
+
+    rows = [r for r in read_jsonl(world / "speech.jsonl") if r["split"] == split]
+    if limit is not None and len(rows) > limit:
+        rows = random.Random(seed).sample(rows, limit)
+    return [(sf.read(str(world / r["path"]), dtype="int16")[0], r["transcript"]) for r in rows]
+
+
+def _batches(lengths: list[int], batch_samples: int, rng: random.Random) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > batch_samples:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)
+    return out
+
+
+def _lr(step: int, cfg: SpeechTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def compute_mels(model: SpeechJudgeModel, clips: list[tuple[np.ndarray, str]], batch: int = 64) -> list[torch.Tensor]:
+    """Raw log-mels ``[M, F_i]`` (fp16) of every clip, computed once so training only pays for the model."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(clips), batch):
+            wav, lengths = pad_batch([w.astype(np.float32) / 32768.0 for w, _ in clips[i : i + batch]])
+            m = model.mel(wav)
+            out += [m[j, :, : int(n)].half() for j, n in enumerate(model.mel_frames(lengths))]
+    return out
+
+
+def _step(model, mels, texts, word_id, g, corrupt: bool) -> torch.Tensor:
+    n = torch.tensor([x.shape[-1] for x in mels])
+    m = torch.full((len(mels), mels[0].shape[0], int(n.max())), float(np.log(1e-5)))
+    for j, x in enumerate(mels):
+        m[j, :, : x.shape[-1]] = x.float()
+    if corrupt:
+        m, n = augment_logmel(m, n, g)
+    feats = model.normalize(m, n)
+    if corrupt:
+        feats = spec_augment(feats, g)
+    logp, out_len = model.forward_features(feats, n)
+    targets = [torch.tensor([word_id[w] for w in t.split()]) for t in texts]
+    tgt_len = torch.tensor([len(t) for t in targets])
+    return torch.nn.functional.ctc_loss(logp.transpose(0, 1), torch.cat(targets), out_len, tgt_len,
+                                        blank=0, zero_infinity=True)
+
+
+def evaluate_wer(judge: SpeechJudge, clips: list[tuple[np.ndarray, str]]) -> float:
+    hyps = judge.transcribe([w.astype(np.float32) / 32768.0 for w, _ in clips])
+    return wer([t for _, t in clips], hyps)
+
+
+def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfig | None = None,
+                       *, progress: bool = True) -> dict:
+    """Train (or resume) the speech judge; returns its metrics."""
+    from tqdm import tqdm
+
+    cfg = cfg or SpeechTrainConfig()
+    world, out = Path(world), Path(out)
+    torch.manual_seed(cfg.seed)
+    words = grammar.spoken_vocabulary()
+    model = SpeechJudgeModel(SpeechJudgeConfig(words=words))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if ckpt.is_file():
+        try:
+            state = torch.load(ckpt, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's to delete
+            raise CheckpointError(f"{ckpt}: cannot be read ({e})", "delete it to start again") from None
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["gen"])
+        step = int(state["step"])
+    train = load_clips(world, "train", cfg.max_train_clips, cfg.seed)
+    val = load_clips(world, "validation", cfg.val_clips, cfg.seed)
+    if not train:
+        raise InputError(f"{world}: no training clips in speech.jsonl", "build the world first")
+    unknown = {w for _, t in train for w in t.split()} - set(words)
+    if unknown:
+        raise InputError(f"{world}: transcripts use words outside the grammar: {sorted(unknown)[:5]}",
+                         "rebuild the world with this version of aromni")
+    word_id = {w: i + 1 for i, w in enumerate(words)}
+    mels, texts = compute_mels(model, train), [t for _, t in train]
+    batch_frames = int(cfg.batch_seconds * 100)
+    lengths = [x.shape[-1] for x in mels]
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, desc="speech judge", disable=None if progress else True)
+    model.train()
+    epoch_batches: list[list[int]] = []
+    while step < cfg.steps:
+        if not epoch_batches:
+            epoch_batches = _batches(lengths, batch_frames, random.Random(f"{cfg.seed}-{step}"))
+        idx = epoch_batches.pop()
+        for group in opt.param_groups:
+            group["lr"] = float(_lr(step, cfg))
+        corrupt = float(torch.rand((), generator=g)) >= cfg.clean_fraction
+        loss = _step(model, [mels[i] for i in idx], [texts[i] for i in idx], word_id, g, corrupt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            with atomic_path(ckpt, suffix=".pt") as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
+                            "step": step}, tmp)
+    bar.close()
+    judge = SpeechJudge(model)
+    metrics = {"val_wer": round(evaluate_wer(judge, val), 5), "steps": step, "train_clips": len(train),
+               "params": sum(p.numel() for p in model.parameters()),
+               "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
+    judge.save(out, metrics)
+    return metrics
