@@ -1,0 +1,163 @@
+"""Training checkpoints: atomic step directories, keep-last-N, exact resume.
+
+::
+
+    OUT/checkpoints/step-00000100/
+      config.json, model.safetensors   the decoder (aromni format: ``load_decoder`` / ``Bundle.load`` read it)
+      perceptual.safetensors           W_h of the perceptual loss (when enabled)
+      trainer_state.pt                 step, optimizer (keyed by parameter name), scheduler, RNG states of every
+                                       rank (torch, numpy, python, cuda), data position, config
+
+A directory is built beside its final name and renamed into place when complete (``aromni.utils.io.atomic_dir``;
+every file inside is fsynced), so a crash or SIGKILL leaves either the previous checkpoints or a complete new
+one. ``trainer_state.pt`` holds only tensors and plain Python values and is read with ``weights_only=True``.
+Under FSDP the full (unsharded) model and optimizer states are gathered to rank 0, which writes; a checkpoint
+therefore resumes under any strategy or world size with the same global batch.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from aromni.errors import CheckpointError
+from aromni.models.checkpoint.aromni_format import save_decoder
+from aromni.models.config import DecoderConfig
+from aromni.models.decoder import Decoder
+from aromni.training.distributed import DistInfo
+from aromni.utils.io import atomic_dir, atomic_path
+
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+TRAINER_STATE = "trainer_state.pt"
+PERCEPTUAL = "perceptual.safetensors"
+
+
+# --------------------------------------------------------------------------- RNG
+def capture_rng() -> dict[str, Any]:
+    """RNG states of torch, numpy (legacy global), python and CUDA, as weights-only-loadable values."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                                       float(gauss)]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# --------------------------------------------------------------------------- state gathering
+def full_model_state(model: nn.Module, info: DistInfo) -> dict[str, torch.Tensor]:
+    """The unsharded model state on CPU (rank 0 gets it under FSDP; other ranks get ``{}``)."""
+    if info.strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, info: DistInfo) -> dict[str, Any]:
+    """Optimizer state keyed by parameter name (unsharded; rank 0 under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    if info.strategy == "fsdp":
+        return get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_optimizer_state_dict(model, opt)
+
+
+def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], info: DistInfo) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if info.strategy == "fsdp":
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_optimizer_state_dict(model, opt, state if info.is_main else {}, options=opts)
+    else:
+        set_optimizer_state_dict(model, opt, state)
+
+
+# --------------------------------------------------------------------------- files
+def step_dir(root: str | Path, step: int) -> Path:
+    return Path(root) / f"step-{step:08d}"
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete step directories under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def remove_partial(root: str | Path) -> None:
+    """Delete temporary directories left by a save that was killed half-way."""
+    root = Path(root)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith(".step-"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, layout: Any,
+                    model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], keep_last: int) -> Path:
+    """Write one step directory atomically (call on rank 0 with the gathered states) and prune old ones."""
+    dest = step_dir(root, step)
+    dec_state = {k.removeprefix("decoder."): v for k, v in model_state.items() if k.startswith("decoder.")}
+    perc_state = {k.removeprefix("perceptual."): v for k, v in model_state.items() if k.startswith("perceptual.")}
+    with torch.device("meta"):
+        shell = Decoder(decoder_cfg)
+    shell.load_state_dict(dec_state, assign=True, strict=not decoder_cfg.tie_embeddings)
+    with atomic_dir(dest, overwrite=True) as tmp:
+        save_decoder(shell, tmp, layout=layout)
+        if perc_state:
+            with atomic_path(tmp / PERCEPTUAL) as f:
+                save_file({k: v.contiguous() for k, v in perc_state.items()}, str(f))
+        with atomic_path(tmp / TRAINER_STATE) as f:
+            torch.save(trainer_state, f)
+    if keep_last > 0:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model state (``decoder.*`` and ``perceptual.*`` keys) and the trainer state of a step directory."""
+    from aromni.models.checkpoint.aromni_format import load_state
+
+    path = Path(path)
+    if not (path / TRAINER_STATE).is_file():
+        raise CheckpointError(f"{path}: not a training checkpoint (no {TRAINER_STATE})",
+                              "pass an OUT/checkpoints/step-* directory")
+    state = {f"decoder.{k}": v for k, v in load_state(path).items()}
+    if (path / PERCEPTUAL).is_file():
+        state.update({f"perceptual.{k}": v for k, v in load_file(str(path / PERCEPTUAL)).items()})
+    try:
+        trainer = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError and friends
+        raise CheckpointError(f"{path / TRAINER_STATE}: cannot be read with weights_only=True ({type(e).__name__}: "
+                              f"{e})", "the file holds arbitrary Python objects or is damaged") from None
+    return state, trainer

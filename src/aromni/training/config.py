@@ -1,0 +1,432 @@
+"""Typed training configuration: dataclasses, YAML loading and dotted ``key=value`` overrides.
+
+A recipe YAML mirrors :class:`TrainConfig`::
+
+    out: runs/tiny
+    data: {root: data/tiny, seq_len: 256, micro_batch: 4}
+    model: {decoder: {preset: tiny}}
+    optim: {lr: 3.0e-4, max_steps: 200}
+
+and any field can be overridden on the command line with its dotted path, the value parsed as YAML
+(``optim.lr=1e-4``, ``loss.tail_tasks=[asr]``, ``perceptual.enabled=false``). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from aromni.errors import ConfigError, InputError
+
+#: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
+PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
+
+
+@dataclass
+class MixingConfig:
+    """Modality mixing over the shard ``group`` column.
+
+    Attributes:
+        ratios: group -> relative share of *samples* drawn. Groups absent from the data are ignored. An empty
+            mapping means "natural": each group in proportion to its size, so a ``"stop"`` epoch is one pass over
+            all the data (the SFT default).
+        exhaust: ``"stop"`` ends the epoch as soon as one group runs out (the paper); ``"cycle"`` reshuffles an
+            exhausted group and keeps going (epochs never end; use ``optim.max_steps``).
+    """
+
+    ratios: dict[str, float] = field(default_factory=lambda: dict(PAPER_RATIOS))
+    exhaust: str = "stop"
+
+    def __post_init__(self) -> None:
+        if self.exhaust not in ("stop", "cycle"):
+            raise ConfigError(f"data.mixing.exhaust must be 'stop' or 'cycle', got {self.exhaust!r}")
+        if self.ratios and (any(float(v) < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0):
+            raise ConfigError(f"data.mixing.ratios must be non-negative with a positive sum, got {self.ratios}")
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they become ``[B, T]`` batches.
+
+    Attributes:
+        root: shard directory (``manifest.json`` + ``<split>/shard-*.parquet``).
+        split: which split to train on.
+        seq_len: tokens per packed row (model inputs; a sample of ``L`` ids uses ``L - 1`` slots).
+        micro_batch: rows per forward pass per process.
+        batching: ``"pack"`` (several samples per row, block-diagonal attention) or ``"bucket"`` (one sample
+            per row, rows of similar length batched together, padded to the longest).
+        bucket_window: samples sorted together when bucketing.
+        too_long: samples longer than ``seq_len + 1`` ids: ``"drop"`` (the official pretrain filter) or
+            ``"truncate"`` (keep the first ``seq_len + 1`` ids).
+        mixing: modality mixing.
+        seed: data-order seed (shuffles and group draws).
+    """
+
+    root: str = ""
+    split: str = "train"
+    seq_len: int = 1300
+    micro_batch: int = 1
+    batching: str = "pack"
+    bucket_window: int = 256
+    too_long: str = "drop"
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batching not in ("pack", "bucket"):
+            raise ConfigError(f"data.batching must be 'pack' or 'bucket', got {self.batching!r}")
+        if self.too_long not in ("drop", "truncate"):
+            raise ConfigError(f"data.too_long must be 'drop' or 'truncate', got {self.too_long!r}")
+        if self.seq_len < 2 or self.micro_batch < 1 or self.bucket_window < 1:
+            raise ConfigError("data.seq_len must be >= 2 and data.micro_batch, data.bucket_window >= 1")
+
+
+@dataclass
+class VocabExtensionConfig:
+    """Growing an existing model's vocabulary to the data's layout (new speech codes, special tokens).
+
+    Attributes:
+        enabled: extend when the shard manifest's layout is a superset of the model's; otherwise a layout
+            mismatch is an error.
+        init: ``"mean"``: new rows = mean of the old rows + ``noise_std`` x per-dimension std x N(0, 1);
+            ``"normal"``: N(0, ``noise_std``).
+        noise_std: see ``init``.
+    """
+
+    enabled: bool = True
+    init: str = "mean"
+    noise_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.init not in ("mean", "normal"):
+            raise ConfigError(f"model.extend_vocab.init must be 'mean' or 'normal', got {self.init!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Which decoder to train.
+
+    Attributes:
+        init_from: a bundle or decoder checkpoint directory (any layout ``aromni.models.load_decoder`` reads);
+            empty trains from scratch.
+        decoder: from scratch: ``DecoderConfig`` fields, optionally ``preset: <name>`` plus overrides;
+            ``vocab_size`` defaults to the layout's.
+        layout: from scratch, or for a checkpoint without one: a layout JSON file; empty uses the shard manifest's.
+        swin_norm: ablation switch (paper Table 7): force residual-post-norm on/off; ``null`` keeps the model's.
+        init_std: std of the from-scratch initialisation.
+        gradient_checkpointing: recompute each block in backward (activation checkpointing).
+        extend_vocab: vocabulary extension.
+    """
+
+    init_from: str = ""
+    decoder: dict[str, Any] = field(default_factory=dict)
+    layout: str = ""
+    swin_norm: bool | None = None
+    init_std: float = 0.02
+    gradient_checkpointing: bool = False
+    extend_vocab: VocabExtensionConfig = field(default_factory=VocabExtensionConfig)
+
+
+@dataclass
+class LossConfig:
+    """Weighted next-token prediction (paper eq. 2).
+
+    Attributes:
+        mode: ``"pretrain"``: every target counts (the official pretrain has no prompt masking); ``"sft"``:
+            only response targets (the shard ``response`` column) count.
+        weighted_ntp: ablation switch; ``false`` gives every counted target weight 1 (the paper's "simple NTP").
+        tail_tasks: tasks whose assistant *text* targets are up-weighted (official: ``image_caption``,
+            ``speech_to_text`` = our ``caption``, ``asr``; official names are accepted, see ``tasks.py``).
+        tail_weight: their weight (official 2.0). ``<eos>``/``<eom>`` and modality markers are not up-weighted.
+        segment_weight: SFT option: weight of targets strictly inside an ``<ins> ... <res>`` pair (official
+            ``--segment_loss_weight``; 1.0 is off).
+        normalize: ``"weight"``: sum(w * ce) / sum(w) (the official code); ``"tokens"``: sum(w * ce) / N, N the
+            number of counted targets (eq. 2's 1/T).
+        chunk_size: positions per LM-head chunk in the fused loss (0 = one chunk); bounds the fp32 logits held.
+    """
+
+    mode: str = "pretrain"
+    weighted_ntp: bool = True
+    tail_tasks: list[str] = field(default_factory=lambda: ["caption", "asr"])
+    tail_weight: float = 2.0
+    segment_weight: float = 1.0
+    normalize: str = "weight"
+    chunk_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("pretrain", "sft"):
+            raise ConfigError(f"loss.mode must be 'pretrain' or 'sft', got {self.mode!r}")
+        if self.normalize not in ("weight", "tokens"):
+            raise ConfigError(f"loss.normalize must be 'weight' or 'tokens', got {self.normalize!r}")
+        if self.tail_weight <= 0 or self.segment_weight <= 0 or self.chunk_size < 0:
+            raise ConfigError("loss.tail_weight and loss.segment_weight must be positive, loss.chunk_size >= 0")
+
+
+@dataclass
+class PerceptualConfig:
+    """The perceptual loss (paper eq. 3-4).
+
+    Attributes:
+        enabled: ablation switch.
+        weight: lambda_perc.
+        table: the frozen code-embedding table E ``[n_image_codes, d_e]``: an image tokenizer directory or bundle
+            (its VQGAN codebook ``quantize.embedding.weight``), or a ``.safetensors`` / ``.pt`` / ``.ckpt`` file
+            holding one tensor.
+        reduction: ``"mean"``: mean over positions and the d_e dims (``F.mse_loss``, the official code);
+            ``"sum"``: squared L2 summed over d_e, mean over positions (eq. 3 literally = d_e x "mean").
+        align: ``"target"``: the hidden state at t is regressed onto E[y_t] for targets y_t that are image codes
+            (eq. 3); ``"input"``: onto the embedding of the code *read* at t (the official code's alignment).
+        tasks: restrict to these tasks (official pretrain: ``[t2i]``); empty = every task.
+    """
+
+    enabled: bool = True
+    weight: float = 1.0
+    table: str = ""
+    reduction: str = "mean"
+    align: str = "target"
+    tasks: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("mean", "sum"):
+            raise ConfigError(f"perceptual.reduction must be 'mean' or 'sum', got {self.reduction!r}")
+        if self.align not in ("target", "input"):
+            raise ConfigError(f"perceptual.align must be 'target' or 'input', got {self.align!r}")
+        if self.weight < 0:
+            raise ConfigError("perceptual.weight must be >= 0")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then linear decay (paper Table 8), clipping and accumulation.
+
+    Attributes:
+        lr: peak learning rate.
+        min_lr_ratio: the decay ends at ``lr * min_lr_ratio``.
+        warmup_ratio: share of ``max_steps`` spent warming up (Table 8: 0.05); ``warmup_steps`` wins if > 0.
+        max_steps: optimizer steps to train.
+        weight_decay: applied to parameters with >= 2 dims only (matrices, embeddings).
+        grad_clip: global gradient-norm clip (0 disables).
+        grad_accum: micro-batches per optimizer step per process.
+    """
+
+    lr: float = 6e-5
+    min_lr_ratio: float = 0.0
+    warmup_ratio: float = 0.05
+    warmup_steps: int = 0
+    max_steps: int = 1000
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.max_steps < 1 or self.grad_accum < 1:
+            raise ConfigError("optim.lr must be positive, optim.max_steps and optim.grad_accum >= 1")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("optim.warmup_ratio must be in [0, 1) and optim.min_lr_ratio in [0, 1]")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must have two values, got {self.betas}")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps > 0 else int(round(self.warmup_ratio * self.max_steps))
+
+
+@dataclass
+class CheckpointConfig:
+    """Attributes:
+        every: save every N optimizer steps (0: only at the end).
+        keep_last: how many step checkpoints to keep.
+        resume: ``"auto"`` (latest checkpoint under ``OUT/checkpoints`` if any), ``"none"``, or a directory.
+    """
+
+    every: int = 500
+    keep_last: int = 3
+    resume: str = "auto"
+
+
+@dataclass
+class LogConfig:
+    """Attributes:
+        every: log every N steps (the JSONL file gets every step logged).
+        tensorboard: also write TensorBoard events under ``OUT/tensorboard``.
+        progress: tqdm bar (off when stderr is not a terminal).
+        sample_ids: put the ``source`` of every sample consumed in each JSONL record (for audits/tests).
+    """
+
+    every: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+    sample_ids: bool = False
+
+
+@dataclass
+class ExportConfig:
+    """The bundle written at the end of training (``OUT/bundle``).
+
+    Attributes:
+        enabled: write it.
+        tokenizers_from: a bundle whose tokenizers are copied.
+        text, image, speech: tokenizer directories (override ``tokenizers_from``).
+        dtype: weight dtype of the export (``float32``, ``bfloat16``, ``float16``).
+        style: prompt style recorded in the bundle.
+    """
+
+    enabled: bool = True
+    tokenizers_from: str = ""
+    text: str = ""
+    image: str = ""
+    speech: str = ""
+    dtype: str = "float32"
+    style: str = "official"
+
+
+@dataclass
+class DistConfig:
+    """Attributes:
+        strategy: ``"auto"`` (DDP when launched with several processes), ``"ddp"``, ``"fsdp"`` (FSDP2
+            ``fully_shard`` per block), or ``"none"``.
+        backend: ``"auto"`` (nccl on CUDA, gloo on CPU) or a torch.distributed backend name.
+    """
+
+    strategy: str = "auto"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("auto", "none", "ddp", "fsdp"):
+            raise ConfigError(f"dist.strategy must be auto, none, ddp or fsdp, got {self.strategy!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. See the module docstring for the file format."""
+
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    num_threads: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        return _build(cls, d, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+        """Load ``path`` (or the defaults when ``None``) and apply ``key=value`` overrides."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            import yaml
+
+            p = Path(path)
+            if not p.is_file():
+                raise InputError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
+            try:
+                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{p}: invalid YAML ({e})") from None
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{p}: the top level must be a mapping")
+        for item in overrides:
+            apply_override(raw, item)
+        return cls.from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw`` (value parsed as YAML)."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not key=value", "e.g. optim.lr=1e-4")
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+
+
+def _build(cls: type, d: Mapping[str, Any] | None, prefix: str) -> Any:
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {d!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(prefix + k for k in unknown)}",
+                          f"known under {prefix or '<root>'}: {sorted(fields)}")
+    kwargs = {}
+    for name, value in d.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config section {prefix or '<root>'}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    origin, args = get_origin(tp), get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key}: null is not allowed")
+    if args and type(None) in args:  # Optional[X]
+        tp = next(a for a in args if a is not type(None))
+        origin, args = get_origin(tp), get_args(tp)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value] if value != "" else []
+        return [_coerce(args[0], v, key) for v in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            out = tp(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if tp is int and float(value) != out:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value

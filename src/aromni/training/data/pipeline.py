@@ -1,0 +1,77 @@
+"""Shards -> the per-rank step batcher: filtering, mixing, row planning, targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aromni.errors import InputError
+from aromni.training.config import DataConfig, LossConfig, PerceptualConfig
+from aromni.training.data.batching import BucketedRows, PackedRows, RowSource, StepBatcher
+from aromni.training.data.mixing import MixingSampler, group_indices
+from aromni.training.data.shards import ShardDataset, read_manifest
+from aromni.training.data.targets import TargetBuilder
+from aromni.vocab.layout import VocabLayout
+
+
+@dataclass
+class DataReport:
+    """What the data pipeline kept and dropped (logged at the start of a run)."""
+
+    samples: int = 0
+    kept: int = 0
+    too_long: int = 0
+    too_short: int = 0
+    corrupt: int = 0
+    per_group: dict[str, int] = field(default_factory=dict)
+    expected_epoch_samples: int | None = None
+
+    def line(self) -> str:
+        groups = ", ".join(f"{g} {n}" for g, n in self.per_group.items())
+        return (f"data: {self.kept}/{self.samples} samples ({groups}); dropped {self.too_long} too long, "
+                f"{self.too_short} too short, {self.corrupt} corrupt; ~{self.expected_epoch_samples} per epoch")
+
+
+def data_layout(cfg: DataConfig) -> VocabLayout:
+    manifest = read_manifest(cfg.root)
+    if not manifest.get("layout"):
+        raise InputError(f"{cfg.root}: the manifest has no vocabulary layout", "rebuild the shards")
+    return VocabLayout.from_dict(manifest["layout"])
+
+
+def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfig, layout: VocabLayout, *,
+                  grad_accum: int, rank: int = 0, world: int = 1) -> tuple[StepBatcher, DataReport]:
+    """The batcher of rank ``rank`` (every rank plans the same global order)."""
+    ds = ShardDataset(cfg.root, cfg.split, vocab_size=layout.vocab_size)
+    lengths = ds.lengths()
+    positions = lengths - 1
+    report = DataReport(samples=len(ds) + sum(ds.skipped.values()), corrupt=sum(ds.skipped.values()))
+    keep = positions >= 1
+    report.too_short = int((~keep).sum())
+    if cfg.too_long == "drop":
+        long = keep & (positions > cfg.seq_len)
+        report.too_long = int(long.sum())
+        keep &= ~long
+    positions = np.minimum(positions, cfg.seq_len)
+    groups_col = np.asarray(ds.column("group"))
+    groups = {g: idx[keep[idx]] for g, idx in group_indices(groups_col).items()}
+    report.per_group = {g: int(v.size) for g, v in groups.items()}
+    report.kept = int(keep.sum())
+    sampler = MixingSampler(groups, cfg.mixing.ratios, cfg.mixing.exhaust, seed=cfg.seed)
+    report.expected_epoch_samples = sampler.epoch_size()
+    rows: RowSource
+    if cfg.batching == "pack":
+        rows = PackedRows(sampler, positions, cfg.seq_len)
+    else:
+        rows = BucketedRows(sampler, positions, cfg.bucket_window, cfg.micro_batch, seed=cfg.seed)
+    targets = TargetBuilder(layout, loss, perceptual, max_positions=cfg.seq_len)
+    batcher = StepBatcher(rows, ds, targets, cfg.micro_batch, grad_accum, rank, world, layout.pad,
+                          fixed_len=cfg.seq_len if cfg.batching == "pack" else None)
+    return batcher, report
+
+
+def describe(report: DataReport) -> dict[str, Any]:
+    return {"samples": report.samples, "kept": report.kept, "too_long": report.too_long,
+            "too_short": report.too_short, "corrupt": report.corrupt, "per_group": report.per_group}

@@ -1,0 +1,47 @@
+"""Training recipes: each fixes the defaults of one stage and runs the shared :class:`~aromni.training.trainer.Trainer`.
+
+``pretrain``: loss on every token, tail-weighted NTP for caption/ASR, perceptual loss (paper stage 1).
+``sft``: loss on response tokens only (paper stage 2), optional INS...RES segment weight.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aromni.errors import ConfigError
+from aromni.training.config import TrainConfig, apply_override
+
+
+def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path | None,
+                       overrides: Sequence[str] = ()) -> TrainConfig:
+    """``defaults`` under the YAML file under the ``key=value`` overrides; ``loss.mode`` must stay ``mode``."""
+    import yaml
+
+    raw: dict[str, Any] = copy.deepcopy(dict(defaults))
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+        raw = _deep_merge(raw, loaded)
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = TrainConfig.from_dict(raw)
+    if cfg.loss.mode != mode:
+        raise ConfigError(f"the {mode} recipe got loss.mode={cfg.loss.mode!r}", f"use `aromni train {cfg.loss.mode}`")
+    return cfg
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out

@@ -1,0 +1,31 @@
+"""Stage 1, omni pre-training (paper §3.2, Table 8): every token is a target, caption/ASR response text x2,
+perceptual loss on image codes, linear warmup (5%) and decay, clip 1.0.
+
+Run: ``aromni train pretrain --config configs/train/pretrain_tiny.yaml [key=value ...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aromni.training.config import TrainConfig
+from aromni.training.recipes import load_recipe_config
+
+DEFAULTS: dict[str, Any] = {
+    "loss": {"mode": "pretrain", "weighted_ntp": True, "tail_tasks": ["caption", "asr"], "tail_weight": 2.0},
+    "perceptual": {"enabled": True, "weight": 1.0},
+    "data": {"seq_len": 1300, "too_long": "drop"},
+    "optim": {"lr": 6e-5, "warmup_ratio": 0.05, "grad_clip": 1.0},
+}
+
+
+def config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    return load_recipe_config("pretrain", DEFAULTS, path, overrides)
+
+
+def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    from aromni.training.trainer import Trainer
+
+    return Trainer(config(path, overrides)).fit()

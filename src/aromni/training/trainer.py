@@ -1,0 +1,222 @@
+"""The training loop shared by the pretrain and SFT recipes.
+
+``Trainer(cfg).fit()`` does, top to bottom: join the process group (torchrun) -> plan the data -> build the model
+(scratch / bundle, vocabulary extension, ablation switches) and the perceptual head -> resume the latest
+checkpoint if any -> wrap (DDP / FSDP2) -> AdamW + linear schedule -> steps -> checkpoints -> export a bundle.
+
+One optimizer step: the rank's ``grad_accum`` micro-batches are read first, so the loss normalisers of the whole
+global step are known (:class:`~aromni.training.losses.StepTotals`); each micro-batch is forwarded and
+back-propagated (gradient sync only on the last); gradients are clipped; AdamW and the schedule step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aromni.errors import ConfigError
+from aromni.training import checkpoint as ckpt
+from aromni.training import distributed as D
+from aromni.training.config import TrainConfig
+from aromni.training.data.batching import Batch
+from aromni.training.data.pipeline import build_batcher, data_layout, describe
+from aromni.training.export import export_bundle
+from aromni.training.losses import StepTotals, TrainingObjective
+from aromni.training.metrics import MetricsLogger
+from aromni.training.model_init import build_decoder
+from aromni.training.optim import build_optimizer, build_scheduler
+from aromni.training.perceptual import PerceptualHead, load_table
+
+
+class Trainer:
+    """Runs one training configuration. See the module docstring."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.step = 0
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.info = D.init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.device)
+        torch.manual_seed(cfg.seed)
+        layout = data_layout(cfg.data)
+        self.batcher, report = build_batcher(cfg.data, cfg.loss, cfg.perceptual, layout,
+                                             grad_accum=cfg.optim.grad_accum, rank=self.info.rank,
+                                             world=self.info.world)
+        decoder, self.layout, notes = build_decoder(cfg.model, layout, seed=cfg.seed)
+        perc = None
+        if cfg.perceptual.enabled:
+            if not cfg.perceptual.table:
+                raise ConfigError("perceptual.table is not set",
+                                  "point it at the image tokenizer (or bundle), or set perceptual.enabled=false")
+            table = load_table(cfg.perceptual.table)
+            if table.shape[0] != self.layout.image.size:
+                raise ConfigError(f"perceptual table has {table.shape[0]} rows, the layout {self.layout.image.size} "
+                                  "image codes", "use the image tokenizer the shards were built with")
+            perc = PerceptualHead(decoder.cfg.dim, table, cfg.perceptual.reduction)
+        self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size)
+        self.objective.to(self.info.device)
+        resume = self._resume_path()
+        trainer_state = None
+        if resume is not None:
+            model_state, trainer_state = ckpt.load_checkpoint(resume)
+            self.objective.load_state_dict(model_state, strict=True)
+        self.model = D.wrap(self.objective, self.info)
+        self.opt = build_optimizer(self.objective, cfg.optim)
+        self.sched = build_scheduler(self.opt, cfg.optim)
+        if trainer_state is not None:
+            self._restore(trainer_state)
+        self.logger = MetricsLogger(self.out, resume_step=self.step if resume else None, total=cfg.optim.max_steps,
+                                    tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
+                                    enabled=self.info.is_main, initial=self.step)
+        self.logger.message(report.line())
+        n_params = sum(p.numel() for p in self.objective.parameters())
+        self.logger.message(f"model: {n_params / 1e6:.2f} M parameters, {notes}; {self.info.world} process(es), "
+                            f"strategy {self.info.strategy}, device {self.info.device}"
+                            + (f"; resumed from {resume} at step {self.step}" if resume else ""))
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps({"config": cfg.to_dict(), "data": describe(report),
+                                                                    "model": notes}, indent=2))
+
+    def _resume_path(self) -> Path | None:
+        mode = self.cfg.checkpoint.resume
+        root = self.out / "checkpoints"
+        if mode == "none":
+            return None
+        if mode == "auto":
+            if self.info.is_main:
+                ckpt.remove_partial(root)
+            D.barrier(self.info)
+            return ckpt.latest_checkpoint(root)
+        return Path(mode)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if int(state["rows_per_step"]) != self.batcher.rows_per_step:
+            raise ConfigError(f"the checkpoint was trained with {state['rows_per_step']} rows per step, this run has "
+                              f"{self.batcher.rows_per_step}", "keep micro_batch x grad_accum x processes fixed")
+        ckpt.load_optimizer_state(self.objective, self.opt, state["optimizer"], self.info)
+        self.sched.load_state_dict(state["scheduler"])
+        # Re-evaluate this run's schedule at the restored step (identical when the config is unchanged; correct
+        # when optim.max_steps or the warmup changed between runs).
+        for group, base in zip(self.opt.param_groups, self.sched.base_lrs):
+            group["lr"] = base * self.sched.lr_lambdas[0](self.sched.last_epoch)
+        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
+        self.batcher.load_state_dict(state["data"])
+        rngs = state["rng"]
+        ckpt.restore_rng(rngs[self.info.rank] if len(rngs) == self.info.world else rngs[0])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _totals(self, batches: list[Batch]) -> tuple[StepTotals, dict[str, float]]:
+        local = [sum(float(b.weights.sum()) for b in batches), sum(int((b.weights > 0).sum()) for b in batches),
+                 sum(float(b.weights[b.tail].sum()) for b in batches),
+                 sum(int((b.perc_codes >= 0).sum()) for b in batches), sum(b.n_real for b in batches),
+                 sum(b.tokens.numel() for b in batches)]
+        wsum, ntgt, tailw, nperc, nreal, nslots = D.all_sum(local, self.info)
+        denom = wsum if self.cfg.loss.normalize == "weight" else ntgt
+        stats = {"weight_sum": wsum, "targets": ntgt, "tail_ratio": tailw / wsum if wsum else 0.0,
+                 "perc_positions": nperc, "tokens": nreal, "fill": nreal / nslots if nslots else 0.0}
+        return StepTotals(ntp=denom, perc=nperc, scale=float(self.info.world)), stats
+
+    def train_step(self, batches: list[Batch]) -> dict[str, Any]:
+        """Forward/backward every micro-batch, clip, step. Returns the step's metrics."""
+        totals, stats = self._totals(batches)
+        lr = self.sched.get_last_lr()[0]
+        ntp_sum = perc_sum = 0.0
+        for m, b in enumerate(batches):
+            b = b.to(self.info.device)
+            with D.grad_sync(self.model, self.info, enabled=m == len(batches) - 1):
+                with self._autocast():
+                    loss, ntp_s, perc_s = self.model(b.tokens, b.targets, b.weights, b.perc_codes, b.segment_ids,
+                                                     totals)
+                loss.backward()
+            ntp_sum += float(ntp_s)
+            perc_sum += float(perc_s)
+        gn = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
+                                            self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf"))
+        gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        ntp_sum, perc_sum = D.all_sum([ntp_sum, perc_sum], self.info)
+        ntp = ntp_sum / max(totals.ntp, 1e-12)
+        perc = perc_sum / max(totals.perc, 1.0)
+        total = ntp + (self.cfg.perceptual.weight * perc if self.objective.perceptual is not None else 0.0)
+        return {"loss": total, "ntp": ntp, "perc": perc, "tail_ratio": stats["tail_ratio"], "lr": lr,
+                "grad_norm": float(gn), "tokens": int(stats["tokens"]), "fill": stats["fill"],
+                "perc_positions": int(stats["perc_positions"])}
+
+    # ------------------------------------------------------------------ checkpoints and export
+    def save(self) -> Path | None:
+        state = ckpt.full_model_state(self.objective, self.info)
+        osd = ckpt.full_optimizer_state(self.objective, self.opt, self.info)
+        rngs = D.all_gather_object(ckpt.capture_rng(), self.info)
+        path = None
+        if self.info.is_main:
+            trainer_state = {"step": self.step, "optimizer": osd, "scheduler": self.sched.state_dict(), "rng": rngs,
+                             "data": self.batcher.state_dict(), "rows_per_step": self.batcher.rows_per_step,
+                             "world": self.info.world, "config": json.dumps(self.cfg.to_dict())}
+            path = ckpt.save_checkpoint(self.out / "checkpoints", self.step, decoder_cfg=self.objective.decoder.cfg,
+                                        layout=self.layout, model_state=state, trainer_state=trainer_state,
+                                        keep_last=self.cfg.checkpoint.keep_last)
+        D.barrier(self.info)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``optim.max_steps`` (resuming if a checkpoint exists) and export. Returns the last record."""
+        try:
+            self._setup()
+        except BaseException:
+            D.shutdown(self.info) if hasattr(self, "info") else None
+            raise
+        last: dict[str, Any] = {}
+        try:
+            start = time.perf_counter()
+            every = self.cfg.checkpoint.every
+            while self.step < self.cfg.optim.max_steps:
+                t0 = time.perf_counter()
+                plan = self.batcher.next_plan()
+                batches = self.batcher.load(plan)
+                rec = self.train_step(batches)
+                self.step += 1
+                dt = time.perf_counter() - t0
+                last = {"step": self.step, **rec, "tokens_per_s": rec["tokens"] / dt, "step_s": dt,
+                        "epoch": self.batcher.rows.sampler.epoch, "elapsed_s": time.perf_counter() - start}
+                if self.cfg.log.sample_ids:
+                    ids = D.all_gather_object([s for b in batches for s in b.sample_ids], self.info)
+                    last["samples"] = [s for r in ids for s in r]
+                self.logger.log(last)
+                if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
+                    self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} "
+                                        f"perc {rec['perc']:.4f} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
+                if (every and self.step % every == 0) or self.step == self.cfg.optim.max_steps:
+                    self.save()
+            if self.cfg.export.enabled:
+                self._export()
+        finally:
+            self.logger.close()
+            D.shutdown(self.info)
+        return last
+
+    def _export(self) -> None:
+        state = ckpt.full_model_state(self.objective, self.info)
+        if self.info.is_main:
+            export_bundle(self.out / "bundle", self.objective.decoder.cfg, self.layout, state, self.cfg.export)
+            self.logger.message(f"bundle written to {self.out / 'bundle'}")
+        D.barrier(self.info)
