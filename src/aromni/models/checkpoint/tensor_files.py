@@ -99,12 +99,14 @@ def load_pth(path: Path) -> dict[str, object]:
             # Legacy (pre-zipfile) serialisation cannot be memory-mapped; read it into memory instead.
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: holds arbitrary pickled Python objects, not just tensors, so it was not loaded ({_first_line(e)})",
-            "only load files you trust; re-save the weights as a plain state dict of tensors") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})",
-                              "the file is truncated or corrupt; download or export it again") from None
+        if "global" in str(e).lower():  # weights_only met a class / function reference it will not import
+            raise CheckpointError(
+                f"{path}: holds arbitrary pickled Python objects, not just tensors, so it was not loaded "
+                f"({_global_name(e)})",
+                "only load files you trust; re-save the weights as a plain state dict of tensors") from None
+        raise _unreadable(path, e) from None
+    except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
+        raise _unreadable(path, e) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and not any(
             isinstance(v, torch.Tensor) for v in state.values()):
         state = state["model"]  # a training checkpoint that wraps the state dict
@@ -140,6 +142,18 @@ def _index_files(index: Path) -> list[Path]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index}: has no 'weight_map'", "download or export the checkpoint again")
     return [index.parent / name for name in dict.fromkeys(weight_map.values())]
+
+
+def _unreadable(path: Path, e: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})",
+                           "the file is truncated or corrupt; download or export it again")
+
+
+def _global_name(e: BaseException) -> str:
+    for line in str(e).splitlines():
+        if "Unsupported global" in line or "GLOBAL" in line:
+            return line.strip()
+    return _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:
