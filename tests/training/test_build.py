@@ -46,11 +46,20 @@ from aromni.vocab.templates import task_conversation
 
 CAPTIONS = ["a red circle on white", "a blue square in the middle", "a green star at the top"]
 TRANSCRIPTS = ["a red circle", "the blue square", "green star"]
-CORPUS = CAPTIONS + TRANSCRIPTS + [
-    "USER: GPT: ASSISTANT:", "Describe this image.", "Convert this text into speech.", "This is input: ",
-    "Can you please convert this speech into written text?", "Reply in text.", "the sky is blue today",
-    "Create a picture that matches the essence of this text.",
-]
+CORPUS = (
+    CAPTIONS
+    + TRANSCRIPTS
+    + [
+        "USER: GPT: ASSISTANT:",
+        "Describe this image.",
+        "Convert this text into speech.",
+        "This is input: ",
+        "Can you please convert this speech into written text?",
+        "Reply in text.",
+        "the sky is blue today",
+        "Create a picture that matches the essence of this text.",
+    ]
+)
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -100,10 +109,12 @@ def raw(tmp_path_factory):
     with wave.open(str(r / "speech" / "empty.wav"), "wb") as w:  # a valid header with no frames
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
     (r / "speech" / "garbage.wav").write_bytes(b"RIFF-not-really-audio" * 4)
-    (r / "speech.tsv").write_text("path\ttext\n" + "".join(
-        f"speech/s{i}.wav\t{t}\n" for i, t in enumerate(TRANSCRIPTS)) +
-        "speech/missing.wav\thello\nspeech/s0.wav\t   \nspeech/empty.wav\tsilence\n"
-        "speech/garbage.wav\tnoise\nspeech/long.wav\ttoo long\n")
+    (r / "speech.tsv").write_text(
+        "path\ttext\n"
+        + "".join(f"speech/s{i}.wav\t{t}\n" for i, t in enumerate(TRANSCRIPTS))
+        + "speech/missing.wav\thello\nspeech/s0.wav\t   \nspeech/empty.wav\tsilence\n"
+        "speech/garbage.wav\tnoise\nspeech/long.wav\ttoo long\n"
+    )
     (r / "pairs").mkdir()
     _tone(r / "pairs" / "a.wav", 500, 0.04)
     (r / "pairs" / "a.txt").write_text("the sky is blue today\n")
@@ -112,30 +123,70 @@ def raw(tmp_path_factory):
     for i, (c, s) in enumerate((("red", "circle"), ("blue", "square"), ("green", "circle"))):
         _png(r / "images" / f"i{i}.png", c, s)
     (r / "images" / "broken.png").write_bytes(b"\x89PNG not an image")
-    _jsonl(r / "images.jsonl", [{"image": f"images/i{i}.png", "caption": c} for i, c in enumerate(CAPTIONS)] +
-           [{"image": "images/broken.png", "caption": "x"}, {"image": "images/nope.png", "caption": "y"}])
+    _jsonl(
+        r / "images.jsonl",
+        [{"image": f"images/i{i}.png", "caption": c} for i, c in enumerate(CAPTIONS)]
+        + [{"image": "images/broken.png", "caption": "x"}, {"image": "images/nope.png", "caption": "y"}],
+    )
     (r / "text.txt").write_text("the sky is blue today\n\n" + "a red circle " * 200 + "\nUSER: hello\n")
     _jsonl(r / "docs.jsonl", [{"text": "a blue square"}, {"body": "no text field"}])
     world = r / "world"
     (world / "media").mkdir(parents=True)
     _png(world / "media" / "d0.png", "red", "square")
     _tone(world / "media" / "d0.wav", 330, 0.03)
-    chat = {"id": "d-chat", "task": "chat", "split": "train", "turns": [
-        {"role": "user", "segments": [{"type": "speech", "path": "media/d0.wav", "transcript": "hi"},
-                                      {"type": "text", "text": "Reply in text."}]},
-        {"role": "assistant", "segments": [{"type": "text", "text": "the sky is blue today"}]},
-        {"role": "user", "segments": [{"type": "image", "path": "media/d0.png"},
-                                      {"type": "text", "text": "Describe this image."}]},
-        {"role": "assistant", "segments": [{"type": "text", "text": "a red square"},
-                                           {"type": "image", "path": "media/d0.png"}]}]}
-    doc = {"id": "d-doc", "task": "text", "split": "validation",
-           "turns": [{"role": "assistant", "segments": [{"type": "text", "text": "a green star"}]}]}
-    bad_order = {"id": "d-bad", "task": "x", "split": "train",
-                 "turns": [{"role": "assistant", "segments": [{"type": "text", "text": "a"}]},
-                           {"role": "user", "segments": [{"type": "text", "text": "b"}]}]}
-    no_img = {"id": "d-noimg", "task": "caption", "split": "train", "turns": [
-        {"role": "user", "segments": [{"type": "image", "path": "media/absent.png"}]},
-        {"role": "assistant", "segments": [{"type": "text", "text": "x"}]}]}
+    chat = {
+        "id": "d-chat",
+        "task": "chat",
+        "split": "train",
+        "turns": [
+            {
+                "role": "user",
+                "segments": [
+                    {"type": "speech", "path": "media/d0.wav", "transcript": "hi"},
+                    {"type": "text", "text": "Reply in text."},
+                ],
+            },
+            {"role": "assistant", "segments": [{"type": "text", "text": "the sky is blue today"}]},
+            {
+                "role": "user",
+                "segments": [
+                    {"type": "image", "path": "media/d0.png"},
+                    {"type": "text", "text": "Describe this image."},
+                ],
+            },
+            {
+                "role": "assistant",
+                "segments": [
+                    {"type": "text", "text": "a red square"},
+                    {"type": "image", "path": "media/d0.png"},
+                ],
+            },
+        ],
+    }
+    doc = {
+        "id": "d-doc",
+        "task": "text",
+        "split": "validation",
+        "turns": [{"role": "assistant", "segments": [{"type": "text", "text": "a green star"}]}],
+    }
+    bad_order = {
+        "id": "d-bad",
+        "task": "x",
+        "split": "train",
+        "turns": [
+            {"role": "assistant", "segments": [{"type": "text", "text": "a"}]},
+            {"role": "user", "segments": [{"type": "text", "text": "b"}]},
+        ],
+    }
+    no_img = {
+        "id": "d-noimg",
+        "task": "caption",
+        "split": "train",
+        "turns": [
+            {"role": "user", "segments": [{"type": "image", "path": "media/absent.png"}]},
+            {"role": "assistant", "segments": [{"type": "text", "text": "x"}]},
+        ],
+    }
     _jsonl(world / "records" / "train.jsonl", [chat, doc, "{not json", bad_order, no_img])
     return r
 
@@ -144,7 +195,10 @@ def _config(toks, raw, **over) -> BuildConfig:
     t = toks["root"]
     d = {
         "tokenizers": {"text": str(t / "text"), "image": str(t / "image"), "speech": str(t / "speech")},
-        "layout": str(t / "layout.json"), "max_len": 400, "chunk_size": 2, "max_audio_seconds": 1.0,
+        "layout": str(t / "layout.json"),
+        "max_len": 400,
+        "chunk_size": 2,
+        "max_audio_seconds": 1.0,
         "rows_per_shard": 5,
         "sources": [
             {"type": "speech_text", "paths": ["speech.tsv", "pairs"], "tasks": ["asr", "tts"]},
@@ -210,8 +264,10 @@ def test_build_matches_independent_encoding(toks, raw, reference):
     for i, transcript in enumerate(TRANSCRIPTS):
         codes = _speech_codes(toks, raw / "speech" / f"s{i}.wav")
         where = f"{raw / 'speech.tsv'}:{i + 2}"
-        for task, kw in (("asr", {"speech": codes, "response_text": transcript}),
-                         ("tts", {"text": transcript, "response_speech": codes})):
+        for task, kw in (
+            ("asr", {"speech": codes, "response_text": transcript}),
+            ("tts", {"text": transcript, "response_speech": codes}),
+        ):
             s = train[f"{where}#{task}"]
             enc = encode_conversation(task_conversation(task, **kw), layout, text, OFFICIAL)
             assert np.array_equal(s.ids, enc.ids) and np.array_equal(s.response, enc.is_response)
@@ -228,8 +284,10 @@ def test_build_matches_independent_encoding(toks, raw, reference):
     # image_text: captions and T2I.
     for i, caption in enumerate(CAPTIONS):
         codes = _image_codes(toks, raw / "images" / f"i{i}.png")
-        for task, kw in (("caption", {"image": codes, "response_text": caption}),
-                         ("t2i", {"text": caption, "response_image": codes})):
+        for task, kw in (
+            ("caption", {"image": codes, "response_text": caption}),
+            ("t2i", {"text": caption, "response_image": codes}),
+        ):
             s = train[f"{raw / 'images.jsonl'}:{i + 1}#{task}"]
             enc = encode_conversation(task_conversation(task, **kw), layout, text, OFFICIAL)
             assert np.array_equal(s.ids, enc.ids) and np.array_equal(s.response, enc.is_response)
@@ -245,11 +303,14 @@ def test_build_matches_independent_encoding(toks, raw, reference):
     s = train[f"{raw / 'world' / 'records' / 'train.jsonl'}:1 id=d-chat"]
     img = _image_codes(toks, raw / "world" / "media" / "d0.png")
     wav = _speech_codes(toks, raw / "world" / "media" / "d0.wav")
-    expected = Conversation([
-        Turn("user", [SpeechSegment(wav), TextSegment("Reply in text.")]),
-        Turn("assistant", [TextSegment("the sky is blue today")]),
-        Turn("user", [ImageSegment(img), TextSegment("Describe this image.")]),
-        Turn("assistant", [TextSegment("a red square"), ImageSegment(img)])])
+    expected = Conversation(
+        [
+            Turn("user", [SpeechSegment(wav), TextSegment("Reply in text.")]),
+            Turn("assistant", [TextSegment("the sky is blue today")]),
+            Turn("user", [ImageSegment(img), TextSegment("Describe this image.")]),
+            Turn("assistant", [TextSegment("a red square"), ImageSegment(img)]),
+        ]
+    )
     enc = encode_conversation(expected, layout, text, OFFICIAL)
     assert np.array_equal(s.ids, enc.ids) and np.array_equal(s.response, enc.is_response)
     got = decode_conversation(s.ids, layout, text, OFFICIAL)
@@ -264,14 +325,25 @@ def test_build_matches_independent_encoding(toks, raw, reference):
     assert resp_turns == {1, 3}
 
     val = ShardDataset(out, "validation")
-    assert len(val) == 1 and val[0].task == "text" and text.decode(val[0].ids[1:-1].tolist()) == "a green star"
+    assert (
+        len(val) == 1 and val[0].task == "text" and text.decode(val[0].ids[1:-1].tolist()) == "a green star"
+    )
 
 
 def test_bad_records_are_counted_per_reason(reference, raw):
     out, manifest = reference
     rep = manifest["report"]
-    assert rep["skipped"] == {"audio_too_long": 1, "bad_audio": 1, "bad_image": 1, "bad_json": 1, "bad_record": 2,
-                              "empty_audio": 1, "empty_text": 1, "missing_file": 4, "too_long": 1}
+    assert rep["skipped"] == {
+        "audio_too_long": 1,
+        "bad_audio": 1,
+        "bad_image": 1,
+        "bad_json": 1,
+        "bad_record": 2,
+        "empty_audio": 1,
+        "empty_text": 1,
+        "missing_file": 4,
+        "too_long": 1,
+    }
     assert any("missing.wav" in e for e in rep["examples"]["missing_file"])
     assert any("b.txt" in e for e in rep["examples"]["missing_file"])
     assert any("absent.png" in e for e in rep["examples"]["missing_file"])
@@ -288,8 +360,9 @@ def test_bad_records_are_counted_per_reason(reference, raw):
         assert sp["rows"] == len(ds) and sp["tokens"] == int(ds.lengths().sum())
         assert sp["response_tokens"] == sum(int(s.response.sum()) for s in ds)
         assert sum(v["rows"] for v in sp["tasks"].values()) == sp["rows"]
-        assert {g: v["rows"] for g, v in sp["groups"].items()} == \
-            {g: ds.column("group").count(g) for g in set(ds.column("group"))}
+        assert {g: v["rows"] for g, v in sp["groups"].items()} == {
+            g: ds.column("group").count(g) for g in set(ds.column("group"))
+        }
     assert manifest["splits"]["train"]["shards"] == len(list((out / "train").glob("shard-*.parquet")))
     assert all(pq.read_metadata(f).num_rows <= 5 for f in (out / "train").glob("*.parquet"))
     assert set(manifest["tokenizers"]) == {"text", "image", "speech"}
@@ -317,7 +390,9 @@ def test_resume_after_an_exception(toks, raw, reference, tmp_path):
     assert not (out / "manifest.json").exists()
     assert len(list((out / STAGE / "chunks").iterdir())) == 3
     redone = []
-    build(_config(toks, raw), out=out, workers=1, progress=False, on_chunk=lambda s: redone.append(s["chunk"]))
+    build(
+        _config(toks, raw), out=out, workers=1, progress=False, on_chunk=lambda s: redone.append(s["chunk"])
+    )
     assert not set(redone) & set(seen) and redone  # finished chunks were not redone
     _assert_same_build(reference[0], out)
 
@@ -366,17 +441,30 @@ def test_config_errors(toks, raw, tmp_path):
     with pytest.raises(ConfigError, match="unknown keys"):
         _config(toks, raw, shuffle=True)
     with pytest.raises(ConfigError, match="unknown type"):
-        build(_config(toks, raw, sources=[{"type": "video", "paths": "x"}]), out=tmp_path / "a", progress=False)
+        build(
+            _config(toks, raw, sources=[{"type": "video", "paths": "x"}]), out=tmp_path / "a", progress=False
+        )
     with pytest.raises(ConfigError, match="matches no input files"):
-        build(_config(toks, raw, sources=[{"type": "text", "paths": "*.nothing"}]), out=tmp_path / "b",
-              progress=False)
-    no_speech = _config(toks, raw, tokenizers={"text": str(toks["root"] / "text")},
-                        layout="compact", sources=[{"type": "speech_text", "paths": "speech.tsv"}])
+        build(
+            _config(toks, raw, sources=[{"type": "text", "paths": "*.nothing"}]),
+            out=tmp_path / "b",
+            progress=False,
+        )
+    no_speech = _config(
+        toks,
+        raw,
+        tokenizers={"text": str(toks["root"] / "text")},
+        layout="compact",
+        sources=[{"type": "speech_text", "paths": "speech.tsv"}],
+    )
     with pytest.raises(ConfigError, match="needs a speech tokenizer"):
         build(no_speech, out=tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="tasks"):
-        build(_config(toks, raw, sources=[{"type": "image_text", "paths": "images.jsonl", "tasks": ["asr"]}]),
-              out=tmp_path / "d", progress=False)
+        build(
+            _config(toks, raw, sources=[{"type": "image_text", "paths": "images.jsonl", "tasks": ["asr"]}]),
+            out=tmp_path / "d",
+            progress=False,
+        )
 
 
 def test_bundle_and_cli(toks, raw, tmp_path, capsys):
@@ -387,10 +475,21 @@ def test_bundle_and_cli(toks, raw, tmp_path, capsys):
 
     layout = toks["layout"]
     dec = Decoder(DecoderConfig(vocab_size=layout.vocab_size, dim=32, n_layers=1, n_heads=2, max_seq_len=64))
-    save_bundle(tmp_path / "bundle", dec, layout, text=toks["text"], image=toks["image"], speech=toks["speech"],
-                style="paper")
-    cfg = {"bundle": "bundle", "out": "shards", "max_len": 400,
-           "sources": [{"type": "image_text", "paths": str(raw / "images.jsonl"), "tasks": ["caption"]}]}
+    save_bundle(
+        tmp_path / "bundle",
+        dec,
+        layout,
+        text=toks["text"],
+        image=toks["image"],
+        speech=toks["speech"],
+        style="paper",
+    )
+    cfg = {
+        "bundle": "bundle",
+        "out": "shards",
+        "max_len": 400,
+        "sources": [{"type": "image_text", "paths": str(raw / "images.jsonl"), "tasks": ["caption"]}],
+    }
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["data", "build", "--config", str(tmp_path / "data.yaml"), "--quiet"]) == 0
     printed = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``aromni data build`` (raw data -> token shards) and ``aromni data info`` (what a shard directory holds)."""
+"""``aromni data build`` (raw data -> token shards) and ``aromni data info`` (what shards hold)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
-    b = sub.add_parser("build", help="tokenize raw data (pairs, text, dialogs, official JSONL) into parquet shards",
-                       description="Build token shards from the sources listed in a YAML config (docs/data.md). "
-                                   "Re-running the same command after an interruption resumes the build.")
+    b = sub.add_parser(
+        "build",
+        help="tokenize raw data (pairs, text, dialogs, official JSONL) into parquet shards",
+        description="Build token shards from the sources listed in a YAML config (docs/data.md). "
+        "Re-running the same command after an interruption resumes the build.",
+    )
     b.add_argument("--config", required=True, help="build config (YAML)")
     b.add_argument("--out", help="output directory (default: the config's 'out')")
     b.add_argument("--workers", type=int, help="worker processes (default: the config's 'workers', else 1)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing build in the output directory")
+    b.add_argument(
+        "--overwrite", action="store_true", help="replace an existing build in the output directory"
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
 
@@ -31,7 +36,9 @@ def _build(args: argparse.Namespace) -> int:
     from aromni.training.data.build import BuildConfig, build, format_report
 
     cfg = BuildConfig.load(args.config)
-    manifest = build(cfg, out=args.out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    manifest = build(
+        cfg, out=args.out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet
+    )
     out = args.out if args.out is not None else cfg.resolve(cfg.out or "")
     print(format_report(manifest, out))
     return 0

@@ -3,15 +3,16 @@
 Pipeline (see ``docs/data.md`` for the config format)::
 
     config.yaml --plan--> chunks (a few hundred records each, deterministic)
-                --workers--> OUT/.build/chunks/<id>/{<split>/shard-00000.parquet, summary.json}   (atomic, resumable)
+                --workers--> OUT/.build/chunks/<id>/{<split>/shard-00000.parquet, summary.json}
+                             (atomic, resumable)
                 --finalize--> OUT/<split>/shard-NNNNN.parquet (chunk order, rows_per_shard rows each)
                               OUT/manifest.json   (written last: layout, counts, tokens, tokenizers, report)
 
-Chunks are encoded by a pool of worker processes (each loads the tokenizers once and runs torch with one thread)
-or in-process with ``workers: 1``; the output does not depend on the number of workers. A build that stops
-(crash, Ctrl-C, a killed worker) keeps its finished chunks: the same command resumes it, provided the config,
-tokenizers and input files are unchanged (checked with a fingerprint). Bad records are skipped and counted per
-reason in the manifest's ``report``.
+Chunks are encoded by a pool of worker processes (each loads the tokenizers once and runs torch with one
+thread) or in-process with ``workers: 1``; the output does not depend on the number of workers. A build that
+stops (crash, Ctrl-C, a killed worker) keeps its finished chunks: the same command resumes it, provided the
+config, tokenizers and input files are unchanged (checked with a fingerprint). Bad records are skipped and
+counted per reason in the manifest's ``report``.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ class BuildConfig:
     """A data build. Relative paths start at ``root`` (default: the config file's directory).
 
     Attributes:
-        sources: list of source mappings (``type``, ``paths``, ``split``, ...; see ``aromni.training.data.sources``).
+        sources: list of source mappings (``type``, ``paths``, ``split``, ...; see
+            ``aromni.training.data.sources``).
         out: output directory (the CLI's ``--out`` overrides it).
-        bundle: bundle directory whose layout, tokenizers and prompt style to use (its weights are not loaded).
+        bundle: bundle directory whose layout, tokenizers and prompt style to use (weights are not loaded).
         tokenizers: ``{text|image|speech: DIR}``, replacing or adding to the bundle's.
-        layout: without a bundle: a layout JSON file, ``aromni-7b`` or ``compact`` (derived from the tokenizers).
+        layout: without a bundle: a layout JSON file, ``aromni-7b`` or ``compact`` (sized from tokenizers).
         style: prompt style (``official`` / ``paper``); default the bundle's, else ``official``.
         max_len: samples with more tokens are dropped (``too_long`` in the report).
         rows_per_shard: rows per output parquet file.
@@ -95,9 +97,12 @@ class BuildConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"data config: {name} must be a positive integer, got {v!r}")
-        if self.max_audio_seconds is not None and not (isinstance(self.max_audio_seconds, (int, float))
-                                                       and self.max_audio_seconds > 0):
-            raise ConfigError(f"data config: max_audio_seconds must be positive or null, got {self.max_audio_seconds!r}")
+        if self.max_audio_seconds is not None and not (
+            isinstance(self.max_audio_seconds, (int, float)) and self.max_audio_seconds > 0
+        ):
+            raise ConfigError(
+                f"data config: max_audio_seconds must be positive or null, got {self.max_audio_seconds!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, config_dir: str | Path = ".") -> BuildConfig:
@@ -128,7 +133,11 @@ class BuildConfig:
         return p if p.is_absolute() else self.base / p
 
     def options(self) -> dict[str, Any]:
-        return {"max_len": self.max_len, "image_batch": self.image_batch, "max_audio_seconds": self.max_audio_seconds}
+        return {
+            "max_len": self.max_len,
+            "image_batch": self.image_batch,
+            "max_audio_seconds": self.max_audio_seconds,
+        }
 
     def public(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,13 +147,23 @@ class BuildConfig:
 
 
 # ---------------------------------------------------------------- planning and resume
-def _fingerprint(cfg: BuildConfig, sources: list[Any], kit_ids: dict[str, Any], layout: dict[str, Any],
-                 style: str) -> str:
+def _fingerprint(
+    cfg: BuildConfig, sources: list[Any], kit_ids: dict[str, Any], layout: dict[str, Any], style: str
+) -> str:
     """Everything the chunks' content depends on (not rows_per_shard, workers, out)."""
     h = hashlib.sha256()
-    fixed = {"version": BUILDER_VERSION, "sources": cfg.sources, "chunk_size": cfg.chunk_size, "max_len": cfg.max_len,
-             "image_batch": cfg.image_batch, "max_audio_seconds": cfg.max_audio_seconds, "root": str(cfg.base),
-             "tokenizers": {m: v["sha256"] for m, v in kit_ids.items()}, "layout": layout, "style": style}
+    fixed = {
+        "version": BUILDER_VERSION,
+        "sources": cfg.sources,
+        "chunk_size": cfg.chunk_size,
+        "max_len": cfg.max_len,
+        "image_batch": cfg.image_batch,
+        "max_audio_seconds": cfg.max_audio_seconds,
+        "root": str(cfg.base),
+        "tokenizers": {m: v["sha256"] for m, v in kit_ids.items()},
+        "layout": layout,
+        "style": style,
+    }
     h.update(json.dumps(fixed, sort_keys=True, default=str).encode())
     for src in sources:
         for f in src.input_files():
@@ -169,8 +188,10 @@ def _prepare_out(out: Path, fingerprint: str, overwrite: bool) -> None:
     elif plan.is_file():
         old = read_json(plan).get("fingerprint")
         if old != fingerprint:
-            raise InputError(f"{out} holds an unfinished build of a different config, tokenizers or input files",
-                             "pass --overwrite to start over, or restore what changed to resume it")
+            raise InputError(
+                f"{out} holds an unfinished build of a different config, tokenizers or input files",
+                "pass --overwrite to start over, or restore what changed to resume it",
+            )
     elif out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty", "choose another --out or pass --overwrite")
     stage.mkdir(parents=True, exist_ok=True)
@@ -186,12 +207,23 @@ def _prepare_out(out: Path, fingerprint: str, overwrite: bool) -> None:
 def _progress(total: int, done: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, unit="chunk", desc="data build", dynamic_ncols=True,
-                disable=not enabled or not sys.stderr.isatty())
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="chunk",
+        desc="data build",
+        dynamic_ncols=True,
+        disable=not enabled or not sys.stderr.isatty(),
+    )
 
 
-def _run_serial(worker: Worker, pending: list[dict[str, Any]], stage: str, bar: Any,
-                on_chunk: Callable[[dict[str, Any]], None] | None) -> None:
+def _run_serial(
+    worker: Worker,
+    pending: list[dict[str, Any]],
+    stage: str,
+    bar: Any,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> None:
     import torch
 
     threads = torch.get_num_threads()
@@ -212,22 +244,38 @@ def _start_method(requested: str | None) -> str:
     methods = mp.get_all_start_methods()
     if requested is not None:
         if requested not in methods:
-            raise ConfigError(f"start_method {requested!r} is not available here", f"one of {', '.join(methods)}")
+            raise ConfigError(
+                f"start_method {requested!r} is not available here", f"one of {', '.join(methods)}"
+            )
         return requested
     # fork: workers inherit the loaded tokenizers (no per-worker start-up); spawn where fork does not exist.
     return "fork" if "fork" in methods else "spawn"
 
 
-def _run_parallel(cfg: BuildConfig, worker: Worker, pending: list[dict[str, Any]], stage: str, bar: Any,
-                  on_chunk: Callable[[dict[str, Any]], None] | None, workers: int) -> None:
+def _run_parallel(
+    cfg: BuildConfig,
+    worker: Worker,
+    pending: list[dict[str, Any]],
+    stage: str,
+    bar: Any,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+    workers: int,
+) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     method = _start_method(cfg.start_method)
     set_inherited(worker if method == "fork" else None)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method), initializer=init_process,
-                               initargs=(worker.kit.spec, cfg.sources, str(cfg.base), cfg.options()))
+    # Forked children must not reuse the Rust tokenizer's thread pool (it would warn and disable it anyway).
+    saved_env = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context(method),
+        initializer=init_process,
+        initargs=(worker.kit.spec, cfg.sources, str(cfg.base), cfg.options()),
+    )
     try:
         futures = {pool.submit(run_in_process, c, stage) for c in pending}
         while futures:
@@ -238,21 +286,31 @@ def _run_parallel(cfg: BuildConfig, worker: Worker, pending: list[dict[str, Any]
                 if on_chunk:
                     on_chunk(summary)
     except BrokenProcessPool:
-        raise AromniError("a data worker process died (killed, or out of memory)",
-                          "run the same command again: finished chunks are kept and the build resumes") from None
+        raise AromniError(
+            "a data worker process died (killed, or out of memory)",
+            "run the same command again: finished chunks are kept and the build resumes",
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         set_inherited(None)
+        if saved_env is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved_env
 
 
 # ---------------------------------------------------------------- finalize
-def _merge_summaries(summaries: list[dict[str, Any]], sources: list[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _merge_summaries(
+    summaries: list[dict[str, Any]], sources: list[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(splits, report) of the manifest from the chunk summaries."""
     splits: dict[str, Any] = {}
     skipped: dict[str, int] = defaultdict(int)
     examples: dict[str, list[str]] = defaultdict(list)
-    per_source = [{"name": s.name, "type": s.type_name, "records": 0, "samples": 0, "skipped": defaultdict(int)}
-                  for s in sources]
+    per_source = [
+        {"name": s.name, "type": s.type_name, "records": 0, "samples": 0, "skipped": defaultdict(int)}
+        for s in sources
+    ]
     for sm in summaries:
         src = per_source[sm["source"]]
         src["records"] += sm["records"]
@@ -260,9 +318,11 @@ def _merge_summaries(summaries: list[dict[str, Any]], sources: list[Any]) -> tup
             skipped[reason] += n
             src["skipped"][reason] += n
             room = MAX_EXAMPLES - len(examples[reason])
-            examples[reason].extend(sm["examples"].get(reason, [])[:max(room, 0)])
+            examples[reason].extend(sm["examples"].get(reason, [])[: max(room, 0)])
         for split, tasks in sm["stats"].items():
-            sp = splits.setdefault(split, {"rows": 0, "tokens": 0, "response_tokens": 0, "tasks": {}, "groups": {}})
+            sp = splits.setdefault(
+                split, {"rows": 0, "tokens": 0, "response_tokens": 0, "tasks": {}, "groups": {}}
+            )
             for task, groups in tasks.items():
                 for group, (rows, toks, resp) in groups.items():
                     src["samples"] += rows
@@ -275,10 +335,14 @@ def _merge_summaries(summaries: list[dict[str, Any]], sources: list[Any]) -> tup
                     sp["response_tokens"] += resp
     for src in per_source:
         src["skipped"] = dict(src["skipped"])
-    report = {"records": sum(s["records"] for s in per_source), "samples": sum(s["samples"] for s in per_source),
-              "skipped": dict(sorted(skipped.items())), "examples": {k: examples[k] for k in sorted(examples)},
-              "sources": per_source,
-              "note": "'too_long' counts samples (one record can give several); every other reason counts records"}
+    report = {
+        "records": sum(s["records"] for s in per_source),
+        "samples": sum(s["samples"] for s in per_source),
+        "skipped": dict(sorted(skipped.items())),
+        "examples": {k: examples[k] for k in sorted(examples)},
+        "sources": per_source,
+        "note": "'too_long' counts samples (one record can give several); every other reason counts records",
+    }
     return splits, report
 
 
@@ -314,25 +378,45 @@ def _write_split(out: Path, split: str, parts: list[Path], rows_per_shard: int) 
     return shards
 
 
-def _finalize(cfg: BuildConfig, out: Path, chunk_ids: list[str], sources: list[Any], kit: Any,
-              fingerprint: str) -> dict[str, Any]:
+def _finalize(
+    cfg: BuildConfig,
+    out: Path,
+    chunk_ids: list[str],
+    sources: list[Any],
+    kit: Any,
+    kit_ids: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
     stage = out / STAGE / "chunks"
     summaries = [read_json(stage / c / SUMMARY) for c in chunk_ids]
     splits, report = _merge_summaries(summaries, sources)
     for split in sorted(splits):
         parts = [stage / c / split / "shard-00000.parquet" for c in chunk_ids]
-        splits[split]["shards"] = _write_split(out, split, [p for p in parts if p.is_file()], cfg.rows_per_shard)
-    extra = {"tokenizers": identities(kit), "prompt_style": kit.style.name, "max_len": cfg.max_len,
-             "builder": {"name": "aromni data build", "version": BUILDER_VERSION, "fingerprint": fingerprint},
-             "config": cfg.public()}
+        splits[split]["shards"] = _write_split(
+            out, split, [p for p in parts if p.is_file()], cfg.rows_per_shard
+        )
+    extra = {
+        "tokenizers": kit_ids,
+        "prompt_style": kit.style.name,
+        "max_len": cfg.max_len,
+        "builder": {"name": "aromni data build", "version": BUILDER_VERSION, "fingerprint": fingerprint},
+        "config": cfg.public(),
+    }
     write_manifest(out, kit.layout, splits, report, extra)
     if not cfg.keep_chunks:
         shutil.rmtree(out / STAGE, ignore_errors=True)
     return read_json(out / MANIFEST)
 
 
-def build(cfg: BuildConfig, *, out: str | Path | None = None, workers: int | None = None, overwrite: bool = False,
-          progress: bool = True, on_chunk: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def build(
+    cfg: BuildConfig,
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) a data build and return its manifest.
 
     Args:
@@ -351,16 +435,21 @@ def build(cfg: BuildConfig, *, out: str | Path | None = None, workers: int | Non
     n_workers = cfg.workers if workers is None else int(workers)
     if n_workers < 1:
         raise ConfigError(f"workers must be at least 1, got {n_workers}")
-    kit = load_toolkit({"bundle": cfg.bundle, "tokenizers": cfg.tokenizers, "layout": cfg.layout, "style": cfg.style},
-                       cfg.base)
+    kit = load_toolkit(
+        {"bundle": cfg.bundle, "tokenizers": cfg.tokenizers, "layout": cfg.layout, "style": cfg.style},
+        cfg.base,
+    )
     sources = [make_source(i, s, cfg.base) for i, s in enumerate(cfg.sources)]
     for src in sources:
         missing = [m for m in sorted(src.needs()) if kit.tokenizer(m) is None]
         if missing:
-            raise ConfigError(f"source {src.name!r} needs a {' and '.join(missing)} tokenizer",
-                              "add it under tokenizers: or use a bundle that has it")
+            raise ConfigError(
+                f"source {src.name!r} needs a {' and '.join(missing)} tokenizer",
+                "add it under tokenizers: or use a bundle that has it",
+            )
     chunks = [c.to_dict() for src in sources for c in src.plan(src.chunk_size or cfg.chunk_size)]
-    fingerprint = _fingerprint(cfg, sources, identities(kit), kit.spec.layout, kit.style.name)
+    kit_ids = identities(kit)
+    fingerprint = _fingerprint(cfg, sources, kit_ids, kit.spec.layout, kit.style.name)
     _prepare_out(out_dir, fingerprint, overwrite)
     stage = out_dir / STAGE / "chunks"
     pending = [c for c in chunks if not (stage / c["id"] / SUMMARY).is_file()]
@@ -373,7 +462,7 @@ def build(cfg: BuildConfig, *, out: str | Path | None = None, workers: int | Non
             _run_parallel(cfg, worker, pending, str(stage), bar, on_chunk, min(n_workers, len(pending)))
     finally:
         bar.close()
-    return _finalize(cfg, out_dir, [c["id"] for c in chunks], sources, kit, fingerprint)
+    return _finalize(cfg, out_dir, [c["id"] for c in chunks], sources, kit, kit_ids, fingerprint)
 
 
 # ---------------------------------------------------------------- report
@@ -381,8 +470,10 @@ def format_report(manifest: dict[str, Any], root: str | Path = "") -> str:
     """Human-readable summary of a build: rows and tokens per split, task and group; skipped records."""
     lines = [f"shards: {root}" if root else "shards:"]
     for split, sp in sorted(manifest.get("splits", {}).items()):
-        lines.append(f"  {split}: {sp['rows']:,} samples, {sp['tokens']:,} tokens "
-                     f"({sp['response_tokens']:,} response) in {sp.get('shards', '?')} shard(s)")
+        lines.append(
+            f"  {split}: {sp['rows']:,} samples, {sp['tokens']:,} tokens "
+            f"({sp['response_tokens']:,} response) in {sp.get('shards', '?')} shard(s)"
+        )
         for key in ("tasks", "groups"):
             parts = ", ".join(f"{k} {v['rows']:,} ({v['tokens']:,} tok)" for k, v in sorted(sp[key].items()))
             lines.append(f"    {key}: {parts}")

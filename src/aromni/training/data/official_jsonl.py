@@ -4,13 +4,13 @@
 
 * ``discrete_code``: the whole token sequence (ids of the 65,536-id AR-Omni vocabulary),
 * ``task``: one of :data:`OFFICIAL_TASKS` (mapped to ours: ``image_caption`` -> ``caption`` ...),
-* ``response``: a list whose *length* ``k`` is all the official trainer uses: its response weighting applies to
-  the last ``k`` target positions that are not ``<eos>``.
+* ``response``: a list whose *length* ``k`` is all the official trainer uses: its response weighting applies
+  to the last ``k`` target positions that are not ``<eos>``.
 
 :func:`pretrain_sample` turns such an object into a :class:`~aromni.training.data.shards.Sample`: the response
-mask is those last ``k`` non-``<eos>`` positions plus a final ``<eos>`` (our masks include the turn terminator,
-as :func:`~aromni.vocab.conversation.encode_conversation` does), and the spans are derived from the layout's
-markers (:func:`derive_spans`).
+mask is those last ``k`` non-``<eos>`` positions plus a final ``<eos>`` (our masks include the turn
+terminator, as :func:`~aromni.vocab.conversation.encode_conversation` does), and the spans are derived from
+the layout's markers (:func:`derive_spans`).
 
 **SFT parquet** (AR-Omni-Instruct, ``training/instruction-tuning/sft.py``): columns ``input_ids`` and
 ``labels`` (same length; ``-100`` where no loss). :func:`sft_sample` makes the response mask
@@ -56,13 +56,16 @@ def check_ids(value: Any, layout: VocabLayout, where: str, key: str) -> np.ndarr
     ids = arr.astype(np.int64)
     bad = (ids < 0) | (ids >= layout.vocab_size)
     if bad.any():
-        raise BadRecord("bad_ids", f"{where}: token id {int(ids[bad][0])} is outside the {layout.name} vocabulary "
-                        f"[0, {layout.vocab_size})")
+        raise BadRecord(
+            "bad_ids",
+            f"{where}: token id {int(ids[bad][0])} is outside the {layout.name} vocabulary "
+            f"[0, {layout.vocab_size})",
+        )
     return ids
 
 
 def response_mask(ids: np.ndarray, k: int, layout: VocabLayout) -> np.ndarray:
-    """``[T]`` bool: the last ``k`` positions whose id is not ``<eos>``, plus a final ``<eos>`` when ``k > 0``."""
+    """``[T]`` bool: the last ``k`` positions whose id is not ``<eos>``, and a final ``<eos>`` if ``k``."""
     mask = np.zeros(ids.size, dtype=bool)
     if k <= 0:
         return mask
@@ -76,23 +79,30 @@ def response_mask(ids: np.ndarray, k: int, layout: VocabLayout) -> np.ndarray:
 
 def _prefix_at(ids: np.ndarray, i: int, candidates: Sequence[list[int]]) -> int:
     for cand in candidates:
-        if cand and ids[i:i + len(cand)].tolist() == cand:
+        if cand and ids[i : i + len(cand)].tolist() == cand:
             return len(cand)
     return 0
 
 
-def derive_spans(ids: np.ndarray, response: np.ndarray, layout: VocabLayout, *, tokenizer: Any = None,
-                 style: str | PromptStyle = OFFICIAL, where: str = "record") -> list[Span]:
+def derive_spans(
+    ids: np.ndarray,
+    response: np.ndarray,
+    layout: VocabLayout,
+    *,
+    tokenizer: Any = None,
+    style: str | PromptStyle = OFFICIAL,
+    where: str = "record",
+) -> list[Span]:
     """Typed content spans of a token sequence, found from the layout's markers.
 
     Images are the codes between ``<boi>`` and ``<eoi>``, speech a run of speech codes (inside ``<boa>`` …
-    ``<eoa>`` or bare), text a run of text ids. The turn index advances at ``<eoh>`` (user -> assistant) and at
-    ``<eom>``/``<eos>`` ending an assistant turn. A span's role is ``assistant`` when it is part of the response
-    mask; runs are split where the mask changes. With a ``tokenizer``, the style's ``USER:`` prefix at the start
-    of a user turn and the ``GPT:`` prefix (also `` GPT:``) after ``<eoh>`` are not counted as content, so the
-    spans match those of :func:`~aromni.vocab.conversation.encode_conversation` up to the merging of adjacent
-    text segments. Raises :class:`BadRecord` (``bad_structure``) for an image without ``<eoi>`` or image codes
-    outside ``<boi>`` … ``<eoi>``.
+    ``<eoa>`` or bare), text a run of text ids. The turn index advances at ``<eoh>`` (user -> assistant) and
+    at ``<eom>``/``<eos>`` ending an assistant turn. A span's role is ``assistant`` when it is part of the
+    response mask; runs are split where the mask changes. With a ``tokenizer``, the style's ``USER:`` prefix
+    at the start of a user turn and the ``GPT:`` prefix (also `` GPT:``) after ``<eoh>`` are not counted as
+    content, so the spans match those of :func:`~aromni.vocab.conversation.encode_conversation` up to the
+    merging of adjacent text segments. Raises :class:`BadRecord` (``bad_structure``) for an image without
+    ``<eoi>`` or image codes outside ``<boi>`` … ``<eoi>``.
     """
     style = get_style(style)
     user_pre: list[list[int]] = []
@@ -127,7 +137,9 @@ def derive_spans(ids: np.ndarray, response: np.ndarray, layout: VocabLayout, *, 
             while j < n and codes[j]:
                 j += 1
             if image and (j >= n or int(ids[j]) != layout.eoi):
-                raise BadRecord("bad_structure", f"{where}: <boi> at position {i} has no <eoi> after its codes")
+                raise BadRecord(
+                    "bad_structure", f"{where}: <boi> at position {i} has no <eoi> after its codes"
+                )
             add("image" if image else "speech", start, j)
             i = j + 1 if j < n and int(ids[j]) in (layout.eoi, layout.eoa) else j
             turn_start = False
@@ -154,8 +166,15 @@ def derive_spans(ids: np.ndarray, response: np.ndarray, layout: VocabLayout, *, 
     return spans
 
 
-def pretrain_sample(obj: dict[str, Any], layout: VocabLayout, *, tokenizer: Any = None,
-                    style: str | PromptStyle = OFFICIAL, where: str = "record", group: str | None = None) -> Sample:
+def pretrain_sample(
+    obj: dict[str, Any],
+    layout: VocabLayout,
+    *,
+    tokenizer: Any = None,
+    style: str | PromptStyle = OFFICIAL,
+    where: str = "record",
+    group: str | None = None,
+) -> Sample:
     """One official pretrain JSONL object -> :class:`Sample` (raises :class:`BadRecord` to skip it)."""
     if "discrete_code" not in obj:
         raise BadRecord("bad_record", f"{where}: no 'discrete_code' field")
@@ -167,7 +186,9 @@ def pretrain_sample(obj: dict[str, Any], layout: VocabLayout, *, tokenizer: Any 
     if not isinstance(resp, (list, tuple, str)):
         raise BadRecord("bad_record", f"{where}: 'response' must be a list")
     if len(resp) > ids.size:
-        raise BadRecord("bad_record", f"{where}: 'response' ({len(resp)}) is longer than 'discrete_code' ({ids.size})")
+        raise BadRecord(
+            "bad_record", f"{where}: 'response' ({len(resp)}) is longer than 'discrete_code' ({ids.size})"
+        )
     mask = response_mask(ids, len(resp), layout)
     spans = derive_spans(ids, mask, layout, tokenizer=tokenizer, style=style, where=where)
     rid = obj.get("id")
@@ -175,8 +196,17 @@ def pretrain_sample(obj: dict[str, Any], layout: VocabLayout, *, tokenizer: Any 
     return Sample(ids, mask, spans, OFFICIAL_TASKS[official], group or group_of(ids, layout), source)
 
 
-def sft_sample(input_ids: Any, labels: Any, layout: VocabLayout, *, task: str = "sft", tokenizer: Any = None,
-               style: str | PromptStyle = OFFICIAL, where: str = "row", group: str | None = None) -> Sample:
+def sft_sample(
+    input_ids: Any,
+    labels: Any,
+    layout: VocabLayout,
+    *,
+    task: str = "sft",
+    tokenizer: Any = None,
+    style: str | PromptStyle = OFFICIAL,
+    where: str = "row",
+    group: str | None = None,
+) -> Sample:
     """One official SFT row (``input_ids``, ``labels`` with ``-100``) -> :class:`Sample`."""
     ids = check_ids(input_ids, layout, where, "input_ids")
     if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != ids.size:
@@ -185,7 +215,9 @@ def sft_sample(input_ids: Any, labels: Any, layout: VocabLayout, *, task: str = 
     mask = lab != IGNORE_INDEX
     if not np.array_equal(lab[mask], ids[mask]):
         k = int(np.nonzero(mask & (lab != ids))[0][0])
-        raise BadRecord("labels_mismatch", f"{where}: label {int(lab[k])} at position {k} is neither -100 nor the "
-                        f"input id {int(ids[k])}")
+        raise BadRecord(
+            "labels_mismatch",
+            f"{where}: label {int(lab[k])} at position {k} is neither -100 nor the input id {int(ids[k])}",
+        )
     spans = derive_spans(ids, mask, layout, tokenizer=tokenizer, style=style, where=where)
     return Sample(ids, mask, spans, task, group or group_of(ids, layout), where)

@@ -100,8 +100,10 @@ class Source(abc.ABC):
         self.where = where
         unknown = set(cfg) - set(self.common) - set(self.options)
         if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}",
-                              f"known: {sorted(set(self.common) | set(self.options))}")
+            raise ConfigError(
+                f"{where}: unknown keys {sorted(unknown)}",
+                f"known: {sorted(set(self.common) | set(self.options))}",
+            )
         raw_paths = cfg.get("paths")
         if isinstance(raw_paths, str):
             raw_paths = [raw_paths]
@@ -124,25 +126,34 @@ class Source(abc.ABC):
         path = Path(os.path.expanduser(p))
         return path if path.is_absolute() else self.base / path
 
-    def expand(self, suffixes: Sequence[str] | None = None) -> list[Path]:
-        """Resolve ``paths`` into files: globs expanded, directories listed (only ``suffixes``), sorted.
+    def expand(
+        self, suffixes: Sequence[str] | None = None, raw_paths: Sequence[str] | None = None
+    ) -> list[Path]:
+        """Resolve ``paths`` (or ``raw_paths``) into files: globs expanded, directories listed (only
+        ``suffixes``).
 
         Raises :class:`ConfigError` when a path matches nothing (a typo must not yield an empty dataset).
         """
         out: list[Path] = []
-        for raw in self.raw_paths:
+        for raw in self.raw_paths if raw_paths is None else raw_paths:
             path = self.resolve(raw)
             if glob.has_magic(str(path)):
                 hits = sorted(Path(h) for h in glob.glob(str(path), recursive=True))
                 hits = [h for h in hits if h.is_file()]
             elif path.is_dir():
-                hits = sorted(h for h in path.rglob("*") if h.is_file()
-                              and (suffixes is None or h.suffix.lower() in suffixes))
+                hits = sorted(
+                    h
+                    for h in path.rglob("*")
+                    if h.is_file() and (suffixes is None or h.suffix.lower() in suffixes)
+                )
             elif path.is_file():
                 hits = [path]
             else:
-                raise ConfigError(f"{self.where}: {path} does not exist", "fix 'paths' (relative paths start at "
-                                  "the config file's directory, or at 'root' when the config sets one)")
+                raise ConfigError(
+                    f"{self.where}: {path} does not exist",
+                    "fix 'paths' (relative paths start at "
+                    "the config file's directory, or at 'root' when the config sets one)",
+                )
             if not hits:
                 raise ConfigError(f"{self.where}: {raw!r} matches no input files")
             out.extend(hits)
@@ -155,9 +166,6 @@ class Source(abc.ABC):
     def needs(self) -> set[str]:
         """Tokenizer modalities this source needs."""
         return {"text"}
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.cfg}
 
     # ---------------------------------------------------------------- work
     @abc.abstractmethod
@@ -173,7 +181,7 @@ class Source(abc.ABC):
         """``(split, sample)`` pairs of one record; raises :class:`BadRecord` to skip it."""
 
     def image_paths(self, payload: Any) -> list[Path]:
-        """Images a record will need (the worker encodes a chunk's images in batches before :meth:`encode`)."""
+        """Images a record needs (a worker encodes a chunk's images in batches before :meth:`encode`)."""
         return []
 
     def chunk_id(self, n: int) -> str:
@@ -194,20 +202,39 @@ def line_chunks(source: Source, paths: Sequence[Path], chunk_size: int) -> list[
                         offset, first = pos, n
                     count += 1
                     if count == chunk_size:
-                        chunks.append(Chunk(source.chunk_id(len(chunks)), source.index, "lines", str(path),
-                                            offset, count, first))
+                        chunks.append(
+                            Chunk(
+                                source.chunk_id(len(chunks)),
+                                source.index,
+                                "lines",
+                                str(path),
+                                offset,
+                                count,
+                                first,
+                            )
+                        )
                         count = 0
                 pos += len(line)
             if count:
-                chunks.append(Chunk(source.chunk_id(len(chunks)), source.index, "lines", str(path),
-                                    offset, count, first))
+                chunks.append(
+                    Chunk(
+                        source.chunk_id(len(chunks)), source.index, "lines", str(path), offset, count, first
+                    )
+                )
     return chunks
 
 
 def item_chunks(source: Source, items: Sequence[Any], chunk_size: int) -> list[Chunk]:
-    return [Chunk(source.chunk_id(k), source.index, "items", items=list(items[i:i + chunk_size]),
-                  count=len(items[i:i + chunk_size]))
-            for k, i in enumerate(range(0, len(items), chunk_size))]
+    return [
+        Chunk(
+            source.chunk_id(k),
+            source.index,
+            "items",
+            items=list(items[i : i + chunk_size]),
+            count=len(items[i : i + chunk_size]),
+        )
+        for k, i in enumerate(range(0, len(items), chunk_size))
+    ]
 
 
 def read_lines(chunk: Chunk) -> Iterator[tuple[str, str]]:
@@ -259,7 +286,7 @@ def str_list(value: Any, where: str, key: str, allowed: Sequence[str]) -> list[s
 
 
 def group_of(ids: Any, layout: Any) -> str:
-    """Modality group of a token sequence: ``image`` if it holds image codes, else ``speech``, else ``text``."""
+    """Modality group of ids: ``image`` with image codes, else ``speech`` with speech codes, else ``text``."""
     if layout.image.contains(ids).any():
         return "image"
     if layout.speech.contains(ids).any():

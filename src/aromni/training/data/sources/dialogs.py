@@ -10,10 +10,10 @@ One object per line (the toy world's record format, ``aromni.toyworld.records``)
 
 Turns alternate user / assistant starting with the user; an optional ``"chat": true|false`` forces ``<eom>`` /
 ``<eos>`` endings (default: chat when there is more than one user turn). A record whose only turn is an
-assistant turn is a document (``<bos> … <eos>``, see :func:`~.text.encode_document`). Image and speech segments
-name a file (``path``) or carry codes already (``codes``). Relative paths start at ``media_root`` when set,
-else at the JSONL file's directory, else at its parent directory (so a toy world's ``records/<split>.jsonl``,
-whose paths are relative to the world directory, works as is).
+assistant turn is a document (``<bos> … <eos>``, see :func:`~.text.encode_document`). Image and speech
+segments name a file (``path``) or carry codes already (``codes``). Relative paths start at ``media_root``
+when set, else at the JSONL file's directory, else at its parent directory (so a toy world's
+``records/<split>.jsonl``, whose paths are relative to the world directory, works as is).
 
 The response mask covers the assistant turns (:func:`~aromni.vocab.conversation.encode_conversation`). The
 sample's task is the record's ``task`` (or the config's ``task``, or ``dialog``), its split the config's
@@ -72,7 +72,11 @@ class DialogSource(Source):
         return line_chunks(self, self.input_files(), chunk_size)
 
     def read(self, chunk: Chunk) -> Iterator[Item]:
-        roots = [self.media_root] if self.media_root else [Path(chunk.path).parent, Path(chunk.path).parent.parent]
+        roots = (
+            [self.media_root]
+            if self.media_root
+            else [Path(chunk.path).parent, Path(chunk.path).parent.parent]
+        )
         for item in json_items(chunk):
             if item.error is None:
                 try:
@@ -104,9 +108,13 @@ class DialogSource(Source):
             parsed.append((t["role"], [self._segment(s, roots, where) for s in segs]))
         rid = rec.get("id")
         chat = rec.get("chat")
-        return {"turns": parsed, "task": self.task or rec.get("task") or "dialog",
-                "split": self.split or rec.get("split") or "train", "chat": chat if isinstance(chat, bool) else None,
-                "source": f"{where} id={rid}" if rid is not None else where}
+        return {
+            "turns": parsed,
+            "task": self.task or rec.get("task") or "dialog",
+            "split": self.split or rec.get("split") or "train",
+            "chat": chat if isinstance(chat, bool) else None,
+            "source": f"{where} id={rid}" if rid is not None else where,
+        }
 
     def _segment(self, seg: Any, roots: list[Path], where: str) -> tuple[str, Any, Any]:
         kind = seg.get("type") if isinstance(seg, dict) else None
@@ -132,8 +140,9 @@ class DialogSource(Source):
             if len(turns) == 1 and turns[0].role == "assistant":
                 enc = encode_document(turns[0].segments, ctx.layout, ctx.text)
             else:
-                enc = encode_conversation(Conversation(turns, chat=p["chat"], task=p["task"]), ctx.layout,
-                                          ctx.text, ctx.style)
+                enc = encode_conversation(
+                    Conversation(turns, chat=p["chat"], task=p["task"]), ctx.layout, ctx.text, ctx.style
+                )
         except AromniError as e:  # turn order, codes out of range
             raise BadRecord("bad_record", f"{item.where}: {e}") from None
         group = self.group or group_of(enc.ids, ctx.layout)

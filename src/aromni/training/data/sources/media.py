@@ -1,10 +1,10 @@
 """Media files -> codes inside a worker: images in batches, audio one file at a time, failures as BadRecord.
 
 Files are read with :func:`aromni.tokenizers.image.image_io.load_image` and
-:func:`aromni.tokenizers.speech.audio_io.load_audio` and encoded with the worker's tokenizers. Results (codes or
-the :class:`BadRecord` saying why not) are cached for one chunk, so a file used by several records (an image in
-both a caption and a T2I sample) is encoded once. The cache is cleared between chunks, which keeps a chunk's
-output independent of which other chunks the worker happened to process (batch composition included).
+:func:`aromni.tokenizers.speech.audio_io.load_audio` and encoded with the worker's tokenizers. Results (codes
+or the :class:`BadRecord` saying why not) are cached for one chunk, so a file used by several records (an
+image in both a caption and a T2I sample) is encoded once. The cache is cleared between chunks, which keeps a
+chunk's output independent of which other chunks the worker happened to process (batch composition included).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ class MediaCache:
         max_audio_seconds: longer audio files are skipped (``audio_too_long``); ``None``: no limit.
     """
 
-    def __init__(self, image: Any, speech: Any, *, image_batch: int = 16, max_audio_seconds: float | None = 600.0):
+    def __init__(
+        self, image: Any, speech: Any, *, image_batch: int = 16, max_audio_seconds: float | None = 600.0
+    ):
         self.image_tok = image
         self.speech_tok = speech
         self.image_batch = max(1, int(image_batch))
@@ -53,7 +55,7 @@ class MediaCache:
             except BadRecord as e:
                 self._images[p] = e
         for i in range(0, len(loaded), self.image_batch):
-            self._encode_images(loaded[i:i + self.image_batch])
+            self._encode_images(loaded[i : i + self.image_batch])
 
     def image(self, path: Path) -> np.ndarray:
         """Codes ``[h*w]`` of one image; raises :class:`BadRecord` when it cannot be read or encoded."""
@@ -68,7 +70,9 @@ class MediaCache:
         from aromni.tokenizers.image.image_io import load_image
 
         if self.image_tok is None:
-            raise AromniError("an image source needs an image tokenizer", "set tokenizers.image or use a bundle with one")
+            raise AromniError(
+                "an image source needs an image tokenizer", "set tokenizers.image or use a bundle with one"
+            )
         if not path.is_file():
             raise BadRecord("missing_file", f"{path}: no such file")
         try:
@@ -112,7 +116,9 @@ class MediaCache:
 
         tok = self.speech_tok
         if tok is None:
-            raise AromniError("a speech source needs a speech tokenizer", "set tokenizers.speech or use a bundle with one")
+            raise AromniError(
+                "a speech source needs a speech tokenizer", "set tokenizers.speech or use a bundle with one"
+            )
         if not path.is_file():
             raise BadRecord("missing_file", f"{path}: no such file")
         try:
@@ -135,7 +141,10 @@ class MediaCache:
             return "bad_audio"
         if info.frames == 0:
             return "empty_audio"
-        if self.max_audio_seconds is not None and info.samplerate > 0 \
-                and info.frames / info.samplerate > self.max_audio_seconds:
+        if (
+            self.max_audio_seconds is not None
+            and info.samplerate > 0
+            and info.frames / info.samplerate > self.max_audio_seconds
+        ):
             return "audio_too_long"
         return "bad_audio"

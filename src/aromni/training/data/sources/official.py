@@ -1,9 +1,9 @@
 """``official_jsonl`` source: the official AR-Omni training data, already tokenized, read as is.
 
-``.jsonl`` files are pretrain shards (``discrete_code``, ``task``, ``response``); ``.parquet`` files are SFT data
-(``input_ids``, ``labels``). See :mod:`aromni.training.data.official_jsonl` for the mapping. The ids must fit the
-build's layout (normally ``aromni-7b``); a text tokenizer, when the build has one, is only used to leave the
-``USER:`` / ``GPT:`` prefixes out of the text spans.
+``.jsonl`` files are pretrain shards (``discrete_code``, ``task``, ``response``); ``.parquet`` files are SFT
+data (``input_ids``, ``labels``). See :mod:`aromni.training.data.official_jsonl` for the mapping. The ids must
+fit the build's layout (normally ``aromni-7b``); a text tokenizer, when the build has one, is only used to
+leave the ``USER:`` / ``GPT:`` prefixes out of the text spans.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ from typing import Any
 
 from aromni.training.data.official_jsonl import pretrain_sample, sft_sample
 from aromni.training.data.shards import Sample
-from aromni.training.data.sources.base import BadRecord, Chunk, EncodeContext, Item, Source, json_items, line_chunks
+from aromni.training.data.sources.base import (
+    BadRecord,
+    Chunk,
+    EncodeContext,
+    Item,
+    Source,
+    json_items,
+    line_chunks,
+)
 
 
 class OfficialSource(Source):
@@ -55,8 +63,10 @@ class OfficialSource(Source):
         missing = {"input_ids", "labels"} - set(pf.schema_arrow.names)
         if missing:
             for r in range(chunk.count):
-                yield Item(f"{chunk.path}#g{chunk.offset}r{r}",
-                           error=BadRecord("bad_record", f"{chunk.path}: no column(s) {sorted(missing)}"))
+                yield Item(
+                    f"{chunk.path}#g{chunk.offset}r{r}",
+                    error=BadRecord("bad_record", f"{chunk.path}: no column(s) {sorted(missing)}"),
+                )
             return
         table = pf.read_row_group(chunk.offset, columns=["input_ids", "labels"])
         ids, labels = table["input_ids"].to_pylist(), table["labels"].to_pylist()
@@ -67,8 +77,18 @@ class OfficialSource(Source):
         p = item.payload
         split = self.split or "train"
         if "input_ids" in p and "labels" in p and "discrete_code" not in p:
-            s = sft_sample(p["input_ids"], p["labels"], ctx.layout, task=self.sft_task, tokenizer=ctx.text,
-                           style=ctx.style, where=item.where, group=self.group)
+            s = sft_sample(
+                p["input_ids"],
+                p["labels"],
+                ctx.layout,
+                task=self.sft_task,
+                tokenizer=ctx.text,
+                style=ctx.style,
+                where=item.where,
+                group=self.group,
+            )
         else:
-            s = pretrain_sample(p, ctx.layout, tokenizer=ctx.text, style=ctx.style, where=item.where, group=self.group)
+            s = pretrain_sample(
+                p, ctx.layout, tokenizer=ctx.text, style=ctx.style, where=item.where, group=self.group
+            )
         return [(split, s)]

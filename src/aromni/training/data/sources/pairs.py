@@ -4,13 +4,13 @@ Inputs, for both:
 
 * a manifest ``.tsv`` / ``.txt``: ``path<TAB>text`` per line (a first line ``path<TAB>text`` or
   ``audio<TAB>text`` / ``image<TAB>caption`` is a header and skipped);
-* a manifest ``.jsonl``: objects with the media path under ``path`` (or ``audio`` / ``image``) and the text under
-  ``text`` (or ``transcript`` / ``caption``);
+* a manifest ``.jsonl``: objects with the media path under ``path`` (or ``audio`` / ``image``) and the text
+  under ``text`` (or ``transcript`` / ``caption``);
 * a directory: every media file with a same-stem ``.txt`` beside it.
 
-Relative media paths start at the manifest's directory (or ``media_root`` when set). Each pair yields one sample
-per configured task, built with :func:`aromni.vocab.templates.task_conversation` in the build's prompt style
-and encoded with :func:`aromni.vocab.conversation.encode_conversation`.
+Relative media paths start at the manifest's directory (or ``media_root`` when set). Each pair yields one
+sample per configured task, built with :func:`aromni.vocab.templates.task_conversation` in the build's prompt
+style and encoded with :func:`aromni.vocab.conversation.encode_conversation`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ class PairSource(Source):
 
     def __init__(self, index: int, cfg: Any, base: Any):
         super().__init__(index, cfg, base)
-        self.tasks = str_list(self.cfg.get("tasks", list(self.all_tasks)), self.where, "tasks", self.all_tasks)
+        self.tasks = str_list(
+            self.cfg.get("tasks", list(self.all_tasks)), self.where, "tasks", self.all_tasks
+        )
         root = self.cfg.get("media_root")
         self.media_root = None if root is None else self.resolve(str(root))
         instr = self.cfg.get("instructions") or {}
-        if not isinstance(instr, dict) or not all(k in self.tasks and isinstance(v, str) for k, v in instr.items()):
+        if not isinstance(instr, dict) or not all(
+            k in self.tasks and isinstance(v, str) for k, v in instr.items()
+        ):
             raise ConfigError(f"{self.where}: instructions must map tasks {self.tasks} to strings")
         self.instructions = instr
 
@@ -74,25 +78,24 @@ class PairSource(Source):
         for raw in self.raw_paths:
             path = self.resolve(raw)
             if path.is_dir():
-                found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in self.suffixes)
+                found = sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in self.suffixes
+                )
                 if not found:
-                    raise ConfigError(f"{self.where}: directory {path} has no {self.media} files",
-                                      f"expected {', '.join(self.suffixes)} files with same-stem .txt files")
+                    raise ConfigError(
+                        f"{self.where}: directory {path} has no {self.media} files",
+                        f"expected {', '.join(self.suffixes)} files with same-stem .txt files",
+                    )
                 pairs.extend([str(m), str(m.with_suffix(".txt"))] for m in found)
             else:
-                manifests.extend(f for f in self._expand_one(raw) if f.suffix.lower() in MANIFEST_SUFFIXES)
+                manifests.extend(
+                    f for f in self.expand(raw_paths=[raw]) if f.suffix.lower() in MANIFEST_SUFFIXES
+                )
         chunks = line_chunks(self, manifests, chunk_size)
         for c in item_chunks(self, pairs, chunk_size):
             c.id = self.chunk_id(len(chunks))
             chunks.append(c)
         return chunks
-
-    def _expand_one(self, raw: str) -> list[Path]:
-        saved, self.raw_paths = self.raw_paths, [raw]
-        try:
-            return self.expand()
-        finally:
-            self.raw_paths = saved
 
     # ------------------------------------------------------------------ reading
     def read(self, chunk: Chunk) -> Iterator[Item]:
@@ -133,9 +136,14 @@ class PairSource(Source):
         path = next((obj[k] for k in ("path",) + self.path_keys if isinstance(obj.get(k), str)), None)
         text = next((obj[k] for k in ("text",) + self.text_keys if isinstance(obj.get(k), str)), None)
         if path is None or text is None:
-            return Item(item.where, error=BadRecord(
-                "bad_record", f"{item.where}: needs a media path ({'/'.join(('path',) + self.path_keys)}) and "
-                f"a text ({'/'.join(('text',) + self.text_keys)})"))
+            return Item(
+                item.where,
+                error=BadRecord(
+                    "bad_record",
+                    f"{item.where}: needs a media path ({'/'.join(('path',) + self.path_keys)}) and "
+                    f"a text ({'/'.join(('text',) + self.text_keys)})",
+                ),
+            )
         media = Path(path.strip())
         return Item(item.where, {"media": media if media.is_absolute() else root / media, "text": text})
 
@@ -151,10 +159,16 @@ class PairSource(Source):
         codes = ctx.media.speech(media) if self.media == "speech" else ctx.media.image(media)
         out = []
         for task in self.tasks:
-            conv = task_conversation(task, style=ctx.style.name, instruction=self.instructions.get(task),
-                                     **self._task_args(task, text, codes))
+            conv = task_conversation(
+                task,
+                style=ctx.style.name,
+                instruction=self.instructions.get(task),
+                **self._task_args(task, text, codes),
+            )
             enc = encode_conversation(conv, ctx.layout, ctx.text, ctx.style)
-            out.append((self.split or "train", Sample.from_encoded(enc, task, self.group, f"{item.where}#{task}")))
+            out.append(
+                (self.split or "train", Sample.from_encoded(enc, task, self.group, f"{item.where}#{task}"))
+            )
         return out
 
     def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:

@@ -29,12 +29,15 @@ from aromni.training.data.sources.base import (
 from aromni.vocab.conversation import EncodedConversation, Segment, Span, TextSegment, encode_segment
 
 
-def encode_document(segments: Sequence[Segment], layout: Any, tokenizer: Any, *, end: bool = True) -> EncodedConversation:
+def encode_document(
+    segments: Sequence[Segment], layout: Any, tokenizer: Any, *, end: bool = True
+) -> EncodedConversation:
     """A document with no dialogue framing: ``<bos> segments… [<eos>]``.
 
-    Everything after ``<bos>`` is model output (response mask True), as in a single assistant turn; spans carry
-    role ``assistant`` and turn 0. Segments are encoded with :func:`~aromni.vocab.conversation.encode_segment`,
-    so images and speech get their markers exactly as inside a conversation.
+    Everything after ``<bos>`` is model output (response mask True), as in a single assistant turn; spans
+    carry role ``assistant`` and turn 0. Segments are encoded with
+    :func:`~aromni.vocab.conversation.encode_segment`, so images and speech get their markers exactly as
+    inside a conversation.
     """
     ids: list[int] = [layout.bos]
     spans: list[Span] = []
@@ -90,8 +93,10 @@ class TextSource(Source):
                 if item.error is None:
                     value = item.payload.get(self.field)
                     if not isinstance(value, str):
-                        item = Item(item.where, error=BadRecord(
-                            "bad_record", f"{item.where}: no string field {self.field!r}"))
+                        item = Item(
+                            item.where,
+                            error=BadRecord("bad_record", f"{item.where}: no string field {self.field!r}"),
+                        )
                     else:
                         item = Item(item.where, value)
                 yield item
@@ -112,7 +117,7 @@ class TextSource(Source):
         if len(content) <= room or self.long == "drop":
             enc = encode_document([TextSegment(ids=content)], ctx.layout, ctx.text)
             return [(split, Sample.from_encoded(enc, "text", self.group, item.where))]
-        pieces = [content[i:i + room] for i in range(0, len(content), room)]
+        pieces = [content[i : i + room] for i in range(0, len(content), room)]
         out = []
         for k, piece in enumerate(pieces):
             enc = encode_document([TextSegment(ids=piece)], ctx.layout, ctx.text, end=k == len(pieces) - 1)

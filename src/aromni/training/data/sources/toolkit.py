@@ -88,8 +88,10 @@ def resolve(cfg: dict[str, Any], base: Path) -> tuple[dict[str, Path], Any, str 
     if cfg.get("layout") is not None:
         layout = cfg["layout"]
     if layout is None:
-        raise ConfigError("the build config needs a 'bundle' or a 'layout'",
-                          "set bundle: DIR, or layout: FILE.json | aromni-7b | compact next to tokenizers:")
+        raise ConfigError(
+            "the build config needs a 'bundle' or a 'layout'",
+            "set bundle: DIR, or layout: FILE.json | aromni-7b | compact next to tokenizers:",
+        )
     return dirs, layout, style
 
 
@@ -112,8 +114,10 @@ def load_toolkit(cfg: dict[str, Any], base: Path) -> Toolkit:
         toks["text"].check_layout(layout)
     for m in ("image", "speech"):
         if toks.get(m) is not None and toks[m].codebook_size != getattr(layout, m).size:
-            raise ConfigError(f"the {m} tokenizer has {toks[m].codebook_size} codes, the layout "
-                              f"{getattr(layout, m).size}", "the tokenizers and the layout come from different runs")
+            raise ConfigError(
+                f"the {m} tokenizer has {toks[m].codebook_size} codes, the layout {getattr(layout, m).size}",
+                "the tokenizers and the layout come from different runs",
+            )
     style = get_style(cfg.get("style") or bundle_style or "official")
     spec = ToolkitSpec(layout.to_dict(), style.name, {m: str(d) for m, d in dirs.items()})
     return Toolkit(spec, layout, style, **toks)
@@ -134,8 +138,11 @@ def dir_digest(path: str | Path) -> str:
     """sha256 over the names and contents of the files in a directory (hidden files excluded)."""
     h = hashlib.sha256()
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in
-                                                                            p.relative_to(root).parts)):
+    for f in sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)
+    ):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -148,6 +155,10 @@ def identities(kit: Toolkit) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m, d in kit.spec.tokenizers.items():
         tok = kit.tokenizer(m)
-        out[m] = {"path": d, "type": getattr(tok, "type_name", type(tok).__name__),
-                  "codebook_size": int(tok.codebook_size), "sha256": dir_digest(d)}
+        out[m] = {
+            "path": d,
+            "type": getattr(tok, "type_name", type(tok).__name__),
+            "codebook_size": int(tok.codebook_size),
+            "sha256": dir_digest(d),
+        }
     return out

@@ -48,8 +48,14 @@ class Summary:
         row[2] += int(s.response.sum())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chunk": self.chunk, "source": self.source, "records": self.records, "skipped": dict(self.skipped),
-                "examples": dict(self.examples), "stats": self.stats}
+        return {
+            "chunk": self.chunk,
+            "source": self.source,
+            "records": self.records,
+            "skipped": dict(self.skipped),
+            "examples": dict(self.examples),
+            "stats": self.stats,
+        }
 
 
 class Worker:
@@ -59,10 +65,21 @@ class Worker:
         self.kit = kit
         self.sources = [make_source(i, s, Path(base)) for i, s in enumerate(sources)]
         self.max_len = int(options["max_len"])
-        self.media = MediaCache(self.kit.image, self.kit.speech, image_batch=options["image_batch"],
-                                max_audio_seconds=options["max_audio_seconds"])
-        self.ctx = EncodeContext(self.kit.layout, self.kit.text, self.kit.image, self.kit.speech, self.kit.style,
-                                 self.media, self.max_len)
+        self.media = MediaCache(
+            self.kit.image,
+            self.kit.speech,
+            image_batch=options["image_batch"],
+            max_audio_seconds=options["max_audio_seconds"],
+        )
+        self.ctx = EncodeContext(
+            self.kit.layout,
+            self.kit.text,
+            self.kit.image,
+            self.kit.speech,
+            self.kit.style,
+            self.media,
+            self.max_len,
+        )
 
     def run(self, chunk_dict: dict[str, Any], stage: str) -> dict[str, Any]:
         chunk = Chunk(**chunk_dict)
@@ -71,7 +88,9 @@ class Worker:
         per_split: dict[str, list[Sample]] = defaultdict(list)
         self.media.clear()
         items = list(src.read(chunk))
-        self.media.prefetch_images([p for it in items if it.error is None for p in src.image_paths(it.payload)])
+        self.media.prefetch_images(
+            [p for it in items if it.error is None for p in src.image_paths(it.payload)]
+        )
         for it in items:
             summary.records += 1
             if it.error is not None:
@@ -85,7 +104,9 @@ class Worker:
                 continue
             for split, sample in pairs:
                 if len(sample) > self.max_len:
-                    summary.skip("too_long", f"{sample.source}: {len(sample)} tokens > max_len {self.max_len}")
+                    summary.skip(
+                        "too_long", f"{sample.source}: {len(sample)} tokens > max_len {self.max_len}"
+                    )
                     continue
                 per_split[split].append(sample)
                 summary.add(split, sample)
@@ -106,7 +127,9 @@ class Worker:
 _WORKER: Worker | None = None
 
 
-def init_process(spec: ToolkitSpec, sources: list[dict[str, Any]], base: str, options: dict[str, Any]) -> None:
+def init_process(
+    spec: ToolkitSpec, sources: list[dict[str, Any]], base: str, options: dict[str, Any]
+) -> None:
     """Pool initializer: one thread per worker (the workers are the parallelism), tokenizers loaded once."""
     global _WORKER
     os.environ["OMP_NUM_THREADS"] = "1"
