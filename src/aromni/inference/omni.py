@@ -1,0 +1,298 @@
+"""``OmniModel``: a loaded bundle with one method per task.
+
+::
+
+    import aromni
+    model = aromni.load("BUNDLE", device="cuda", dtype="bfloat16")
+    speech = model.tts("Hello there.")                  # SpeechOutput; speech.save("hello.wav")
+    for chunk in model.tts("Hello there.", stream=True): # TTSStream of AudioChunk, metrics afterwards
+        play(chunk.audio)
+    text = model.asr("question.wav").text
+    text = model.caption("photo.jpg").text
+    image = model.t2i("a red circle").image             # PIL image
+    chat = model.chat(); reply = chat.send(text="Hi!")
+
+Each task builds the official prompt (:mod:`aromni.vocab.templates`, or the paper's when the bundle says so),
+applies the official task decoding settings (:func:`~aromni.inference.options.task_options`) on top of the bundle's
+generation defaults, and accepts a list of inputs for a batched call. Sampling options can be overridden per call
+with ``options={"text": {"temperature": 0.7}}`` or the shortcut arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aromni.errors import AromniError, ConfigError, InputError
+from aromni.inference import media
+from aromni.inference.engine import Engine, Generation, GenerationStream
+from aromni.inference.events import SegmentAssembler
+from aromni.inference.options import DecodeOptions, task_options
+from aromni.inference.streaming import AudioChunk, SpeechStreamer, StreamMetrics
+from aromni.vocab.conversation import Conversation, ImageSegment, SpeechSegment, TextSegment, encode_conversation
+from aromni.vocab.templates import task_conversation
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", f"one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class TextOutput:
+    """Text produced by a task (``str(out)`` is the text)."""
+
+    text: str
+    tokens: list[int]
+    stop_reason: str | None
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class SpeechOutput:
+    """A waveform ``audio [T]`` (float32, CPU) at ``sample_rate`` with the codes and tokens behind it."""
+
+    audio: torch.Tensor
+    sample_rate: int
+    codes: list[int]
+    tokens: list[int]
+    stop_reason: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.numel() / self.sample_rate
+
+    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        return media.save_wav(self.audio, path, self.sample_rate, overwrite=overwrite)
+
+
+@dataclass
+class ImageOutput:
+    """A generated image (PIL) with its codes; ``complete`` is False when the code span was cut short."""
+
+    image: Any
+    codes: list[int]
+    tokens: list[int]
+    stop_reason: str | None
+    complete: bool = True
+    seconds: float = 0.0
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        return media.save_png(self.image, path, overwrite=overwrite)
+
+
+class TTSStream:
+    """Iterator of :class:`AudioChunk` for one or more TTS requests; ``metrics`` (one per request) and
+    ``results`` (the engine's :class:`Generation` s) are complete once it is exhausted."""
+
+    def __init__(self, streamer: SpeechStreamer, stream: GenerationStream):
+        self._streamer, self._stream = streamer, stream
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        return iter(self._streamer)
+
+    @property
+    def metrics(self) -> list[StreamMetrics]:
+        return self._streamer.metrics
+
+    @property
+    def results(self) -> list[Generation]:
+        return self._stream.results
+
+    @property
+    def exact(self) -> bool:
+        return self._streamer.exact
+
+    @property
+    def t_start(self) -> float:
+        """``time.perf_counter()`` when the request was made (latencies are measured from it)."""
+        return self._streamer.t_start
+
+
+class OmniModel:
+    """A bundle ready for every task. Build with :meth:`load`."""
+
+    def __init__(self, bundle: Any):
+        self.bundle = bundle
+        self.layout, self.style = bundle.layout, bundle.style
+        self.text, self.image, self.speech = bundle.text, bundle.image, bundle.speech
+        self.defaults = DecodeOptions().with_overrides(bundle.generation)
+        n_img = self.image.codes_per_image if self.image is not None else self.defaults.image_tokens
+        self.engine = Engine(bundle.decoder, self.layout, image_tokens=n_img)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+             ) -> OmniModel:
+        """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``."""
+        from aromni.bundle import Bundle
+
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise AromniError("device cuda requested but CUDA is not available", "pass --device cpu")
+        bundle = Bundle.load(path, dtype=parse_dtype(dtype), device=device)
+        bundle.decoder.eval()
+        return cls(bundle)
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def options(self, task: str, overrides: Mapping[str, Any] | None = None, **shortcuts: Any) -> DecodeOptions:
+        """The options a task call runs with: bundle defaults + official task settings + overrides."""
+        extra = {k: v for k, v in shortcuts.items() if v is not None}
+        merged = dict(overrides or {})
+        merged.update(extra)
+        return task_options(task, self.defaults, merged)
+
+    def encode(self, conv: Conversation) -> list[int]:
+        media.require(self.text, "text")
+        return encode_conversation(conv, self.layout, self.text, self.style).ids.tolist()
+
+    def generate(self, prompts: Sequence[Sequence[int]], options: DecodeOptions | None = None) -> GenerationStream:
+        """Low level: an iterator of engine steps for raw prompt ids."""
+        return self.engine.generate(prompts, options or self.defaults)
+
+    def _task_prompt(self, task: str, **inputs: Any) -> list[int]:
+        return self.encode(task_conversation(task, style=self.style.name, **inputs))
+
+    def _segments(self, g: Generation) -> list[Any]:
+        asm = SegmentAssembler(self.layout, self.text, image_tokens=self.engine.image_tokens)
+        asm.resume_from(g.prompt)
+        return asm.feed(g.tokens)
+
+    def _text_of(self, g: Generation) -> str:
+        return "".join(s.text for s in self._segments(g) if isinstance(s, TextSegment)).strip()
+
+    # ------------------------------------------------------------------------------------------ tasks
+    def tts(self, text: str | Sequence[str], *, stream: bool = False, instruction: str | None = None,
+            seed: int | None = None, options: Mapping[str, Any] | None = None, max_new_tokens: int | None = None,
+            first_chunk_frames: int = 4, chunk_frames: int = 20, decoder_options: dict[str, Any] | None = None
+            ) -> SpeechOutput | list[SpeechOutput] | TTSStream:
+        """Text to speech (greedy, as the official TTS). ``stream=True`` returns a :class:`TTSStream` of audio
+        chunks produced while the speech tokens are generated."""
+        t0 = time.perf_counter()
+        texts, single = _as_list(text, "text", strings=True)
+        media.require(self.speech, "speech")
+        prompts = [self._task_prompt("tts", text=t, instruction=instruction) for t in texts]
+        opts = self.options("tts", options, seed=seed, max_new_tokens=max_new_tokens)
+        gen = self.engine.generate(prompts, opts)
+        streamer = SpeechStreamer(gen, self.speech, self.layout, first_chunk_frames=first_chunk_frames,
+                                  chunk_frames=chunk_frames, t_start=t0, decoder_options=decoder_options)
+        if stream:
+            return TTSStream(streamer, gen)
+        for _ in gen:
+            pass
+        outs = []
+        for g in gen.results:
+            codes = self.layout.speech.to_codes([t for t in g.tokens if self.layout.speech.contains(t)])
+            if not codes:
+                raise AromniError(f"the model produced no speech tokens ({len(g.tokens)} tokens, stop: "
+                                  f"{g.stop_reason})", "check that the bundle was trained for TTS")
+            audio = media.codes_to_audio(self.speech, codes)
+            total = time.perf_counter() - t0
+            metrics = {"total": total, "audio_seconds": audio.numel() / self.speech.sample_rate}
+            metrics["rtf"] = total / metrics["audio_seconds"] if metrics["audio_seconds"] else None
+            outs.append(SpeechOutput(audio, self.speech.sample_rate, list(codes), g.tokens, g.stop_reason, metrics))
+        return outs[0] if single else outs
+
+    def asr(self, audio: Any, *, sample_rate: int | None = None, instruction: str | None = None,
+            seed: int | None = None, options: Mapping[str, Any] | None = None) -> TextOutput | list[TextOutput]:
+        """Speech (a path or a waveform with ``sample_rate``) to text (greedy)."""
+        t0 = time.perf_counter()
+        items, single = _as_list(audio, "audio", seq_of_numbers_is_one=True)
+        codes = [media.audio_to_codes(self.speech, a, sample_rate) for a in items]
+        prompts = [self._task_prompt("asr", speech=c, instruction=instruction) for c in codes]
+        results = self.engine.run(prompts, self.options("asr", options, seed=seed))
+        outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0) for g in results]
+        return outs[0] if single else outs
+
+    def caption(self, image: Any, *, instruction: str | None = None, seed: int | None = None,
+                options: Mapping[str, Any] | None = None, max_new_tokens: int | None = None
+                ) -> TextOutput | list[TextOutput]:
+        """Image (a path, PIL image or tensor) to text (greedy)."""
+        t0 = time.perf_counter()
+        items, single = _as_list(image, "image")
+        codes = [media.image_to_codes(self.image, im) for im in items]
+        prompts = [self._task_prompt("caption", image=c, instruction=instruction) for c in codes]
+        opts = self.options("caption", options, seed=seed, max_new_tokens=max_new_tokens)
+        outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0)
+                for g in self.engine.run(prompts, opts)]
+        return outs[0] if single else outs
+
+    def t2i(self, text: str | Sequence[str], *, guidance_scale_text: float | None = None,
+            guidance_scale_image: float | None = None, cfg: bool | None = None, instruction: str | None = None,
+            seed: int | None = None, options: Mapping[str, Any] | None = None) -> ImageOutput | list[ImageOutput]:
+        """Text to image (sampling with classifier-free guidance; official scales 3.07 text, 1.32 image)."""
+        t0 = time.perf_counter()
+        texts, single = _as_list(text, "text", strings=True)
+        media.require(self.image, "image")
+        prompts = [self._task_prompt("t2i", text=t, instruction=instruction) for t in texts]
+        img = {k: v for k, v in (("guidance_scale_text", guidance_scale_text), ("cfg", cfg),
+                                 ("guidance_scale_image", guidance_scale_image)) if v is not None}
+        merged = dict(options or {})
+        if img:
+            merged["image"] = {**merged.get("image", {}), **img}
+        opts = self.options("t2i", merged, seed=seed)
+        outs = []
+        for g in self.engine.run(prompts, opts):
+            segs = [s for s in self._segments(g) if isinstance(s, ImageSegment)]
+            if not segs:
+                raise AromniError(f"no image was generated (stop: {g.stop_reason})")
+            codes = [int(c) for c in segs[0].codes]
+            outs.append(ImageOutput(media.codes_to_image(self.image, codes), codes, g.tokens, g.stop_reason,
+                                    segs[0].complete, time.perf_counter() - t0))
+        return outs[0] if single else outs
+
+    def chat(self, *, options: Mapping[str, Any] | None = None, seed: int | None = None, **kwargs: Any) -> Any:
+        """A multi-turn :class:`~aromni.inference.chat.ChatSession` (official chat format and settings)."""
+        from aromni.inference.chat import ChatSession
+
+        return ChatSession(self, self.options("chat", options, seed=seed), **kwargs)
+
+    def decode_segments(self, segments: Sequence[Any]) -> list[Any]:
+        """Decode image and speech segments: ``[(segment, decoded)]`` with PIL images and waveforms."""
+        out = []
+        for s in segments:
+            if isinstance(s, ImageSegment) and self.image is not None and len(s.codes):
+                n = self.image.codes_per_image
+                codes = list(s.codes)[:n]
+                # As the official runner: an incomplete image is padded with its first code to a full grid.
+                codes += [codes[0]] * (n - len(codes))
+                out.append((s, media.codes_to_image(self.image, codes)))
+            elif isinstance(s, SpeechSegment) and self.speech is not None and len(s.codes):
+                out.append((s, media.codes_to_audio(self.speech, s.codes)))
+            else:
+                out.append((s, None))
+        return out
+
+
+def _as_list(x: Any, what: str, *, strings: bool = False, seq_of_numbers_is_one: bool = False
+             ) -> tuple[list[Any], bool]:
+    """Inputs as a list and whether a single item was given (``strings``: every item must be a str)."""
+    if isinstance(x, (str, Path)) or not isinstance(x, (list, tuple)):
+        items, single = [x], True
+    elif seq_of_numbers_is_one and x and all(isinstance(v, (int, float)) for v in x):
+        items, single = [x], True
+    else:
+        items, single = list(x), False
+    if not items:
+        raise InputError(f"empty list of {what} inputs")
+    if strings and not all(isinstance(i, str) for i in items):
+        raise InputError(f"{what} must be a string or a list of strings")
+    return items, single

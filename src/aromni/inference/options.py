@@ -1,0 +1,172 @@
+"""Decoding options, with the official AR-Omni defaults and the per-task policies.
+
+The defaults are those of the official ``Options`` dataclass (``official-formats.md`` §C.3): text temperature 1.2,
+top-p 0.96, repetition penalty 1.2, sampling; image temperature 1.0, top-p 0.96, classifier-free guidance 3.07
+(text) / 1.15 (image); ``max_seq_len`` 4096 and ``max_gen_len`` 4096. :func:`task_options` applies the official
+task settings on top (greedy for ASR/TTS/caption, sampling for T2I and chat, ``<eom>`` as extra stop token).
+
+Stop tokens are named by layout role (``"eom"``) so no token id is written here; ints are accepted too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aromni.errors import ConfigError
+
+
+@dataclass
+class TextSampling:
+    """How text (and speech, which the official code decodes with the text settings) is sampled.
+
+    ``greedy`` is the *default* mode of each row; the official finite-state switch then turns greedy on after
+    ``<ins>``/``<boa>`` and off after ``<res>``/``<eoa>`` (see :mod:`aromni.inference.fsm`).
+    """
+
+    temperature: float = 1.2
+    top_p: float = 0.96
+    top_k: int = 0  # 0 = off (the official decoder has no top-k)
+    repetition_penalty: float = 1.2
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        _check_sampling("text", self.temperature, self.top_p, self.top_k)
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"text repetition_penalty must be > 0, got {self.repetition_penalty}",
+                              "1.0 turns it off")
+
+
+@dataclass
+class ImageSampling:
+    """How image codes are sampled, with the official three-row classifier-free guidance."""
+
+    temperature: float = 1.0
+    top_p: float = 0.96
+    top_k: int = 0
+    greedy: bool = False
+    cfg: bool = True
+    guidance_scale_text: float = 3.07
+    guidance_scale_image: float = 1.15
+
+    def __post_init__(self) -> None:
+        _check_sampling("image", self.temperature, self.top_p, self.top_k)
+
+    @property
+    def uses_cfg(self) -> bool:
+        """CFG with both scales 1 equals the plain full-context logits, so it runs as one row."""
+        return self.cfg and not (self.guidance_scale_text == 1.0 and self.guidance_scale_image == 1.0)
+
+
+def _check_sampling(what: str, temperature: float, top_p: float, top_k: int) -> None:
+    if not temperature > 0:
+        raise ConfigError(f"{what} temperature must be > 0, got {temperature}", "use greedy decoding instead of 0")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"{what} top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ConfigError(f"{what} top_k must be >= 0 (0 = off), got {top_k}")
+
+
+@dataclass
+class DecodeOptions:
+    """Everything :meth:`aromni.inference.engine.Engine.generate` needs besides the prompts.
+
+    Attributes:
+        text, image: sampling settings per modality.
+        max_new_tokens: tokens generated at most per row (official ``max_gen_len``).
+        max_seq_len: prompt + generated tokens at most per row; ``None`` = the model's context length
+            (official ``max_seq_len``, 4096 for the 7B model).
+        extra_eos: further stop tokens besides ``<eos>``, as layout roles (``"eom"``) or ids.
+        allow_text: generate text; ``False`` (official T2I ``txt=False``) stops the row after its first image.
+        allow_image: let text state open an image with ``<boi>`` (official ``img``).
+        allow_speech: let text state open a speech span with ``<boa>``.
+        bare_speech: allow speech codes in text state outside a ``<boa>`` span. The official decoder allows them
+            (every ``<reservedNNNNN>`` name passes its allow-list) and its splitter reads a bare run as speech;
+            strict spans (``False``) are the default for our models, ``import-official`` bundles set ``True``.
+        image_tokens: codes per image ``N``; ``None`` takes it from the bundle's image tokenizer.
+        seed: seeds the per-row generators: an int (row ``b`` uses ``seed + b``), one seed per row, or ``None``
+            (a random seed). A row's samples depend only on its own seed, prompt and options, never on the other
+            rows of the batch.
+    """
+
+    text: TextSampling = field(default_factory=TextSampling)
+    image: ImageSampling = field(default_factory=ImageSampling)
+    max_new_tokens: int = 4096
+    max_seq_len: int | None = None
+    extra_eos: tuple[str | int, ...] = ()
+    allow_text: bool = True
+    allow_image: bool = True
+    allow_speech: bool = True
+    bare_speech: bool = False
+    image_tokens: int | None = None
+    seed: int | Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, Mapping):
+            self.text = TextSampling(**self.text)
+        if isinstance(self.image, Mapping):
+            self.image = ImageSampling(**self.image)
+        self.extra_eos = tuple(self.extra_eos)
+        if isinstance(self.seed, Sequence) and not isinstance(self.seed, str):
+            self.seed = tuple(int(s) for s in self.seed)
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_seq_len is not None and self.max_seq_len < 2:
+            raise ConfigError(f"max_seq_len must be >= 2, got {self.max_seq_len}")
+        if self.image_tokens is not None and self.image_tokens < 1:
+            raise ConfigError(f"image_tokens must be >= 1, got {self.image_tokens}")
+
+    def replace(self, **changes: Any) -> DecodeOptions:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["extra_eos"] = list(self.extra_eos)
+        if isinstance(self.seed, tuple):
+            d["seed"] = list(self.seed)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DecodeOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"generation options: unknown fields {unknown}", f"known: {', '.join(sorted(known))}")
+        try:
+            return cls(**dict(d))
+        except TypeError as e:
+            raise ConfigError(f"generation options: {e}") from None
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> DecodeOptions:
+        """Apply a flat or nested dict of overrides (``{"text": {"temperature": 0.7}, "seed": 1}``)."""
+        if not overrides:
+            return self
+        d = self.to_dict()
+        for k, v in overrides.items():
+            if k in ("text", "image") and isinstance(v, Mapping):
+                d[k] = {**d[k], **v}
+            else:
+                d[k] = v
+        return DecodeOptions.from_dict(d)
+
+
+#: Official per-task settings (``inference_pretrain.py`` make_opts_*, ``inference_chat.py``), as overrides.
+TASK_OVERRIDES: dict[str, dict[str, Any]] = {
+    "tts": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_new_tokens": 1024},
+    "asr": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_seq_len": 1024},
+    "caption": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_new_tokens": 128},
+    # T2I: image only (txt=False), CLI/README image scale 1.32, image temperature 1.0.
+    "t2i": {"allow_text": False, "extra_eos": ["eom"], "image": {"guidance_scale_image": 1.32, "temperature": 1.0}},
+    "chat": {"extra_eos": ["eom"]},
+}
+
+
+def task_options(task: str, base: DecodeOptions | None = None, overrides: Mapping[str, Any] | None = None
+                 ) -> DecodeOptions:
+    """Options for ``task`` (tts, asr, caption, t2i, chat): ``base`` (bundle defaults) + the official task
+    settings + the caller's ``overrides``."""
+    if task not in TASK_OVERRIDES:
+        raise ConfigError(f"unknown task {task!r}", f"one of {', '.join(TASK_OVERRIDES)}")
+    return (base or DecodeOptions()).with_overrides(TASK_OVERRIDES[task]).with_overrides(overrides)
