@@ -1,0 +1,135 @@
+"""``aromni vqgan {train,eval,convert}``: train small VQGAN image tokenizers, measure them, import Meta's files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("vqgan", help="VQGAN image tokenizer: train, evaluate, convert official files")
+    sub = p.add_subparsers(dest="vqgan_command", metavar="SUBCOMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a small VQGAN on a folder of images",
+                       description="Train a VQGAN; writes OUT/{checkpoint.pt,metrics.jsonl,tokenizer/}. "
+                                   "Settings: --config YAML and/or key=value (e.g. steps=3000 model.n_embed=256).")
+    t.add_argument("--images", required=True, help="directory (searched recursively) or glob of images")
+    t.add_argument("--out", required=True, type=Path, help="run directory")
+    t.add_argument("--config", type=Path, help="YAML file of training settings")
+    t.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if OUT is not empty")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="settings (see docs/image_tokenizer.md)")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="reconstruct images and report PSNR / colour error")
+    e.add_argument("--model", required=True, type=Path, help="tokenizer directory")
+    e.add_argument("--images", required=True, help="directory or glob of images")
+    e.add_argument("--limit", type=int, default=0, help="use at most this many images (0: all)")
+    e.add_argument("--save", type=Path, help="write input|reconstruction pairs as PNGs into this directory")
+    e.set_defaults(func=_eval)
+
+    c = sub.add_parser("convert", help="Meta's vqgan.yaml + vqgan.ckpt (or an HF Chameleon dir) -> tokenizer dir")
+    c.add_argument("--yaml", type=Path, help="Meta's tokenizer/vqgan.yaml")
+    c.add_argument("--ckpt", type=Path, help="Meta's tokenizer/vqgan.ckpt")
+    c.add_argument("--hf", type=Path, help="HF Chameleon model directory (encoder + codebook only)")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_convert)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from aromni.errors import ConfigError, InputError
+    from aromni.tokenizers.image.train import CHECKPOINT, Trainer
+    from aromni.tokenizers.image.train_config import load_train_config, parse_overrides
+
+    out: Path = args.out
+    if args.resume:
+        if args.config is not None:
+            raise ConfigError("--config cannot be combined with --resume",
+                              "the run's settings come from its checkpoint; pass changes as key=value")
+        ckpt = out / CHECKPOINT
+        if not ckpt.is_file():
+            raise InputError(f"{ckpt}: no checkpoint to resume from", "drop --resume to start a new run")
+        images = _load(args.images, _saved_resolution(ckpt), args.quiet)
+        trainer = Trainer.resume(ckpt, images, out, changes=parse_overrides(args.overrides),
+                                 disable_progress=args.quiet)
+    else:
+        cfg = load_train_config(args.config, args.overrides)
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise InputError(f"{out} already exists and is not empty",
+                             "pass --resume to continue that run, --overwrite to start again, or another --out")
+        if args.overwrite:
+            for name in (CHECKPOINT, "metrics.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        images = _load(args.images, cfg.model_config().resolution, args.quiet, cfg.max_images)
+        trainer = Trainer(cfg, images, out, disable_progress=args.quiet)
+    print(f"training on {len(trainer.train_set)} images, holding out {len(trainer.val_set)}; "
+          f"model {trainer.model.metadata()['parameters']:,} parameters, grid {trainer.model.grid}")
+    summary = trainer.run()
+    print(json.dumps(summary))
+    return 0
+
+
+def _load(spec: str, size: int, quiet: bool, limit: int = 0) -> Any:
+    from aromni.tokenizers.image.dataset import find_images, load_images
+
+    paths = find_images(spec)
+    return load_images(paths[:limit] if limit > 0 else paths, size, disable_progress=quiet)
+
+
+def _saved_resolution(ckpt: Path) -> int:
+    from aromni.tokenizers.image.formats import read_torch_checkpoint
+    from aromni.tokenizers.image.train_config import TrainConfig
+
+    cfg = TrainConfig.from_dict(read_torch_checkpoint(ckpt)["config"])
+    return cfg.model_config().resolution
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from aromni.tokenizers.base import load_tokenizer
+    from aromni.tokenizers.image.dataset import find_images, load_images, to_model_range
+    from aromni.tokenizers.image.image_io import save_image
+    from aromni.tokenizers.image.metrics import color_error, psnr, to_uint8
+
+    model = load_tokenizer(args.model)
+    paths = find_images(args.images)
+    paths = paths[: args.limit] if args.limit > 0 else paths
+    data = load_images(paths, model.image_size)
+    recs, codes = [], []
+    for i in range(0, len(data), 32):
+        c = model.encode(to_model_range(data[i:i + 32]))
+        codes.append(c.reshape(-1))
+        recs.append(to_uint8(model.decode(c)))
+    rec = torch.cat(recs)
+    used = torch.cat(codes).unique().numel()
+    print(json.dumps({"images": len(data), "psnr": round(psnr(rec, data), 3),
+                      "color_error": round(color_error(rec, data), 3), "codes_used": used,
+                      "codebook_size": model.codebook_size}))
+    if args.save is not None:
+        from PIL import Image
+
+        for path, a, b in zip(paths, data, rec):
+            pair = Image.fromarray(torch.cat([a, b], dim=2).permute(1, 2, 0).numpy(), "RGB")  # input | recon
+            save_image(pair, args.save / f"{path.stem}_recon.png", overwrite=True)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from aromni.errors import InputError
+    from aromni.tokenizers.image.vqgan import VQGAN
+
+    if args.hf is not None:
+        model = VQGAN.from_hf_chameleon(args.hf)
+    elif args.yaml is not None and args.ckpt is not None:
+        model = VQGAN.from_chameleon(args.yaml, args.ckpt)
+    else:
+        raise InputError("nothing to convert", "pass --yaml and --ckpt (Meta) or --hf (HF Chameleon directory)")
+    model.save_pretrained(args.out, overwrite=args.overwrite)
+    print(json.dumps({**model.metadata(), **model.load_report, "out": str(args.out)}))
+    return 0

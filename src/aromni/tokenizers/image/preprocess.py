@@ -1,0 +1,77 @@
+"""Chameleon's image pre- and post-processing (official-formats.md §B.2), for any model resolution.
+
+Pre: non-RGB -> RGBA; if any alpha < 255 blend onto white (float64, then ``astype(uint8)``), else convert to RGB;
+resize the short side to ``size`` with ``round()`` and LANCZOS; center crop; ``x / 255 * 2 - 1``.
+Post: clamp to [-1, 1], ``(x + 1) / 2 * 255``, ``astype(uint8)`` (truncation, as the reference), HWC RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from aromni.errors import InputError
+
+
+def require_pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError("image support needs Pillow", "pip install 'aromni[image]'") from None
+    return Image
+
+
+def whiten_transparency(img: Any) -> Any:
+    """Any-mode PIL image -> RGB; transparent pixels are alpha-blended onto white."""
+    Image = require_pil()
+    if img.mode == "RGB":
+        return img
+    rgba = np.array(img.convert("RGBA"))
+    if not (rgba[:, :, 3] < 255).any():
+        return img.convert("RGB")
+    alpha = rgba[:, :, 3:4] / 255.0
+    rgb = (1 - alpha) * 255 + alpha * rgba[:, :, :3]
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def resize_center_crop(img: Any, size: int) -> Any:
+    """Scale so the short side is ``size`` (LANCZOS, ``round``ed long side), then crop the central square."""
+    Image = require_pil()
+    w, h = img.size
+    if min(w, h) <= 0:
+        raise InputError(f"image has no pixels (size {w}x{h})", "pass a non-empty image")
+    scale = size / min(w, h)
+    img = img.resize((round(scale * w), round(scale * h)), Image.LANCZOS)
+    x0, y0 = (img.width - size) // 2, (img.height - size) // 2
+    return img.crop((x0, y0, x0 + size, y0 + size))
+
+
+def pil_to_tensor(img: Any) -> torch.Tensor:
+    """RGB PIL image -> float32 ``[3, H, W]`` in [-1, 1] (computed in float64 like the reference)."""
+    arr = np.asarray(img, dtype=np.uint8) / 255.0 * 2 - 1
+    return torch.from_numpy(arr).permute(2, 0, 1).float()
+
+
+def preprocess(images: Sequence[Any], size: int) -> torch.Tensor:
+    """PIL images of any size and mode -> ``[B, 3, size, size]`` float32 in [-1, 1]."""
+    if len(images) == 0:
+        raise InputError("no images to encode", "pass at least one image")
+    return torch.stack([pil_to_tensor(resize_center_crop(whiten_transparency(im), size)) for im in images])
+
+
+def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[B, 3, H, W]`` (or ``[3, H, W]``) model output -> uint8 ``[B, H, W, 3]`` (clamp, scale, truncate)."""
+    x = images.detach().float().cpu()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    x = (torch.clamp(x, -1.0, 1.0) + 1.0) / 2.0
+    return (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+
+
+def to_pil(images: torch.Tensor) -> list[Any]:
+    """``[B, 3, H, W]`` (or ``[3, H, W]``) model output -> list of RGB PIL images."""
+    Image = require_pil()
+    return [Image.fromarray(a, "RGB") for a in tensor_to_uint8(images)]

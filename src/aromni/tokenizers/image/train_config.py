@@ -1,0 +1,125 @@
+"""Typed configuration of ``aromni vqgan train``: a YAML file and/or ``key=value`` overrides.
+
+Nested model fields are addressed as ``model.<field>`` (e.g. ``model.n_embed=256``); ``preset`` picks the
+starting architecture (:data:`aromni.tokenizers.image.config.PRESETS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from aromni.errors import ConfigError
+from aromni.tokenizers.image.config import VQGANConfig
+
+CODEBOOK_MODES = ("ema", "straight_through")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a small-VQGAN training run.
+
+    Losses: ``l1_weight * |x - x'| + l2_weight * (x - x')^2 + commitment_weight * |sg[e] - z|^2``, plus
+    ``codebook_weight * |e - sg[z]|^2`` in ``straight_through`` mode (taming's legacy weights are 1.0 and 0.25);
+    in ``ema`` mode the codebook follows an exponential moving average of its assigned encoder outputs instead.
+    Codes used fewer than ``restart_threshold`` times in ``restart_every`` steps are re-seeded from encoder outputs.
+    A hinge PatchGAN term (``gan_weight``) joins from step ``gan_start`` (``-1``: never).
+    """
+
+    preset: str = "toy"
+    model: dict[str, Any] = field(default_factory=dict)
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    commitment_weight: float = 1.0
+    codebook_weight: float = 0.25
+    codebook_mode: str = "ema"
+    ema_decay: float = 0.95
+    init_codebook_from_data: bool = True
+    restart_every: int = 50
+    restart_threshold: float = 1.0
+    gan_start: int = -1
+    gan_weight: float = 0.1
+    disc_lr: float = 2e-4
+    disc_channels: int = 32
+    disc_layers: int = 2
+    hflip: bool = False
+    val_images: int = 32
+    max_images: int = 0
+    log_every: int = 25
+    eval_every: int = 250
+    save_every: int = 500
+    time_limit_min: float = 0.0
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if self.codebook_mode not in CODEBOOK_MODES:
+            raise ConfigError(f"train config: codebook_mode {self.codebook_mode!r}", f"one of {CODEBOOK_MODES}")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "save_every"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"train config: {name} must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"train config: ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or len(self.betas) != 2:
+            raise ConfigError("train config: lr must be positive and betas a pair")
+        self.model_config()  # validate the architecture early
+
+    def model_config(self) -> VQGANConfig:
+        return VQGANConfig.preset(self.preset, **self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"train config: unknown keys {unknown}", f"known keys: {sorted(known)}")
+        try:
+            return cls(**dict(d))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"train config: {e}") from None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["steps=100", "model.n_embed=256"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+    from aromni.training.config import apply_override
+
+    out: dict[str, Any] = {}
+    for item in items:
+        apply_override(out, item)
+    return out
+
+
+def load_train_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """Merge a YAML file (optional) with ``key=value`` overrides into a validated :class:`TrainConfig`."""
+    import yaml
+
+    base: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file", "check the path")
+        try:
+            base = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
+    extra = parse_overrides(overrides)
+    model = {**base.get("model", {}), **extra.pop("model", {})}
+    return TrainConfig.from_dict({**base, **extra, "model": model})
