@@ -35,7 +35,7 @@ class CodecConfig:
     enc_layers: int = 4
     enc_kernel: int = 5
     # Decoder (streaming): causal ConvNeXt backbone at the code rate, then an ISTFT head.
-    dec_dim: int = 384
+    dec_dim: int = 256
     dec_layers: int = 8
     dec_kernel: int = 7
     dec_mlp_ratio: float = 3.0

@@ -42,24 +42,23 @@ class ISTFTHead(StreamingModule):
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> OverlapAddState:
         return OverlapAddState(torch.zeros(batch_size, self.n_fft - self.hop_s, device=device, dtype=dtype))
 
-    def frames(self, h: torch.Tensor) -> torch.Tensor:
-        """``[B, dim, T] -> windowed time-domain frames [B, T * subframes, n_fft]``."""
+    def spectra(self, h: torch.Tensor) -> torch.Tensor:
+        """``[B, dim, T] -> complex spectra [B, T * subframes, n_fft/2 + 1]``."""
         b, _, t = h.shape
         x = self.out(h.transpose(1, 2)).reshape(b, t * self.subframes, self.n_fft + 2)
-        log_mag, phase = x.float().chunk(2, dim=-1)  # [B, N, n_fft/2 + 1] each
-        mag = torch.exp(log_mag.clamp(max=self.max_log_magnitude))
-        spec = torch.polar(mag, phase)
-        return torch.fft.irfft(spec, n=self.n_fft, dim=-1) * (self.window * self.scale)
+        log_mag, phase = x.float().chunk(2, dim=-1)
+        return torch.polar(torch.exp(log_mag.clamp(max=self.max_log_magnitude)), phase)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        b, t = h.shape[0], h.shape[-1]
+    def synthesize(self, spec: torch.Tensor) -> torch.Tensor:
+        """Spectra ``[B, N, n_fft/2 + 1]`` -> audio ``[B, N * hop_s]``: final samples only; the overlap-add tail
+        is carried in the streaming state (offline: dropped, as no spectra follow)."""
+        b, n = spec.shape[0], spec.shape[1]
         state: OverlapAddState | None = self._streaming_state
         tail_len = self.n_fft - self.hop_s
-        tail = state.tail if state is not None else h.new_zeros(b, tail_len, dtype=torch.float32)
-        if t == 0:
-            return h.new_zeros(b, 0, dtype=torch.float32)
-        frames = self.frames(h)  # [B, N, n_fft]
-        n = frames.shape[1]
+        tail = state.tail if state is not None else spec.new_zeros(b, tail_len, dtype=torch.float32)
+        if n == 0:
+            return spec.new_zeros(b, 0, dtype=torch.float32)
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * (self.window * self.scale)  # [B, N, n_fft]
         length = (n - 1) * self.hop_s + self.n_fft
         audio = F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, self.n_fft),
                        stride=(1, self.hop_s)).reshape(b, length)
@@ -68,6 +67,9 @@ class ISTFTHead(StreamingModule):
         if state is not None:
             state.tail = audio[:, emit:]
         return audio[:, :emit]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.synthesize(self.spectra(h))
 
 
 def _steady_envelope(window: torch.Tensor, hop: int) -> float:

@@ -44,12 +44,13 @@ class StreamingCodec(SpeechTokenizer):
 
     type_name = "aromni_codec"
 
-    def __init__(self, config: CodecConfig | None = None, *, dead_code_steps: int = 20):
+    def __init__(self, config: CodecConfig | None = None, *, dead_code_steps: int = 10, ema_decay: float = 0.95):
+        """``dead_code_steps`` and ``ema_decay`` only matter in training (see :class:`EMAVectorQuantizer`)."""
         super().__init__()
         self.config = config or CodecConfig()
         self.encoder = CodecEncoder(self.config)
         self.quantizer = EMAVectorQuantizer(self.config.codebook_size, self.config.codebook_dim,
-                                            dead_code_steps=dead_code_steps)
+                                            decay=ema_decay, dead_code_steps=dead_code_steps)
         self.decoder = CodecDecoder(self.config)
 
     # --- protocol properties --------------------------------------------------------------------------------------

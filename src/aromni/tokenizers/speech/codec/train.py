@@ -1,0 +1,368 @@
+"""Training the streaming codec: ``aromni codec train --audio DIR_OR_GLOB --out DIR [--config yaml] [k=v ...]``.
+
+Losses: multi-resolution log-mel L1 + multi-resolution STFT (spectral convergence + log magnitude) +
+commitment; the codebook follows an EMA after a k-means initialisation on the encoder outputs of the first
+batches, and codes unused for ``dead_code_steps`` updates are restarted. An optional GAN phase (multi-period +
+multi-resolution discriminators, hinge + feature matching) starts at ``gan_start_step``.
+
+Output directory::
+
+    metrics.jsonl          one JSON object per log/eval event (losses, usage %, perplexity, steps/s, mel L1)
+    checkpoint/            latest checkpoint: model.safetensors + trainer.pt (optimisers, RNG, data position)
+                           + trainer.json (step, config); written atomically
+    tokenizer/             the exported codec (config.json "type": "aromni_codec" + model.safetensors)
+    summary.json           final figures
+
+Resuming (``--resume``) restores model, optimisers, step, RNG and data position, so the resumed run is the run
+that was interrupted, to the bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from aromni.errors import CheckpointError, ConfigError, InputError
+from aromni.tokenizers.speech.codec.config import CodecConfig
+from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split_files
+from aromni.tokenizers.speech.codec.discriminators import CodecDiscriminator
+from aromni.tokenizers.speech.codec.losses import (MultiResolutionSpectralLoss, discriminator_hinge,
+                                                   feature_matching, generator_hinge)
+from aromni.tokenizers.speech.codec.model import StreamingCodec
+from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+
+
+@dataclass
+class CodecTrainConfig:
+    """Everything a codec training run depends on (saved in the checkpoint)."""
+
+    preset: str = "toy"
+    codec: dict[str, Any] = field(default_factory=dict)  # overrides of CodecConfig fields
+    steps: int = 3000
+    batch_size: int = 16
+    segment_frames: int = 48  # crop length in code frames (48 = 1.2 s at 40 Hz)
+    lr: float = 1e-3
+    lr_min_ratio: float = 0.1  # cosine decay to lr * this
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01
+    grad_clip: float = 5.0
+    mel_weight: float = 1.0
+    stft_weight: float = 1.0
+    commit_weight: float = 1.0
+    kmeans_batches: int = 8  # batches whose encoder outputs seed k-means
+    kmeans_iters: int = 20
+    dead_code_steps: int = 10  # restart codes unused for this many updates (aggressive: usage collapses otherwise)
+    ema_decay: float = 0.95  # codebook EMA; 0.99 trails the encoder's early drift and usage collapses
+    usage_window: int = 50  # updates over which "codebook usage %" is counted
+    gan_start_step: int | None = None  # None: no GAN phase
+    adv_weight: float = 0.05
+    fm_weight: float = 0.1
+    disc_lr: float = 2e-4
+    disc_period_width: int = 8
+    val_files: int = 16
+    val_max_seconds: float = 10.0
+    max_seconds: float = 60.0  # longest training file accepted
+    log_every: int = 10
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    max_minutes: float | None = None  # stop (checkpoint + export) after this much training time
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads (None: leave as is)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # YAML gives lists
+        ints = ("steps", "batch_size", "segment_frames", "kmeans_batches", "log_every", "eval_every",
+                "checkpoint_every")
+        for name in ints:
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"codec train config: {name} must be positive")
+        if self.lr <= 0 or not 0 <= self.lr_min_ratio <= 1:
+            raise ConfigError("codec train config: lr must be > 0 and lr_min_ratio in [0, 1]")
+        self.codec_config()  # validate early
+
+    def codec_config(self) -> CodecConfig:
+        return CodecConfig.preset(self.preset, **self.codec)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CodecTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"codec train config: unknown keys {unknown}", f"known: {', '.join(sorted(known))}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"codec train config: {e}") from None
+
+
+def load_train_config(path: str | Path | None, overrides: list[str]) -> CodecTrainConfig:
+    """YAML file (optional) + ``key=value`` overrides (dotted keys for nesting: ``codec.dec_dim=256``)."""
+    import yaml
+
+    d: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: no such config file")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value", "e.g. steps=2000 or codec.dec_dim=256")
+        target = d
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = yaml.safe_load(value)
+    return CodecTrainConfig.from_dict(d)
+
+
+def lr_at(step: int, cfg: CodecTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``lr * lr_min_ratio`` at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate(model: StreamingCodec, clips: list[torch.Tensor]) -> dict[str, float]:
+    """Held-out figures through the inference path (encode -> decode): 80-bin log-mel L1, code usage."""
+    was_training = model.training
+    model.eval()
+    mel = LogMel(MelConfig(sample_rate=model.sample_rate))
+    l1, codes_seen = [], set()
+    for clip in clips:
+        codes = model.encode(clip[None])
+        rec = model.decode(codes)[:, : clip.numel()]
+        l1.append(float((mel(rec) - mel(clip[None])).abs().mean()))
+        codes_seen.update(codes.flatten().tolist())
+    model.train(was_training)
+    return {"val_mel_l1": sum(l1) / max(1, len(l1)), "val_codes_used": len(codes_seen)}
+
+
+class CodecTrainer:
+    """One training run; see the module docstring. ``run()`` trains to ``cfg.steps`` (or ``max_minutes``)."""
+
+    def __init__(self, cfg: CodecTrainConfig, train: ClipSet, val: ClipSet | None, out: Path, *,
+                 progress: bool = True):
+        self.cfg, self.train_set, self.out, self.progress = cfg, train, out, progress
+        self.val_clips = [c[: int(cfg.val_max_seconds * cfg.codec_config().sample_rate)] for c in (val.clips if val else [])]
+        torch.manual_seed(cfg.seed)
+        self.model = StreamingCodec(cfg.codec_config(), dead_code_steps=cfg.dead_code_steps,
+                                    ema_decay=cfg.ema_decay).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                     weight_decay=cfg.weight_decay)
+        self.spectral_loss = MultiResolutionSpectralLoss(self.model.sample_rate)
+        self.disc = self.opt_d = None
+        if cfg.gan_start_step is not None:
+            self.disc = CodecDiscriminator(period_width=cfg.disc_period_width).train()
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.train_seconds = 0.0
+
+    # --- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_file
+
+        state = {"opt": self.opt.state_dict(), "data_gen": self.data_gen.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), opt_d=self.opt_d.state_dict())
+        with atomic_dir(self.out / "checkpoint", overwrite=True) as tmp:
+            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(tmp / "model.safetensors"))
+            torch.save(state, tmp / "trainer.pt")
+            atomic_write_json(tmp / "trainer.json", {"step": self.step, "train_seconds": self.train_seconds,
+                                                     "config": self.cfg.to_dict()})
+
+    def load_checkpoint(self) -> None:
+        from safetensors.torch import load_file
+
+        ckpt = self.out / "checkpoint"
+        meta = read_json(ckpt / "trainer.json")
+        try:
+            self.model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+            state = torch.load(ckpt / "trainer.pt", weights_only=True)
+        except Exception as e:  # UnpicklingError, RuntimeError (shape mismatch), OSError
+            raise CheckpointError(f"{ckpt}: cannot resume ({' '.join(str(e).split())[:200]})",
+                                  "the checkpoint holds arbitrary objects, is corrupt, or the config changed") from None
+        self.opt.load_state_dict(state["opt"])
+        if self.disc is not None and "disc" in state:
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.data_gen.set_state(state["data_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+
+    # --- training -----------------------------------------------------------------------------------------------
+    def _batch(self) -> torch.Tensor:
+        return self.train_set.batch(self.cfg.batch_size, self.cfg.segment_frames * self.model.hop_length,
+                                    self.data_gen)
+
+    @torch.no_grad()
+    def kmeans_init(self) -> None:
+        """Seed the codebook by k-means over the encoder outputs of the first ``kmeans_batches`` batches."""
+        vecs = torch.cat([self.model.encoder(self.model._pad_to_frames(self._batch())).flatten(0, 1)
+                          for _ in range(self.cfg.kmeans_batches)])
+        gen = torch.Generator().manual_seed(self.cfg.seed + 2)
+        self.model.quantizer.init_codebook(vecs, self.cfg.kmeans_iters, gen)
+
+    def train_step(self) -> dict[str, float]:
+        cfg, step = self.cfg, self.step
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        out = self.model(self._batch())
+        mel, stft = self.spectral_loss(out.audio, out.target)
+        loss = cfg.mel_weight * mel + cfg.stft_weight * stft + cfg.commit_weight * out.quant.commit_loss
+        logs = {"mel": mel.item(), "stft": stft.item(), "commit": out.quant.commit_loss.item()}
+        if self.disc is not None and step >= cfg.gan_start_step:
+            adv, fm = self._gan_terms(out.audio, out.target, logs)
+            loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        logs.update(loss=loss.item(), grad_norm=gnorm.item(), perplexity=out.quant.perplexity,
+                    restarted=out.quant.restarted, lr=self.opt.param_groups[0]["lr"])
+        return logs
+
+    def _gan_terms(self, fake: torch.Tensor, real: torch.Tensor,
+                   logs: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator update, then the generator's adversarial and feature-matching terms."""
+        d_real, _ = self.disc(real)
+        d_fake, _ = self.disc(fake.detach())
+        loss_d = discriminator_hinge(d_real, d_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        with torch.no_grad():
+            _, f_real = self.disc(real)
+        g_fake, f_fake = self.disc(fake)
+        adv, fm = generator_hinge(g_fake), feature_matching(f_real, f_fake)
+        logs.update(disc=loss_d.item(), adv=adv.item(), fm=fm.item())
+        return adv, fm
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, until: int | None = None) -> dict[str, Any]:
+        """Train from ``self.step`` to ``cfg.steps`` (or stop at step ``until`` with a checkpoint, as an interrupted
+        run would); returns the summary written to ``summary.json``."""
+        cfg, q = self.cfg, self.model.quantizer
+        until = cfg.steps if until is None else min(until, cfg.steps)
+        if not bool(q.inited):
+            self.kmeans_init()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="codec", disable=not self.progress, dynamic_ncols=True)
+        acc: dict[str, float] = {}
+        t_log, steps_since = time.perf_counter(), 0
+        while self.step < until:
+            t0 = time.perf_counter()
+            logs = self.train_step()
+            self.train_seconds += time.perf_counter() - t0
+            self.step += 1
+            steps_since += 1
+            for k, v in logs.items():
+                acc[k] = acc.get(k, 0.0) + v
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                rec = {k: (v if k == "restarted" else v / steps_since) for k, v in acc.items()}
+                rec.update(step=self.step, usage=q.usage(cfg.usage_window), steps_per_s=steps_since / (now - t_log),
+                           train_minutes=self.train_seconds / 60)
+                self._log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", mel=f"{rec['mel']:.3f}", usage=f"{rec['usage']:.0%}")
+                acc, t_log, steps_since = {}, now, 0
+            if self.val_clips and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                self._log({"step": self.step, **evaluate(self.model, self.val_clips)})
+            out_of_time = cfg.max_minutes is not None and self.train_seconds >= cfg.max_minutes * 60
+            if self.step % cfg.checkpoint_every == 0 or self.step == until or out_of_time:
+                self.save_checkpoint()
+            if out_of_time:
+                break
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Export the tokenizer and write ``summary.json``."""
+        self.model.eval()
+        self.model.save_pretrained(self.out / "tokenizer", overwrite=True)
+        summary = {"step": self.step, "train_minutes": self.train_seconds / 60,
+                   "parameters": sum(p.numel() for p in self.model.parameters()),
+                   "codebook_usage": self.model.quantizer.usage(self.cfg.usage_window),
+                   "train_files": len(self.train_set), "train_hours": self.train_set.seconds / 3600,
+                   "val_files": len(self.val_clips), "tokenizer": str(self.out / "tokenizer")}
+        if self.val_clips:
+            summary.update(evaluate(self.model, self.val_clips))
+        atomic_write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    has_ckpt = (out / "checkpoint" / "trainer.json").is_file()
+    if resume:
+        if not has_ckpt:
+            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out} already exists and is not empty",
+                             "pass --resume to continue its run or --overwrite to start over")
+        for name in ("metrics.jsonl", "summary.json", "train_config.json"):
+            (out / name).unlink(missing_ok=True)
+        for name in ("checkpoint", "tokenizer"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint being resumed (they will be logged again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def train_codec(cfg: CodecTrainConfig, audio: str, out: str | Path, *, resume: bool = False,
+                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a codec on the audio files matched by ``audio``; returns the summary."""
+    out = Path(out)
+    _prepare_out(out, resume=resume, overwrite=overwrite)
+    if resume:
+        saved = read_json(out / "checkpoint" / "trainer.json")["config"]
+        cfg = CodecTrainConfig.from_dict({**saved, "steps": cfg.steps, "max_minutes": cfg.max_minutes})
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    sr = cfg.codec_config().sample_rate
+    train_files, val_files = split_files(list_audio_files(audio), cfg.val_files)
+    trainer = CodecTrainer(cfg, ClipSet(train_files, sr, max_seconds=cfg.max_seconds, progress=progress),
+                           ClipSet(val_files, sr, max_seconds=cfg.max_seconds, progress=progress) if val_files else None,
+                           out, progress=progress)
+    if resume:
+        trainer.load_checkpoint()
+        _truncate_metrics(out / "metrics.jsonl", trainer.step)
+    else:
+        atomic_write_json(out / "train_config.json", cfg.to_dict())
+    return trainer.run()
