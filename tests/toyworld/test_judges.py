@@ -1,0 +1,143 @@
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aromni.errors import CheckpointError
+from aromni.toyworld import grammar
+from aromni.toyworld.attributes import ATTRIBUTE_NAMES
+from aromni.toyworld.judges.augment import augment_image, augment_logmel, spec_augment
+from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
+from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, greedy_decode, pad_batch
+from aromni.toyworld.judges.store import default_judge_dir
+from aromni.toyworld.judges.train_image import render_set
+from aromni.toyworld.judges.wer import wer
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def test_wer():
+    assert wer(["a b c", "d"], ["a b c", "d"]) == 0.0
+    assert wer(["a b c d"], ["a x c"]) == pytest.approx(2 / 4)  # one substitution, one deletion
+    assert wer(["a b"], ["a b c d"]) == pytest.approx(1.0)  # two insertions
+    with pytest.raises(ValueError):
+        wer(["a"], [])
+
+
+def test_greedy_ctc_collapses_repeats_and_blanks():
+    words = ["red", "circle"]
+    seq = [0, 1, 1, 0, 1, 2, 2, 0, 0]  # red red(after blank) circle
+    logp = torch.nn.functional.one_hot(torch.tensor([seq]), 3).float().log()
+    assert greedy_decode(logp, torch.tensor([len(seq)]), words) == ["red red circle"]
+    assert greedy_decode(logp, torch.tensor([3]), words) == ["red"]
+
+
+def test_speech_model_output_does_not_depend_on_batching():
+    torch.manual_seed(0)
+    model = SpeechJudgeModel(SpeechJudgeConfig(words=grammar.spoken_vocabulary())).eval()
+    clips = [torch.randn(n) * 0.1 for n in (40000, 23457, 16160, 9000)]
+    wav, lengths = pad_batch(clips)
+    logp, out_len = model(wav, lengths)
+    for j, c in enumerate(clips):
+        one, n = model(c[None], torch.tensor([len(c)]))
+        assert int(n[0]) == int(out_len[j])
+        torch.testing.assert_close(logp[j, : out_len[j]], one[0, : n[0]], atol=1e-5, rtol=1e-4)
+
+
+def test_judge_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    judge = SpeechJudge(SpeechJudgeModel(SpeechJudgeConfig(words=["red", "blue"])))
+    judge.save(tmp_path / "s", {"val_wer": 0.5})
+    again = SpeechJudge.load(tmp_path / "s")
+    assert again.cfg.words == ["red", "blue"]
+    for k, v in judge.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[k], v.half().float())
+    ImageJudge(ImageJudgeModel(ImageJudgeConfig()).eval()).save(tmp_path / "i")
+    with pytest.raises(CheckpointError):
+        SpeechJudge.load(tmp_path / "i")  # wrong type
+
+
+def test_augmentations_keep_shapes_and_ranges():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(8, 3, 64, 64)
+    for _ in range(5):
+        out = augment_image(img, g)
+        assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
+    m = torch.randn(4, 64, 120) - 4
+    n = torch.tensor([120, 100, 80, 50])
+    for _ in range(10):
+        out, n2 = augment_logmel(m, n, g)
+        assert out.shape[:2] == (4, 64) and torch.isfinite(out).all()
+        assert (n2 >= 1).all() and (n2 <= out.shape[-1]).all()
+        assert spec_augment(out, g).shape == out.shape
+
+
+# ---- the shipped judges -------------------------------------------------------------------------------------
+
+shipped = pytest.mark.skipif(not (default_judge_dir("speech") / "model.safetensors").is_file(),
+                             reason="no shipped judges in this checkout")
+
+
+@shipped
+def test_shipped_image_judge_reads_fresh_ground_truth():
+    images, labels = render_set(300, "test-fresh-renders")
+    judge = ImageJudge.load()
+    reads = judge.read(images.float() / 255)
+    ok = np.array([[r[k] == judge.cfg.classes[k][int(labels[k][i])] for k in ATTRIBUTE_NAMES]
+                   for i, r in enumerate(reads)])
+    assert ok.mean(0).min() >= 0.98, ok.mean(0)
+    assert ok.all(1).mean() >= 0.97
+
+
+@shipped
+def test_shipped_image_judge_reads_pil_and_files(smoke_world):
+    from aromni.toyworld.records import read_jsonl
+
+    rows = read_jsonl(smoke_world / "images.jsonl")
+    reads = ImageJudge.load().read_files([smoke_world / r["path"] for r in rows])
+    correct = sum(read == r["attrs"] for read, r in zip(reads, rows))
+    assert correct >= 0.95 * len(rows)
+
+
+@shipped
+def test_shipped_speech_judge_on_unseen_voices():
+    from aromni.tokenizers.speech.audio_io import load_audio
+
+    rows = json.loads((ASSETS / "unseen_voices.json").read_text())
+    judge = SpeechJudge.load()
+    hyps = judge.transcribe([load_audio(ASSETS / r["path"], 16000) for r in rows])
+    assert wer([r["transcript"] for r in rows], hyps) <= 0.10, hyps
+
+
+@shipped
+def test_shipped_speech_judge_on_fresh_espeak_sentences():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from aromni.toyworld.attributes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, ImageAttrs
+    from aromni.toyworld.voices import voice_bank, synthesize
+
+    _, test_voices = voice_bank(0)
+    rng = random.Random(123)
+    refs, wavs = [], []
+    for i in range(12):
+        a = ImageAttrs(rng.choice(SHAPES), rng.choice(list(COLORS)), rng.choice(list(SIZES)),
+                       rng.choice(list(POSITIONS)), rng.choice(list(BACKGROUNDS)))
+        text = grammar.spoken_description(a, rng) if i % 2 else grammar.image_question(a, rng)[1]
+        refs.append(text)
+        wavs.append(synthesize(text, test_voices[i % len(test_voices)]))
+    hyps = SpeechJudge.load().transcribe(wavs)
+    assert wer(refs, hyps) <= 0.12, list(zip(refs, hyps))
+
+
+@shipped
+def test_cli_judges_eval(smoke_world, capsys):
+    from aromni.cli.main import main
+
+    assert main(["toyworld", "judges", "eval", "--world", str(smoke_world)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.2
+    assert report["image"]["accuracy"]["all"] >= 0.9
