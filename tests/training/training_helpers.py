@@ -59,3 +59,32 @@ def tiny_overrides(data_root, out, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> str:
+    """Run ``aromni train pretrain ARGS`` under torchrun with ``nproc`` CPU processes (gloo); return the log."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "aromni", "train", "pretrain", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log
+
+
+def run_in_process(args: list[str]) -> dict:
+    """``aromni train pretrain ARGS`` in this process (restores the torch thread count afterwards)."""
+    import torch
+
+    from aromni.training.recipes import pretrain
+    from aromni.training.trainer import Trainer
+
+    threads = torch.get_num_threads()
+    try:
+        return Trainer(pretrain.config(None, args)).fit()
+    finally:
+        torch.set_num_threads(threads)

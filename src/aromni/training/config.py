@@ -242,11 +242,14 @@ class CheckpointConfig:
         every: save every N optimizer steps (0: only at the end).
         keep_last: how many step checkpoints to keep.
         resume: ``"auto"`` (latest checkpoint under ``OUT/checkpoints`` if any), ``"none"``, or a directory.
+        stop_after: save and exit after this optimizer step (for time-sliced jobs: the next launch resumes);
+            the schedule still spans ``optim.max_steps``. 0 = run to the end.
     """
 
     every: int = 500
     keep_last: int = 3
     resume: str = "auto"
+    stop_after: int = 0
 
 
 @dataclass

@@ -77,8 +77,12 @@ def wrap(model: nn.Module, info: DistInfo, block_attr: str = "decoder.layers") -
     if info.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        import inspect
+
         ids = [info.device.index] if info.device.type == "cuda" else None
-        # The perceptual table is a constant buffer: no need to re-broadcast buffers every forward.
+        # The perceptual table is a constant buffer, identical on every rank: no need to re-sync it every forward.
+        if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+            return DDP(model, device_ids=ids, forward_sync_buffers=False)
         return DDP(model, device_ids=ids, broadcast_buffers=False)
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard

@@ -205,14 +205,18 @@ class Trainer:
                 if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
                     self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} "
                                         f"perc {rec['perc']:.4f} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
-                if (every and self.step % every == 0) or self.step == self.cfg.optim.max_steps:
+                stop = self.cfg.checkpoint.stop_after and self.step >= self.cfg.checkpoint.stop_after
+                if (every and self.step % every == 0) or self.step == self.cfg.optim.max_steps or stop:
                     self.save()
-            if self.cfg.export.enabled:
+                if stop:
+                    self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
+                    break
+            if self.cfg.export.enabled and self.step >= self.cfg.optim.max_steps:
                 self._export()
         finally:
             self.logger.close()
             D.shutdown(self.info)
-        return last
+        return last if self.info.is_main else {}
 
     def _export(self) -> None:
         state = ckpt.full_model_state(self.objective, self.info)
