@@ -176,6 +176,8 @@ def _prepare_out(out: Path, fingerprint: str, overwrite: bool) -> None:
     """Refuse to clobber, start fresh, or accept a resumable unfinished build of the same fingerprint."""
     stage = out / STAGE
     plan = stage / "plan.json"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file", "--out must name a directory")
     if overwrite and out.exists():
         (out / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(stage, ignore_errors=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aromni.errors import InputError
 from aromni.training.data.official_jsonl import pretrain_sample, sft_sample
 from aromni.training.data.shards import Sample
 from aromni.training.data.sources.base import (
@@ -46,7 +47,10 @@ class OfficialSource(Source):
         files = self.input_files()
         chunks = line_chunks(self, [f for f in files if f.suffix != ".parquet"], chunk_size)
         for f in (f for f in files if f.suffix == ".parquet"):
-            meta = pq.ParquetFile(f).metadata
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise InputError(f"{f}: not a readable parquet file ({e})", "fix or remove it") from None
             for g in range(meta.num_row_groups):
                 rows = meta.row_group(g).num_rows
                 if rows:
