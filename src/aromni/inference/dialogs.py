@@ -86,6 +86,9 @@ def normalize_dialogs(data: Any, source: str = "input") -> list[dict[str, Any]]:
         return dialogs
     if any(isinstance(d, dict) and "turns" in d for d in data):
         raise InputError(f"{source}: mixes dialogs (with 'turns') and bare turns", "use one shape per file")
+    for i, d in enumerate(data):
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: item {i} is {type(d).__name__}, not a JSON object (a dialog or a turn)")
     return [{"dialog_id": "dialog_0000", "turns": list(data)}]
 
 
