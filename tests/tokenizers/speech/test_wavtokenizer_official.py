@@ -394,7 +394,7 @@ def test_malformed_official_checkpoints_fail_clearly(tmp_path, tiny):
     # a pickle that needs arbitrary Python objects
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": state, "callback": _NotATensor()}, evil)
-    with pytest.raises(CheckpointError, match="arbitrary Python objects"):
+    with pytest.raises(CheckpointError, match="arbitrary .*Python objects"):
         WavTokenizer.from_official(cfg, evil)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"this is not a checkpoint")
@@ -403,7 +403,7 @@ def test_malformed_official_checkpoints_fail_clearly(tmp_path, tiny):
     torch.save({"something": torch.zeros(2)}, tmp_path / "nostate.ckpt")
     with pytest.raises(CheckpointError, match="state_dict"):
         WavTokenizer.from_official(cfg, tmp_path / "nostate.ckpt")
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="absent.ckpt"):
         WavTokenizer.from_official(cfg, tmp_path / "absent.ckpt")
 
 

@@ -20,7 +20,6 @@ official                                                               ours
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,24 +37,15 @@ _PARAMETRIZED = {".parametrizations.weight.original0": ".weight_g", ".parametriz
 
 
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of an official ``.ckpt`` (tensors only; memory-mapped where the format allows)."""
+    """The ``state_dict`` of an official ``.ckpt`` (tensors only; memory-mapped where the format allows).
+
+    Reading goes through :func:`~aromni.models.checkpoint.tensor_files.load_pth` (``weights_only=True``; a pickle
+    that needs arbitrary Python objects is refused with a :class:`CheckpointError`).
+    """
+    from aromni.models.checkpoint.tensor_files import load_pth
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file", "pass the WavTokenizer .ckpt file")
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: the file holds arbitrary Python objects, which are not loaded for safety "
-                              f"({str(e).splitlines()[0]})",
-                              "only tensor checkpoints are accepted; re-save the state_dict alone") from None
-    except Exception as e:  # noqa: BLE001 - a damaged file fails deep inside the unpickler in many ways
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})",
-                              "is the download complete?") from None
+    obj = load_pth(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     elif not (isinstance(obj, Mapping) and any(str(k).startswith(GENERATOR_PREFIXES) for k in obj)):

@@ -49,7 +49,8 @@ class ChunkedStreamDecoder(SpeechStreamDecoder):
         left_context: already-emitted frames re-decoded before each chunk.
         lookahead: future frames required (and decoded) after a chunk before it is emitted.
         crossfade: samples blended across each chunk boundary; at most ``chunk_frames * hop``, its first half
-            at most ``left_context * hop`` and its second half at most ``lookahead * hop``.
+            at most ``left_context * hop`` and its second half at most ``lookahead * hop``. Default: one hop,
+            or 0 without left context or lookahead.
         crossfade_shape: ``"linear"`` (default) or ``"equal_power"``.
         bandwidth_id: AdaLayerNorm row used for decoding (AR-Omni uses 0).
 
