@@ -26,17 +26,16 @@ class QuantizerOutput:
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means on ``x [N, D]`` -> centroids ``[k, D]``; empty clusters are re-seeded from random points.
+    """k-means++ seeding then Lloyd iterations on ``x [N, D]`` -> centroids ``[k, D]``.
 
-    With fewer points than ``k``, points are drawn with replacement and jittered so the centroids differ.
+    Empty clusters are re-seeded from random points. With fewer points than ``k`` every point is used (cycled)
+    and jittered so the centroids differ; no iterations are run then (the problem is degenerate).
     """
     n = x.shape[0]
-    if n >= k:
-        centroids = x[torch.randperm(n, generator=generator)[:k]].clone()
-    else:
-        idx = torch.randint(n, (k,), generator=generator)
-        noise = torch.randn(k, x.shape[1], generator=generator) * (x.std() * 1e-2 + 1e-6)
-        centroids = x[idx] + noise.to(x)
+    if n < k:
+        noise = torch.randn(k, x.shape[1], generator=generator).to(x) * (x.std() * 1e-2 + 1e-6)
+        return x[torch.arange(k) % n] + noise
+    centroids = _kmeans_pp(x, k, generator)
     for _ in range(iters):
         assign = _nearest(x, centroids)  # [N]
         counts = torch.bincount(assign, minlength=k).to(x.dtype)  # [k]
@@ -47,6 +46,19 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | Non
         if n_empty:
             centroids[empty] = x[torch.randint(n, (n_empty,), generator=generator)]
     return centroids
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """k-means++ seeding: each new centroid is drawn with probability proportional to its squared distance."""
+    first = int(torch.randint(x.shape[0], (1,), generator=generator))
+    chosen = [first]
+    d2 = (x - x[first]).pow(2).sum(1)  # [N] squared distance to the nearest chosen centroid
+    for _ in range(1, k):
+        probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.ones_like(d2) / d2.numel()
+        i = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        chosen.append(i)
+        d2 = torch.minimum(d2, (x - x[i]).pow(2).sum(1))
+    return x[chosen].clone()
 
 
 def _nearest(x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
