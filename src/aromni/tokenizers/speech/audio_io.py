@@ -75,11 +75,12 @@ def load_audio(
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
         raise InputError(f"{path}: audio data is truncated or corrupt ({_one_line(e)})", "re-export the file") from None
-    # A header that promises more frames than the file holds is read short (libsndfile stops at EOF).
-    if data.shape[0] < info.frames:
-        raise InputError(
-            f"{path}: audio is truncated ({data.shape[0]} of {info.frames} samples present)", "re-export the file"
-        )
+    # libsndfile silently reads a cut-off WAV short (it trusts the file size), so compare with the header.
+    declared = _declared_wav_bytes(path)
+    present = path.stat().st_size
+    if data.shape[0] < info.frames or (declared is not None and declared[0] + declared[1] > present):
+        raise InputError(f"{path}: audio is truncated (the header promises more data than the file holds)",
+                         "re-export or re-download the file")
     if data.shape[0] < min_samples:
         raise InputError(f"{path}: audio file is empty ({data.shape[0]} samples)", "record or choose another file")
     mono = data.mean(axis=1, dtype=np.float32)  # [T]
@@ -119,6 +120,30 @@ def save_wav(
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), pcm, int(sample_rate), subtype="PCM_16", format="WAV")
     return path
+
+
+def _declared_wav_bytes(path: Path) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file: ``(offset of the data chunk's payload, its declared size)``; else ``None``.
+
+    Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed writers) and give ``None``.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        offset = 12
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            offset += 8
+            if cid == b"data":
+                return None if size in (0, 0xFFFFFFFF) else (offset, size)
+            offset += size + (size & 1)  # chunks are word-aligned
+            f.seek(offset)
 
 
 def _one_line(e: Exception) -> str:
