@@ -78,11 +78,15 @@ def test_augmentations_keep_shapes_and_ranges():
 
 # ---- the shipped judges -------------------------------------------------------------------------------------
 
-shipped = pytest.mark.skipif(not (default_judge_dir("speech") / "model.safetensors").is_file(),
-                             reason="no shipped judges in this checkout")
+def _shipped(name):
+    return pytest.mark.skipif(not (default_judge_dir(name) / "model.safetensors").is_file(),
+                              reason=f"no shipped {name} judge in this checkout")
 
 
-@shipped
+shipped_image, shipped_speech = _shipped("image"), _shipped("speech")
+
+
+@shipped_image
 def test_shipped_image_judge_reads_fresh_ground_truth():
     images, labels = render_set(300, "test-fresh-renders")
     judge = ImageJudge.load()
@@ -93,7 +97,7 @@ def test_shipped_image_judge_reads_fresh_ground_truth():
     assert ok.all(1).mean() >= 0.97
 
 
-@shipped
+@shipped_image
 def test_shipped_image_judge_reads_pil_and_files(smoke_world):
     from aromni.toyworld.records import read_jsonl
 
@@ -103,7 +107,7 @@ def test_shipped_image_judge_reads_pil_and_files(smoke_world):
     assert correct >= 0.95 * len(rows)
 
 
-@shipped
+@shipped_speech
 def test_shipped_speech_judge_on_unseen_voices():
     from aromni.tokenizers.speech.audio_io import load_audio
 
@@ -113,7 +117,7 @@ def test_shipped_speech_judge_on_unseen_voices():
     assert wer([r["transcript"] for r in rows], hyps) <= 0.10, hyps
 
 
-@shipped
+@shipped_speech
 def test_shipped_speech_judge_on_fresh_espeak_sentences():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
@@ -133,7 +137,8 @@ def test_shipped_speech_judge_on_fresh_espeak_sentences():
     assert wer(refs, hyps) <= 0.12, list(zip(refs, hyps))
 
 
-@shipped
+@shipped_image
+@shipped_speech
 def test_cli_judges_eval(smoke_world, capsys):
     from aromni.cli.main import main
 

@@ -1,8 +1,8 @@
 """Training-time corruptions for the judges, so that they read codec/VQGAN output about as well as ground truth.
 
 Speech (log-mel ``[B, M, F]``, precomputed once): tempo change, frequency warp, frequency blur, time smear, band
-limiting, additive noise, SpecAugment masks. Images (``[B, 3, 64, 64]`` in [0, 1]): Gaussian blur, down/up-sampling, blending with 8×8 block means
-(what a VQ grid does), colour shift, noise, posterisation.
+limiting, additive noise, SpecAugment masks. Images (``[B, 3, 64, 64]`` in [0, 1]): JPEG round trips, Gaussian blur, down/up-sampling, blending with
+8×8 block means (what a VQ grid does), colour shift, noise, posterisation.
 """
 
 from __future__ import annotations
@@ -84,6 +84,21 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip ``[B, 3, H, W]`` in [0, 1] through JPEG: 8×8 block artefacts and ringing, like a coarse codec."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for x in (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="JPEG", quality=quality)
+        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+
+
 def augment_image(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Corrupt ``[B, 3, H, W]`` images in [0, 1]. Each corruption hits a random subset of the batch."""
     b = img.shape[0]
@@ -92,6 +107,7 @@ def augment_image(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return (torch.rand(b, 1, 1, 1, generator=g) < p).to(img.dtype)
 
     x = img
+    x = torch.lerp(x, jpeg(x, int(_rand(g, 10, 60))), pick(0.3))
     x = torch.lerp(x, gaussian_blur(x, _rand(g, 0.3, 1.6)), pick(0.5))
     s = int(_rand(g, 16, 40))
     down_up = F.interpolate(F.interpolate(x, size=s, mode="area"), size=img.shape[-1], mode="bilinear",

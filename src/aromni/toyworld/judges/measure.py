@@ -54,6 +54,41 @@ def measure_image(judge: ImageJudge, world: Path, split: str, limit: int | None 
     }
 
 
+def _stress(images: list, kind: str) -> list:
+    """Corruptions stronger than (blur, down/up) or outside (JPEG q20 is at the judge's training range's low
+    end) what the image judge mostly trained on, for a robustness figure."""
+    import io
+
+    from PIL import Image, ImageFilter
+
+    out = []
+    for im in images:
+        if kind == "jpeg_q20":
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=20)
+            out.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        elif kind == "blur_2px":
+            out.append(im.filter(ImageFilter.GaussianBlur(2.0)))
+        elif kind == "down_up_16px":
+            out.append(im.resize((16, 16), Image.Resampling.BOX).resize((64, 64), Image.Resampling.BILINEAR))
+        else:
+            raise ValueError(kind)
+    return out
+
+
+def measure_image_stress(judge: ImageJudge, world: Path, split: str) -> dict[str, float]:
+    """All-correct rate of the judge on ``split`` images after each stress corruption."""
+    from PIL import Image
+
+    rows = [r for r in read_jsonl(world / "images.jsonl") if r["split"] == split]
+    images = [Image.open(world / r["path"]).convert("RGB") for r in rows]
+    result = {}
+    for kind in ("jpeg_q20", "blur_2px", "down_up_16px"):
+        reads = judge.read(_stress(images, kind))
+        result[kind] = round(sum(rd == r["attrs"] for rd, r in zip(reads, rows)) / len(rows), 5)
+    return result
+
+
 def measure_judges(world: str | Path, judges: str | Path | None, split: str = "test") -> dict[str, Any]:
     world = Path(world)
     speech_dir = Path(judges) / "speech" if judges else None
@@ -61,4 +96,5 @@ def measure_judges(world: str | Path, judges: str | Path | None, split: str = "t
     return {
         "speech": measure_speech(SpeechJudge.load(speech_dir), world, split),
         "image": measure_image(ImageJudge.load(image_dir), world, split),
+        "image_all_correct_under_stress": measure_image_stress(ImageJudge.load(image_dir), world, split),
     }

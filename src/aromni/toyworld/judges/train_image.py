@@ -24,7 +24,7 @@ from aromni.utils.io import atomic_path
 
 @dataclass
 class ImageTrainConfig:
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 64
     train_images: int = 8000
     val_images: int = 1000

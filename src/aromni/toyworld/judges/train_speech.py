@@ -7,6 +7,7 @@ Resumable: ``checkpoint.pt`` in the output directory holds model, optimiser and 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -26,12 +27,14 @@ from aromni.utils.io import atomic_path
 
 @dataclass
 class SpeechTrainConfig:
-    steps: int = 3000
-    batch_seconds: float = 60.0  # audio per batch (batches are length-bucketed)
-    lr: float = 2e-3
-    warmup: int = 150
+    steps: int = 2400
+    batch_seconds: float = 40.0  # audio per batch (batches are length-bucketed)
+    lr: float = 3e-3
+    warmup: int = 100
     clean_fraction: float = 0.2  # batches left uncorrupted
-    save_every: int = 250
+    clean_start: float = 0.1  # the first 10% of steps are all clean (CTC first has to leave the all-blank plateau)
+    save_every: int = 200
+    log_every: int = 50
     val_clips: int = 300
     max_train_clips: int | None = None
     seed: int = 0
@@ -141,6 +144,7 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
     batch_frames = int(cfg.batch_seconds * 100)
     lengths = [x.shape[-1] for x in mels]
     t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=cfg.steps, initial=step, desc="speech judge", disable=None if progress else True)
     model.train()
     epoch_batches: list[list[int]] = []
@@ -150,7 +154,7 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
         idx = epoch_batches.pop()
         for group in opt.param_groups:
             group["lr"] = float(_lr(step, cfg))
-        corrupt = float(torch.rand((), generator=g)) >= cfg.clean_fraction
+        corrupt = float(torch.rand((), generator=g)) >= cfg.clean_fraction and step >= cfg.clean_start * cfg.steps
         loss = _step(model, [mels[i] for i in idx], [texts[i] for i in idx], word_id, g, corrupt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -159,6 +163,10 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % cfg.log_every == 0:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "corrupt": corrupt,
+                                    "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:
             with atomic_path(ckpt, suffix=".pt") as tmp:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
