@@ -89,7 +89,7 @@ def generate_image_cfg(decoder: Decoder, layout: VocabLayout, contexts: Sequence
     logits = _forward(decoder, tokens, 0, pad)
     for i in range(n_codes):
         mixed = chain(mix_cfg_logits(logits, opts.guidance_scale_text, opts.guidance_scale_image), ctx)
-        noise = exponential_noise(generators, layout.vocab_size, device)
+        noise = None if opts.greedy else exponential_noise(generators, layout.vocab_size, device)
         tok = select_tokens(mixed, greedy, noise)
         yield tok
         if i + 1 < n_codes:

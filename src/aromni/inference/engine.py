@@ -198,15 +198,13 @@ class GenerationStream:
             self.budget.append(min(room, o.max_new_tokens))
             self.limit_reason.append("max_new_tokens" if o.max_new_tokens <= room else "max_seq_len")
 
-    def _processors(self) -> ProcessorChain:
+    def _processors(self) -> tuple[ProcessorChain, ProcessorChain]:
+        """The full chain and the greedy one (grammar mask + repetition penalty: what can move the argmax)."""
         t, i, f = self.options.text, self.options.image, self.fsm.per_state
-        return ProcessorChain([
-            AllowOnly(None),
-            RepetitionPenalty(f(t.repetition_penalty, 1.0, 1.0)),
-            Temperature(f(t.temperature, i.temperature, 1.0)),
-            TopK(f(t.top_k, i.top_k, 0)),
-            TopP(f(t.top_p, i.top_p, 1.0)),
-        ])
+        greedy = [AllowOnly(None), RepetitionPenalty(f(t.repetition_penalty, 1.0, 1.0))]
+        warpers = [Temperature(f(t.temperature, i.temperature, 1.0)), TopK(f(t.top_k, i.top_k, 0)),
+                   TopP(f(t.top_p, i.top_p, 1.0))]
+        return ProcessorChain(greedy + warpers), ProcessorChain(greedy)
 
     # ------------------------------------------------------------------------------------------ loop
     def __iter__(self) -> Iterator[Step]:
@@ -232,7 +230,7 @@ class GenerationStream:
             seed = o.seed if o.seed is not None else int(torch.randint(0, 2**62, (1,)))
             seeds = [seed + b for b in range(B)]
         self.generators = make_generators(seeds, dev)
-        self.chain = self._processors()
+        self.chain, self.greedy_chain = self._processors()
         self.presence = torch.zeros(B, V, dtype=torch.bool, device=dev)
         for b, g in enumerate(self.results):
             self.presence[b, torch.as_tensor(g.prompt, device=dev)] = True
@@ -240,6 +238,7 @@ class GenerationStream:
         self.finished_t = torch.zeros(B, dtype=torch.bool, device=dev)
         self.finished = [False] * B
         self.host_state = self.rows.state.tolist()
+        self.host_greedy = self.fsm.greedy_rows(self.rows).tolist()
         self.step_index = 0
 
     def _loop(self) -> Iterator[Step]:
@@ -255,11 +254,7 @@ class GenerationStream:
                 if logits is None:
                     return
                 continue
-            ctx = StepContext(state=self.rows.state, presence=self.presence,
-                              allowed=self.fsm.allowed(self.rows, self.budget_t))
-            processed = self.chain(logits, ctx)
-            noise = exponential_noise(self.generators, self.layout.vocab_size, self.engine.device)
-            tok = select_tokens(processed, self.fsm.greedy_rows(self.rows), noise)
+            tok = self._select(logits)
             active = ~self.finished_t
             tok = torch.where(active, tok, torch.full_like(tok, self.layout.pad))
             yield self._commit(tok, active, "decode")
@@ -270,6 +265,22 @@ class GenerationStream:
                 continue  # the image phase starts from the contexts, <boi> included
             logits = decode_one_token(self.decoder, tok, self.pos)
             self.pos += 1
+
+    def _select(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next token per row: grammar mask, penalties, then argmax or a sample (per-row flag)."""
+        ctx = StepContext(state=self.rows.state, presence=self.presence,
+                          allowed=self.fsm.allowed(self.rows, self.budget_t))
+        sampling = [b for b, g in enumerate(self.host_greedy) if not g and not self.finished[b]]
+        if not sampling:
+            # Greedy takes the argmax of the processed probabilities; temperature, top-k and top-p never move
+            # the argmax, so they (and the noise) are skipped.
+            return self.greedy_chain(logits, ctx).argmax(dim=-1)
+        processed = self.chain(logits, ctx)
+        # Only sampling rows draw noise, so a row's random stream never depends on the other rows.
+        noise = torch.ones_like(processed)
+        noise[sampling] = exponential_noise([self.generators[b] for b in sampling], self.layout.vocab_size,
+                                            self.engine.device)
+        return select_tokens(processed, self.fsm.greedy_rows(self.rows), noise)
 
     def _check_owner(self) -> None:
         if self.engine._owner is not self:
@@ -293,9 +304,10 @@ class GenerationStream:
         self.budget_t = self.budget_t - active.long()
         done = active & ((self.rows.state == State.DONE) | (self.budget_t <= 0))
         self.finished_t = self.finished_t | done
-        host = torch.stack([tok, active.long(), done.long(), self.rows.state]).tolist()
+        greedy = self.fsm.greedy_rows(self.rows).long()
+        host = torch.stack([tok, active.long(), done.long(), self.rows.state, greedy]).tolist()
         now = time.perf_counter()
-        toks, act, dn, self.host_state = host
+        toks, act, dn, self.host_state, self.host_greedy = host
         out = []
         for b in range(B):
             if not act[b]:
