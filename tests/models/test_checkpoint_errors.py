@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
+from chameleon_refs import random_decoder, tiny_config
 from safetensors.torch import load_file, save_file
 
-from chameleon_refs import random_decoder, tiny_config
 from aromni.errors import CheckpointError
 from aromni.models import load_decoder, save_checkpoint
 

@@ -8,10 +8,21 @@ import json
 
 import pytest
 import torch
+from chameleon_refs import (
+    TINY_VQ,
+    hf_anole_state_from_meta,
+    hf_logits,
+    hf_model,
+    meta_params,
+    meta_state_from_hf,
+    native_logits,
+    random_decoder,
+    split_meta,
+    tiny_config,
+    unpermute_norm,
+)
 from safetensors.torch import load_file, save_file
 
-from chameleon_refs import (TINY_VQ, hf_anole_state_from_meta, hf_logits, hf_model, meta_params, meta_state_from_hf,
-                            native_logits, random_decoder, split_meta, tiny_config, unpermute_norm)
 from aromni.errors import CheckpointError
 from aromni.models import detect_format, load_decoder, save_checkpoint
 from aromni.models.checkpoint.hf_format import hf_extras

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from chameleon_refs import hf_logits, hf_model, random_decoder, tiny_config
+
 from aromni.models import detect_format, load_decoder, save_checkpoint
 
 transformers = pytest.importorskip("transformers")

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from chameleon_refs import hf_model, tiny_config
 from safetensors.torch import load_file
 
-from chameleon_refs import hf_model, tiny_config
 from aromni.cli.main import main
 from aromni.models import detect_format, load_decoder
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from chameleon_refs import random_decoder, tiny_config
+
 from aromni.errors import InputError
 
 TOL = 2e-5

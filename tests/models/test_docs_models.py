@@ -9,7 +9,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def test_docs_models_snippets_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
     assert len(blocks) >= 4
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

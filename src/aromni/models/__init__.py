@@ -12,5 +12,5 @@ from aromni.models.checkpoint import FORMATS, detect_format, load_decoder, save_
 from aromni.models.config import PRESETS, DecoderConfig
 from aromni.models.decoder import Decoder
 
-__all__ = ["Decoder", "DecoderConfig", "FORMATS", "PRESETS", "detect_format", "load_decoder", "save_checkpoint",
+__all__ = ["FORMATS", "PRESETS", "Decoder", "DecoderConfig", "detect_format", "load_decoder", "save_checkpoint",
            "save_decoder"]

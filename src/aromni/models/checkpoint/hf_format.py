@@ -27,8 +27,14 @@ import torch
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.models.checkpoint.aromni_format import build_from_state
 from aromni.models.checkpoint.layouts import hf_shapes, hf_to_ours, ours_to_hf
-from aromni.models.checkpoint.tensor_files import (TensorSource, open_pth, open_safetensors, pth_files,
-                                                   safetensors_files, write_safetensors)
+from aromni.models.checkpoint.tensor_files import (
+    TensorSource,
+    open_pth,
+    open_safetensors,
+    pth_files,
+    safetensors_files,
+    write_safetensors,
+)
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
 from aromni.utils.io import atomic_write_json, read_json
