@@ -63,6 +63,8 @@ class CodecTrainConfig:
     kmeans_batches: int = 8  # batches whose encoder outputs seed k-means
     kmeans_iters: int = 20
     dead_code_steps: int = 10  # restart codes unused for this many updates (aggressive: usage collapses otherwise)
+    dead_code_steps_late: int = 40  # ...relaxed once the encoder has settled, to reduce code churn
+    dead_code_late_after: int = 300  # step at which dead_code_steps_late takes over
     ema_decay: float = 0.95  # codebook EMA; 0.99 trails the encoder's early drift and usage collapses
     usage_window: int = 50  # updates over which "codebook usage %" is counted
     gan_start_step: int | None = None  # None: no GAN phase
@@ -233,6 +235,8 @@ class CodecTrainer:
         cfg, step = self.cfg, self.step
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step, cfg)
+        late = step >= cfg.dead_code_late_after
+        self.model.quantizer.dead_code_steps = cfg.dead_code_steps_late if late else cfg.dead_code_steps
         out = self.model(self._batch())
         mel, stft = self.spectral_loss(out.audio, out.target)
         loss = cfg.mel_weight * mel + cfg.stft_weight * stft + cfg.commit_weight * out.quant.commit_loss
