@@ -287,10 +287,7 @@ class Decoder(nn.Module):
             ``[B, T', V]`` float32 logits (``T' = logits_to_keep or T``), or hidden states.
         """
         B, T = tokens.shape
-        lo, hi = torch.aminmax(tokens)
-        if int(lo) < 0 or int(hi) >= self.cfg.vocab_size:
-            raise InputError(f"token id outside [0, {self.cfg.vocab_size})", "check the vocabulary layout")
-        x = self.embed(tokens)
+        x = self._embed(tokens)
         if input_pos is None:
             kv_len = T
             if segment_ids is None:
@@ -316,6 +313,21 @@ class Decoder(nn.Module):
             return x
         logits = self.lm_head(x)
         return logits if logits.dtype == torch.float32 else logits.float()
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.device.type == "cpu":
+            # The CPU embedding kernel bounds-checks every id itself: no extra kernels or syncs per step.
+            try:
+                return self.embed(tokens)
+            except IndexError:
+                raise self._bad_token() from None
+        lo, hi = torch.aminmax(tokens)  # elsewhere an out-of-range id would be a fatal device-side assert
+        if int(lo) < 0 or int(hi) >= self.cfg.vocab_size:
+            raise self._bad_token()
+        return self.embed(tokens)
+
+    def _bad_token(self) -> InputError:
+        return InputError(f"token id outside [0, {self.cfg.vocab_size})", "check the vocabulary layout")
 
     def _check_cached_call(self, B: int, input_pos: torch.Tensor, segment_ids: torch.Tensor | None) -> int:
         """Validate a cached call; return ``kv_len`` (filled slots after it)."""
@@ -344,7 +356,9 @@ class Decoder(nn.Module):
         """RoPE tables, attention mask and causal flag for a cached call (no host sync beyond ``kv_len``)."""
         T = input_pos.shape[0]
         if not self._any_pad:
-            rope = self._rope_for(input_pos, dtype, self.cache_max_seq_len)
+            # input_pos is consecutive, so its RoPE rows are the slice ending at kv_len (a view, no gather).
+            cos, sin = self._rope_table(self.cache_max_seq_len, input_pos.device, dtype)
+            rope = cos[None, kv_len - T:kv_len, None], sin[None, kv_len - T:kv_len, None]
             if T == 1:
                 return rope, None, False  # one new token attends to every filled slot
             if kv_len == T:
