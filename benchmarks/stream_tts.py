@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import cpu_name, hf_model, random_decoder  # noqa: E402  (sibling benchmark script)
+from decode import cpu_name, hf_model, random_decoder
 
-from aromni.bundle import Bundle  # noqa: E402
-from aromni.inference.omni import OmniModel  # noqa: E402
-from aromni.inference.streaming import SpeechStreamer  # noqa: E402
-from aromni.models import DecoderConfig  # noqa: E402
+from aromni.bundle import Bundle
+from aromni.inference.omni import OmniModel
+from aromni.inference.streaming import SpeechStreamer
+from aromni.models import DecoderConfig
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 

@@ -77,7 +77,7 @@ def test_history_overflow_drops_the_oldest_turns_with_a_warning(tiny_parts):
 
 
 def test_interleaved_reply_is_split_and_decoded(tiny_parts):
-    layout, image, speech = tiny_parts[1], tiny_parts[2], tiny_parts[3]
+    layout, image = tiny_parts[1], tiny_parts[2]
     m = model_with(tiny_parts, {"boi": 12.0, "boa": 6.0, "eoa": 4.0, "eos": -20.0, "eom": -20.0}, seed=1)
     chat = m.chat(seed=3, options={"max_new_tokens": 160, "image": {"cfg": False}})
     events = list(chat.stream(text="hello world"))

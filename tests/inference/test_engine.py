@@ -3,13 +3,12 @@ cache continuation across an image, and clear errors."""
 
 import pytest
 import torch
+from tinyparts import biased, tiny_decoder, tiny_text_and_layout
 
 from aromni.errors import AromniError, InputError
 from aromni.inference.cfg import cfg_contexts, mix_cfg_logits
 from aromni.inference.engine import NO_TOKEN, Engine
 from aromni.inference.options import DecodeOptions, ImageSampling, TextSampling
-
-from tinyparts import biased, tiny_decoder, tiny_text_and_layout
 
 N_IMAGE = 6
 

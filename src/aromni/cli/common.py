@@ -19,6 +19,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: as stored)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's; 1 is fastest for small models on busy machines)")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, images: bool = True) -> None:
@@ -76,6 +78,12 @@ def load_model(args: argparse.Namespace) -> Any:
         raise InputError("no model given", "pass --model BUNDLE or set AROMNI_MODEL")
     from aromni.inference.omni import OmniModel
 
+    if getattr(args, "threads", None):
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     return OmniModel.load(args.model, device=args.device, dtype=args.dtype)
 
 

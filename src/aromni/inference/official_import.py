@@ -41,7 +41,7 @@ def find_release_files(root: Path, decoder: Path | None) -> dict[str, Path]:
         raise InputError(f"{root}: no such directory", "pass the AR-Omni release root (models/7b + tokenizer/)")
     files = {"text": root / "tokenizer" / "text_tokenizer.json", "vqgan_yaml": root / "tokenizer" / "vqgan.yaml",
              "vqgan_ckpt": root / "tokenizer" / "vqgan.ckpt"}
-    for name, f in files.items():
+    for f in files.values():
         if not f.is_file():
             raise InputError(f"{f}: missing from the release", "expected tokenizer/text_tokenizer.json, "
                              "tokenizer/vqgan.yaml and tokenizer/vqgan.ckpt under --aromni")

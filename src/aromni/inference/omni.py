@@ -34,7 +34,13 @@ from aromni.inference.engine import Engine, Generation, GenerationStream
 from aromni.inference.events import SegmentAssembler
 from aromni.inference.options import DecodeOptions, task_options
 from aromni.inference.streaming import AudioChunk, SpeechStreamer, StreamMetrics
-from aromni.vocab.conversation import Conversation, ImageSegment, SpeechSegment, TextSegment, encode_conversation
+from aromni.vocab.conversation import (
+    Conversation,
+    ImageSegment,
+    SpeechSegment,
+    TextSegment,
+    encode_conversation,
+)
 from aromni.vocab.templates import task_conversation
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -182,14 +188,17 @@ class OmniModel:
     # ------------------------------------------------------------------------------------------ tasks
     def tts(self, text: str | Sequence[str], *, stream: bool = False, instruction: str | None = None,
             seed: int | None = None, options: Mapping[str, Any] | None = None, max_new_tokens: int | None = None,
-            first_chunk_frames: int = 4, chunk_frames: int = 20, decoder_options: dict[str, Any] | None = None
-            ) -> SpeechOutput | list[SpeechOutput] | TTSStream:
+            first_chunk_frames: int = 4, chunk_frames: int = 20, decoder_options: dict[str, Any] | None = None,
+            force_speech: bool = False) -> SpeechOutput | list[SpeechOutput] | TTSStream:
         """Text to speech (greedy, as the official TTS). ``stream=True`` returns a :class:`TTSStream` of audio
-        chunks produced while the speech tokens are generated."""
+        chunks produced while the speech tokens are generated. ``force_speech`` ends the prompt with ``<boa>``
+        so the reply must start with speech (not in the official prompt; useful for weakly trained models)."""
         t0 = time.perf_counter()
         texts, single = _as_list(text, "text", strings=True)
         media.require(self.speech, "speech")
         prompts = [self._task_prompt("tts", text=t, instruction=instruction) for t in texts]
+        if force_speech:
+            prompts = [p + [self.layout.boa] for p in prompts]
         opts = self.options("tts", options, seed=seed, max_new_tokens=max_new_tokens)
         gen = self.engine.generate(prompts, opts)
         streamer = SpeechStreamer(gen, self.speech, self.layout, first_chunk_frames=first_chunk_frames,
@@ -285,9 +294,7 @@ class OmniModel:
 def _as_list(x: Any, what: str, *, strings: bool = False, seq_of_numbers_is_one: bool = False
              ) -> tuple[list[Any], bool]:
     """Inputs as a list and whether a single item was given (``strings``: every item must be a str)."""
-    if isinstance(x, (str, Path)) or not isinstance(x, (list, tuple)):
-        items, single = [x], True
-    elif seq_of_numbers_is_one and x and all(isinstance(v, (int, float)) for v in x):
+    if isinstance(x, (str, Path)) or not isinstance(x, (list, tuple)) or seq_of_numbers_is_one and x and all(isinstance(v, (int, float)) for v in x):
         items, single = [x], True
     else:
         items, single = list(x), False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 import torch
 
@@ -45,7 +45,7 @@ class PerState:
         return cls(torch.tensor(list(values), dtype=dtype, device=device))
 
 
-Param = Union[float, int, torch.Tensor, PerState]
+Param = float | int | torch.Tensor | PerState
 
 
 def resolve(param: Param, ctx: StepContext, batch: int, device: torch.device) -> torch.Tensor | float:

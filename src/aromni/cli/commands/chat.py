@@ -117,6 +117,6 @@ def _reply(session: Any, model: Any, turn: dict[str, Any], out_dir: Path, stdout
                 path = save_wav(ev.value, out_dir / f"{uid}_seg{k}_audio.wav", model.speech.sample_rate,
                                 normalize=True)
                 print(f"\n[speech: {path}]", file=stdout)
-        print("", file=stdout)
+        print(file=stdout)
     for w in caught:
         print(f"warning: {w.message}", file=stdout)

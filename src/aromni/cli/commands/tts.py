@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--first-chunk-frames", type=int, default=4, help="codes in the first streamed chunk")
     p.add_argument("--chunk-frames", type=int, default=20, help="codes per later streamed chunk")
     p.add_argument("--instruction", default=None, help="override the task instruction")
+    p.add_argument("--force-speech", action="store_true",
+                   help="end the prompt with <boa> so the reply starts with speech (not the official prompt)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     common.add_task_args(p, images=False)
     p.set_defaults(func=run)
@@ -28,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     out = common.check_output_path(args.out, args.overwrite, (".wav",))
     model = common.load_model(args)
     ov = common.overrides(args)
-    kw = dict(instruction=args.instruction, options=ov, first_chunk_frames=args.first_chunk_frames,
-              chunk_frames=args.chunk_frames)
+    kw = {"instruction": args.instruction, "options": ov, "first_chunk_frames": args.first_chunk_frames,
+          "chunk_frames": args.chunk_frames, "force_speech": args.force_speech}
     if args.stream:
         stream = model.tts(args.text, stream=True, **kw)
         chunks = []
