@@ -79,6 +79,18 @@ def test_bad_inputs_fail_with_one_line(tiny_bundle, capsys, argv, message):
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_unreadable_files_fail_with_one_line(tiny_bundle, tmp_path, capsys):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    assert main(["caption", "--model", str(tiny_bundle), "--image", str(junk)]) == 2
+    assert "not an image file" in capsys.readouterr().err
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF....WAVEjunk")
+    assert main(["asr", "--model", str(tiny_bundle), "--audio", str(junk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "junk.wav" in err[0]
+
+
 def test_missing_model_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.delenv("AROMNI_MODEL", raising=False)
     assert main(["asr", "--audio", "x.wav"]) == 2

@@ -37,3 +37,23 @@ def test_incremental_text_deltas_concatenate_to_the_decoded_text(tiny_parts):
     ids = tk.encode("héllo wörld, a big red circle")
     inc = IncrementalText(tk)
     assert "".join(inc.push([i]) for i in ids) == tk.decode(ids)
+
+
+def test_iter_segments_follows_every_row_of_a_generation(tiny_parts):
+    from tinyparts import biased
+
+    from aromni.inference.engine import Engine
+    from aromni.inference.events import iter_segments
+    from aromni.inference.options import DecodeOptions, ImageSampling
+
+    text, layout = tiny_parts[0], tiny_parts[1]
+    eng = Engine(biased(layout, {"boi": 10.0, "boa": 6.0, "eoa": 5.0}, seed=2), layout, image_tokens=64)
+    opts = DecodeOptions(max_new_tokens=90, seed=0, image=ImageSampling(cfg=False))
+    prompts = [[layout.bos, int(layout.text_ids[5])], [layout.bos, int(layout.text_ids[9]), int(layout.text_ids[2])]]
+    stream = eng.generate(prompts, opts)
+    got = [[], []]
+    for row, seg in iter_segments(stream, layout, text, image_tokens=64):
+        got[row].append(seg)
+    for row, g in enumerate(stream.results):
+        ref = split_segments(g.tokens, layout, text, image_tokens=64).segments
+        assert as_tuples(got[row]) == as_tuples(ref)

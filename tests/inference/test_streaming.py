@@ -80,3 +80,22 @@ def test_batched_rows_stream_independently(speech_model):
         assert len(audio[row]) == len(spans)
         for got, codes in zip(audio[row], spans):
             assert torch.allclose(got, offline(m, codes), atol=1e-6)
+
+
+def test_wavtokenizer_streams_its_approximation(tiny_parts):
+    from aromni.tokenizers.speech.wavtokenizer import WavTokenizer, WavTokenizerConfig
+
+    text, layout, image, _ = tiny_parts
+    torch.manual_seed(0)
+    wt = WavTokenizer(WavTokenizerConfig.preset("tiny"))  # 64 codes, like the tiny layout
+    m = OmniModel(Bundle(decoder=biased(layout, {"boa": 12.0, "speech": 6.0, "eoa": -9.0, "eos": -9.0}, seed=4),
+                         layout=layout, text=text, image=image, speech=wt))
+    stream = m.tts("hello", stream=True, max_new_tokens=40, first_chunk_frames=2, chunk_frames=4,
+                   decoder_options={"chunk_frames": 8, "lookahead": 4})
+    chunks = list(stream)
+    assert not stream.exact and stream.metrics[0].lookahead_frames == 4
+    codes = speech_spans(layout, stream.results[0].tokens)[0]
+    audio = torch.cat([c.audio for c in chunks])
+    assert audio.numel() == offline(m, codes).numel() and len(chunks) > 2
+    mt = stream.metrics[0]
+    assert mt.ftl >= mt.first_speech_token  # FTL waits for the decoder's 4-frame lookahead

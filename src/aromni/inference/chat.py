@@ -88,7 +88,7 @@ class ChatSession:
         append_text: instruction appended to every user turn (official default
             :data:`~aromni.vocab.templates.OFFICIAL_CHAT_APPEND`; ``""`` for none).
         reserve_tokens: room kept for the reply when trimming history (default: ``max_new_tokens`` capped at
-            half the context, but at least one image when images are enabled).
+            a quarter of the context, but at least one image when images are enabled: 1026 for the 7B model).
     """
 
     def __init__(self, model: Any, options: DecodeOptions | None = None, *,
@@ -98,7 +98,7 @@ class ChatSession:
         self.append_text = append_text
         self.context = min(self.options.max_seq_len or model.engine.max_seq_len, model.engine.max_seq_len)
         if reserve_tokens is None:
-            reserve_tokens = min(self.options.max_new_tokens, self.context // 2)
+            reserve_tokens = min(self.options.max_new_tokens, self.context // 4)
             if self.options.allow_image and model.engine.image_tokens:
                 reserve_tokens = max(reserve_tokens, model.engine.image_tokens + 2)
         self.reserve_tokens = int(reserve_tokens)

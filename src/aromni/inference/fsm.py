@@ -115,6 +115,8 @@ class ModalityFSM:
         self.masks = self._masks().to(self.device)
         self._greedy_on = torch.tensor([layout.ins, layout.boa], device=self.device)
         self._greedy_off = torch.tensor([layout.res, layout.eoa], device=self.device)
+        self._image_greedy = torch.tensor(options.image.greedy, device=self.device)
+        self._text_greedy = torch.tensor(options.text.greedy, device=self.device)
 
     # -------------------------------------------------------------------------------------------- tables
     def _transitions(self) -> torch.Tensor:
@@ -198,7 +200,7 @@ class ModalityFSM:
     def greedy_rows(self, rows: RowState) -> torch.Tensor:
         """``[B]`` bool: rows that take the argmax at this step."""
         in_image = (rows.state == State.IMAGE) | (rows.state == State.IMAGE_END)
-        return torch.where(in_image, torch.tensor(self.options.image.greedy, device=self.device), rows.greedy)
+        return torch.where(in_image, self._image_greedy, rows.greedy)
 
     def advance(self, rows: RowState, tokens: torch.Tensor, active: torch.Tensor) -> RowState:
         """Next state after each active row emitted ``tokens [B]`` (inactive rows are left as they are)."""
@@ -211,6 +213,6 @@ class ModalityFSM:
         g = rows.greedy
         g = g | torch.isin(tokens, self._greedy_on)
         g = g & ~torch.isin(tokens, self._greedy_off)
-        g = torch.where(tokens == self.layout.eoi, torch.tensor(self.options.text.greedy, device=self.device), g)
+        g = torch.where(tokens == self.layout.eoi, self._text_greedy, g)
         return RowState(torch.where(active, nxt, rows.state), torch.where(active, left, rows.image_left),
                         torch.where(active, g, rows.greedy))
