@@ -136,3 +136,14 @@ def test_import_refuses_incomplete_releases_and_overwrites(release, tmp_path):
     with pytest.raises(InputError, match="already exists"):
         import_official(root, wt_yaml, wt_ckpt, tmp_path / "full", log=lambda s: None)
     assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def test_import_takes_a_hugging_face_decoder(release, tmp_path):
+    from aromni.models.checkpoint import save_checkpoint
+
+    root, wt_yaml, wt_ckpt, dec, *_ = release
+    save_checkpoint(dec, tmp_path / "hf", "hf-anole", extra_config={"vocabulary_map": {}})
+    out = import_official(root, wt_yaml, wt_ckpt, tmp_path / "b", decoder=tmp_path / "hf", log=lambda s: None)
+    m = OmniModel.load(out)
+    for (k, a), b in zip(dec.state_dict().items(), m.bundle.decoder.state_dict().values()):
+        assert torch.equal(a, b), k
