@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=None, help="default: 64 (tiny), 32 (others)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="default: 10 (tiny), 3 (others)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="transformers attention kernel")
     ap.add_argument("--quick", action="store_true", help="tiny config only, 16 new tokens, 2 repeats")
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.configs, args.repeats = "tiny", 2
+        args.configs, args.repeats = "tiny", args.repeats or 5
         args.new_tokens = args.new_tokens or 16
     torch.set_num_threads(args.threads)
     import transformers
@@ -189,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs.split(","):
         cfg = DecoderConfig.preset(name)
         n_new = args.new_tokens or (64 if name == "tiny" else 32)
+        repeats = args.repeats or (10 if name == "tiny" else 3)
         for b in (int(x) for x in args.batches.split(",")):
-            rows.append(bench_case(name, cfg, b, args.prompt_len, n_new, args.repeats, args.attn, args.seed))
+            rows.append(bench_case(name, cfg, b, args.prompt_len, n_new, repeats, args.attn, args.seed))
+            rows[-1]["repeats"] = repeats
             print(f"  done {name} batch {b}", file=sys.stderr, flush=True)
     header = (f"device: {device['cpu']}, {device['threads']} thread(s); torch {device['torch']}, transformers "
-              f"{device['transformers']} ({args.attn} attention); fp32, greedy; best of {args.repeats}")
+              f"{device['transformers']} ({args.attn} attention); fp32, greedy; best of "
+              f"{'/'.join(sorted({str(r['repeats']) for r in rows}))} interleaved runs")
     print_table(rows, header)
     if args.json:
         args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")

@@ -45,9 +45,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One fused kernel instead of pow/mean/rsqrt/mul (same float32 math, fewer dispatches per token).
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, eps=self.eps)
+            return torch.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Low precision: normalise in float32, cast back, then scale in the input dtype (as Chameleon / HF do).
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+        return self.weight * torch.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype)
 
 
 class HeadLayerNorm(nn.Module):
