@@ -145,3 +145,16 @@ def test_bucketing_groups_similar_lengths(tmp_path, layout):
         assert batch.segment_ids is None and batch.tokens.shape[1] >= max(ls) - 1
     # Sorted blocks of 8 out of 64 lengths in [3, 60): each block spans far less than the full range.
     assert np.mean(spreads) < 15
+
+
+def test_best_fit_packing_fills_rows_better_than_next_fit(tmp_path, layout):
+    write_group_shards(tmp_path, layout, {"text": 300}, lengths=(5, 40))
+    fills = {}
+    for k in (1, 8):
+        cfg = _cfg(tmp_path, seq_len=40, pack_rows=k, mixing=MixingConfig(ratios={"text": 1}, exhaust="cycle"))
+        b, _ = build_batcher(cfg, LossConfig(), PerceptualConfig(enabled=False), layout, grad_accum=1)
+        used = [sum(int(b.dataset.lengths()[i]) - 1 for i in row) for _ in range(50) for row in b.next_plan()[0]]
+        fills[k] = np.mean(used) / 40
+    # Lengths uniform in [4, 38] positions: next-fit wastes about a quarter of each row, best fit over 8 rows
+    # under a tenth (measured 0.77 and 0.91 here).
+    assert fills[1] < 0.82 and fills[8] > 0.88

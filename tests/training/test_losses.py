@@ -15,14 +15,15 @@ from aromni.training.perceptual import PerceptualHead, load_table
 from aromni.vocab.conversation import Span
 
 
-def test_weighted_ce_matches_a_hand_computation_and_chunking():
+@pytest.mark.parametrize("fused", [True, False])
+def test_weighted_ce_matches_a_hand_computation_and_chunking(fused):
     torch.manual_seed(0)
     V, D = 7, 5
     head = torch.nn.Linear(D, V, bias=False)
     hidden = torch.randn(2, 3, D, requires_grad=True)
     targets = torch.tensor([[1, 4, 6], [0, 2, 3]])
     weights = torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]])
-    got = weighted_ce_sum(hidden, head, targets, weights)
+    got = weighted_ce_sum(hidden, head.weight, targets, weights, chunk_size=0, fused=fused)
     # By hand: -w * log softmax(logits)[target], summed.
     want = 0.0
     for b in range(2):
@@ -31,12 +32,34 @@ def test_weighted_ce_matches_a_hand_computation_and_chunking():
             logp = z[targets[b, t]] - math.log(float(torch.exp(z).sum()))
             want += -float(weights[b, t]) * float(logp)
     assert float(got.detach()) == pytest.approx(want, rel=1e-6)
-    (g_full,) = torch.autograd.grad(got, hidden)
-    chunked = weighted_ce_sum(hidden, head, targets, weights, chunk_size=2)
-    (g_chunk,) = torch.autograd.grad(chunked, hidden)
+    g_full = torch.autograd.grad(3.0 * got, (hidden, head.weight))
+    chunked = weighted_ce_sum(hidden, head.weight, targets, weights, chunk_size=2, fused=fused)
+    g_chunk = torch.autograd.grad(3.0 * chunked, (hidden, head.weight))
     assert float(chunked.detach()) == pytest.approx(float(got.detach()), rel=1e-6)
-    torch.testing.assert_close(g_chunk, g_full)
-    assert (g_full[0, 1] == 0).all() and (g_full[1, 2] == 0).all()  # zero-weight positions get no gradient
+    for a, b in zip(g_chunk, g_full):
+        torch.testing.assert_close(a, b)
+    assert (g_full[0][0, 1] == 0).all() and (g_full[0][1, 2] == 0).all()  # zero weight: no gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_ce_equals_autograd_in_values_and_gradients(dtype):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(37, 16, generator=g, requires_grad=True)
+    W = torch.randn(50, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 50, (37,), generator=g)
+    w = torch.rand(37, generator=g) * 2
+    results = []
+    for fused in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = weighted_ce_sum(h[None], W, t[None], w[None], chunk_size=8, fused=fused)
+        grads = torch.autograd.grad(0.5 * loss, (h, W))
+        results.append((loss.detach(), *grads))
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **tol)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        # inference: the loss only, no gradient work
+        assert float(weighted_ce_sum(h[None], W, t[None], w[None])) == pytest.approx(float(results[0][0]), rel=1e-6)
 
 
 def test_perceptual_head_is_eq3_with_mean_or_sum():

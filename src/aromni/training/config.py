@@ -58,6 +58,7 @@ class DataConfig:
         micro_batch: rows per forward pass per process.
         batching: ``"pack"`` (several samples per row, block-diagonal attention) or ``"bucket"`` (one sample
             per row, rows of similar length batched together, padded to the longest).
+        pack_rows: rows filled at once when packing (best fit; 1 = next-fit).
         bucket_window: samples sorted together when bucketing.
         too_long: samples longer than ``seq_len + 1`` ids: ``"drop"`` (the official pretrain filter) or
             ``"truncate"`` (keep the first ``seq_len + 1`` ids).
@@ -70,6 +71,7 @@ class DataConfig:
     seq_len: int = 1300
     micro_batch: int = 1
     batching: str = "pack"
+    pack_rows: int = 8
     bucket_window: int = 256
     too_long: str = "drop"
     mixing: MixingConfig = field(default_factory=MixingConfig)
@@ -80,8 +82,8 @@ class DataConfig:
             raise ConfigError(f"data.batching must be 'pack' or 'bucket', got {self.batching!r}")
         if self.too_long not in ("drop", "truncate"):
             raise ConfigError(f"data.too_long must be 'drop' or 'truncate', got {self.too_long!r}")
-        if self.seq_len < 2 or self.micro_batch < 1 or self.bucket_window < 1:
-            raise ConfigError("data.seq_len must be >= 2 and data.micro_batch, data.bucket_window >= 1")
+        if self.seq_len < 2 or self.micro_batch < 1 or self.bucket_window < 1 or self.pack_rows < 1:
+            raise ConfigError("data.seq_len must be >= 2 and data.micro_batch, data.bucket_window, data.pack_rows >= 1")
 
 
 @dataclass
@@ -145,7 +147,10 @@ class LossConfig:
             ``--segment_loss_weight``; 1.0 is off).
         normalize: ``"weight"``: sum(w * ce) / sum(w) (the official code); ``"tokens"``: sum(w * ce) / N, N the
             number of counted targets (eq. 2's 1/T).
-        chunk_size: positions per LM-head chunk in the fused loss (0 = one chunk); bounds the fp32 logits held.
+        chunk_size: positions per LM-head chunk in the fused loss (0 = one chunk); bounds the fp32 logits held
+            to ``[chunk_size, V]``.
+        fused_ce: fused LM head + cross-entropy (gradient computed in the forward pass); ``false`` uses plain
+            autograd (``F.cross_entropy`` on float32 logits).
     """
 
     mode: str = "pretrain"
@@ -154,7 +159,8 @@ class LossConfig:
     tail_weight: float = 2.0
     segment_weight: float = 1.0
     normalize: str = "weight"
-    chunk_size: int = 0
+    chunk_size: int = 4096
+    fused_ce: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("pretrain", "sft"):

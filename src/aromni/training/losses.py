@@ -10,9 +10,9 @@ micro-batch contributes ``sum(w * ce) / total``. The step's gradient is then the
 whole global batch, whatever the split, and a run on N processes follows the same trajectory as one process
 accumulating N times as many micro-batches.
 
-The cross-entropy is fused with the LM head: only positions with weight > 0 go through it, in chunks of
-``chunk_size`` positions, each chunk recomputed in backward (activation checkpointing), so at most one chunk of
-float32 logits ``[chunk, V]`` is alive instead of ``[B, T, V]``.
+The cross-entropy is fused with the LM head (:mod:`aromni.training.fused_ce`): only positions with weight > 0
+go through it, ``chunk_size`` positions at a time, with the gradient computed in the same pass, so at most one
+``[chunk, V]`` float32 block is alive instead of ``[B, T, V]`` logits, their log-softmax and two gradients.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from aromni.models.decoder import Decoder
+from aromni.training.fused_ce import fused_linear_ce
 from aromni.training.perceptual import PerceptualHead
 
 
@@ -34,16 +35,30 @@ def _chunk_ce(head: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, t: 
     return (F.cross_entropy(head(h), t, reduction="none") * w).sum()
 
 
-def weighted_ce_sum(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor,
-                    weights: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
-    """``sum_t w_t * CE(head(hidden_t), target_t)`` over positions with ``w_t > 0``.
+def reference_ce_sum(h: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], t: torch.Tensor,
+                     w: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
+    """Plain autograd ``sum w * CE(head(h), t)`` over ``h [N, D]`` (chunks recomputed in backward if chunked)."""
+    if chunk_size <= 0 or h.shape[0] <= chunk_size:
+        return _chunk_ce(head, h, t, w)
+    total = h.new_zeros((), dtype=torch.float32)
+    for a in range(0, h.shape[0], chunk_size):
+        total = total + checkpoint(_chunk_ce, head, h[a:a + chunk_size], t[a:a + chunk_size], w[a:a + chunk_size],
+                                   use_reentrant=False)
+    return total
+
+
+def weighted_ce_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                    chunk_size: int = 4096, fused: bool = True) -> torch.Tensor:
+    """``sum_t w_t * CE(hidden_t @ head_weight^T, target_t)`` over positions with ``w_t > 0``.
 
     Args:
         hidden: ``[B, T, D]`` final normed hidden states.
-        head: ``[N, D] -> [N, V]`` float32 logits (the decoder's LM head).
+        head_weight: ``[V, D]`` the LM head matrix (no bias).
         targets: ``[B, T]`` target ids.
         weights: ``[B, T]`` float32 weights.
-        chunk_size: positions per chunk (0: all at once, no recomputation).
+        chunk_size: positions per LM-head chunk (0: all at once).
+        fused: use :func:`~aromni.training.fused_ce.fused_linear_ce`; ``False`` runs the plain autograd path
+            (``F.cross_entropy`` on float32 logits, chunks recomputed in backward).
 
     Returns:
         A scalar (float32).
@@ -51,19 +66,13 @@ def weighted_ce_sum(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.T
     w = weights.reshape(-1)
     keep = w > 0
     h = hidden.reshape(-1, hidden.shape[-1])
+    t = targets.reshape(-1)
     if not bool(keep.all()):
         idx = keep.nonzero().squeeze(1)
-        h, t, w = h[idx], targets.reshape(-1)[idx], w[idx]
-    else:
-        t = targets.reshape(-1)
-    n = h.shape[0]
-    if chunk_size <= 0 or n <= chunk_size:
-        return _chunk_ce(head, h, t, w)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for a in range(0, n, chunk_size):
-        total = total + checkpoint(_chunk_ce, head, h[a:a + chunk_size], t[a:a + chunk_size], w[a:a + chunk_size],
-                                   use_reentrant=False)
-    return total
+        h, t, w = h[idx], t[idx], w[idx]
+    if fused:
+        return fused_linear_ce(h, head_weight, t, w, chunk_size)
+    return reference_ce_sum(h, lambda x: F.linear(x, head_weight).float(), t, w, chunk_size)
 
 
 @dataclass
@@ -90,21 +99,23 @@ class TrainingObjective(nn.Module):
         perceptual: ``W_h`` + ``E``, or ``None`` when the perceptual loss is off.
         perc_weight: lambda_perc.
         chunk_size: LM-head chunk (see :func:`weighted_ce_sum`).
+        fused: fused LM head + cross-entropy (see :mod:`aromni.training.fused_ce`).
     """
 
     def __init__(self, decoder: Decoder, perceptual: PerceptualHead | None = None, perc_weight: float = 1.0,
-                 chunk_size: int = 0):
+                 chunk_size: int = 4096, fused: bool = True):
         super().__init__()
         self.decoder = decoder
         self.perceptual = perceptual
         self.perc_weight = perc_weight
         self.chunk_size = chunk_size
+        self.fused = fused
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, perc_codes: torch.Tensor,
                 segment_ids: torch.Tensor | None, totals: StepTotals) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(loss_to_backward, ntp_sum, perc_sum)``; the sums are detached (for logging)."""
         hidden = self.decoder(tokens, segment_ids=segment_ids, return_hidden=True)  # (B, T, D)
-        ntp_sum = weighted_ce_sum(hidden, self.decoder.head, targets, weights, self.chunk_size)
+        ntp_sum = weighted_ce_sum(hidden, self.decoder.lm_head.weight, targets, weights, self.chunk_size, self.fused)
         loss = ntp_sum / max(totals.ntp, 1e-12)
         perc_sum = ntp_sum.new_zeros(())
         if self.perceptual is not None:

@@ -42,7 +42,8 @@ class Trainer:
         self.step = 0
 
     # ------------------------------------------------------------------ setup
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Build everything :meth:`fit` needs (process group, data, model, optimizer; resumes if a checkpoint exists)."""
         cfg = self.cfg
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
@@ -63,7 +64,8 @@ class Trainer:
                 raise ConfigError(f"perceptual table has {table.shape[0]} rows, the layout {self.layout.image.size} "
                                   "image codes", "use the image tokenizer the shards were built with")
             perc = PerceptualHead(decoder.cfg.dim, table, cfg.perceptual.reduction)
-        self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size)
+        self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size,
+                                           cfg.loss.fused_ce)
         self.objective.to(self.info.device)
         resume = self._resume_path()
         trainer_state = None
@@ -181,7 +183,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``optim.max_steps`` (resuming if a checkpoint exists) and export. Returns the last record."""
         try:
-            self._setup()
+            self.setup()
         except BaseException:
             D.shutdown(self.info) if hasattr(self, "info") else None
             raise

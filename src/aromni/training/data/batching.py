@@ -3,10 +3,10 @@
 Rows are planned from sample *lengths* only, so every rank plans the same global row sequence without reading
 data, then loads just its own rows.
 
-* ``"pack"`` (:class:`PackedRows`): next-fit packing. Samples are appended to the current row while their
-  ``L - 1`` positions fit in ``seq_len``; the first sample that does not fit starts the next row. Samples are
-  never split across rows (a sample longer than the row is dropped, or truncated, before mixing: see
-  ``data.too_long``). Rows are right-padded to ``seq_len``; ``segment_ids`` (1, 2, ... per sample, 0 for
+* ``"pack"`` (:class:`PackedRows`): best-fit packing over a few open rows (``data.pack_rows``). A sample's
+  ``L - 1`` positions go into the open row with the least room that fits them; when no row fits and no new row
+  may be opened, the fullest row is emitted. Samples are never split across rows (a sample longer than the row
+  is dropped, or truncated, before mixing: see ``data.too_long``). Rows are right-padded to ``seq_len``; ``segment_ids`` (1, 2, ... per sample, 0 for
   padding) give block-diagonal causal attention with positions restarting per sample, and targets never cross
   a sample boundary because every sample is shifted on its own (:mod:`aromni.training.data.targets`).
 * ``"bucket"`` (:class:`BucketedRows`): one sample per row. ``bucket_window`` samples are drawn, sorted by
@@ -40,41 +40,58 @@ class RowSource(Protocol):
 
 
 class PackedRows:
-    """Next-fit packing of the sampler's order into rows of at most ``seq_len`` positions.
+    """Best-fit packing of the sampler's order into rows of at most ``seq_len`` positions.
+
+    Up to ``open_rows`` rows are filled at once: each sample goes into the open row with the least room that
+    still fits it, else into a new row while fewer than ``open_rows`` are open; when neither is possible the
+    fullest open row is emitted. At the end of an epoch the open rows are emitted (fullest first), so a row never
+    mixes epochs. ``open_rows=1`` is plain next-fit. The position is the sampler state plus the open rows.
 
     Args:
         sampler: the global sample order.
         positions: ``positions[i]`` = positions (``L - 1``, capped at ``seq_len``) of dataset sample ``i``.
         seq_len: row capacity.
+        open_rows: rows filled at once.
     """
 
-    def __init__(self, sampler: MixingSampler, positions: np.ndarray, seq_len: int):
+    def __init__(self, sampler: MixingSampler, positions: np.ndarray, seq_len: int, open_rows: int = 8):
         self.sampler = sampler
         self.positions = positions
         self.seq_len = seq_len
+        self.open_rows = max(1, open_rows)
+        self._open: list[list[int]] = []
+
+    def _used(self, row: list[int]) -> int:
+        return int(sum(int(self.positions[i]) for i in row))
+
+    def _emit_fullest(self) -> list[int]:
+        k = max(range(len(self._open)), key=lambda j: (self._used(self._open[j]), -j))
+        return self._open.pop(k)
 
     def next_row(self) -> list[int]:
-        row: list[int] = []
-        used = 0
         while True:
             idx = self.sampler.peek()
-            if idx is None:  # the epoch ended ("stop" mixing)
-                if row:
-                    return row
+            if idx is None:  # the epoch ended ("stop" mixing): flush, then start the next epoch
+                if self._open:
+                    return self._emit_fullest()
                 self.sampler.start_epoch(self.sampler.epoch + 1)
                 continue
             n = int(self.positions[idx])
-            if row and used + n > self.seq_len:
-                return row
-            self.sampler.next()
-            row.append(idx)
-            used += n
+            room = [(self.seq_len - self._used(r), j) for j, r in enumerate(self._open)]
+            fits = [(left, j) for left, j in room if left >= n]
+            if fits:
+                self._open[min(fits)[1]].append(self.sampler.next())
+            elif len(self._open) < self.open_rows:
+                self._open.append([self.sampler.next()])
+            else:
+                return self._emit_fullest()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "pack", "sampler": self.sampler.state_dict()}
+        return {"kind": "pack", "sampler": self.sampler.state_dict(), "open": [list(r) for r in self._open]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
+        self._open = [[int(i) for i in r] for r in state.get("open", [])]
 
 
 class BucketedRows:

@@ -63,7 +63,7 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
     report.expected_epoch_samples = sampler.epoch_size()
     rows: RowSource
     if cfg.batching == "pack":
-        rows = PackedRows(sampler, positions, cfg.seq_len)
+        rows = PackedRows(sampler, positions, cfg.seq_len, cfg.pack_rows)
     else:
         rows = BucketedRows(sampler, positions, cfg.bucket_window, cfg.micro_batch, seed=cfg.seed)
     targets = TargetBuilder(layout, loss, perceptual, max_positions=cfg.seq_len)
