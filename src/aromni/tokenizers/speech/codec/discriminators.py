@@ -17,6 +17,17 @@ Logits = list[torch.Tensor]
 Features = list[list[torch.Tensor]]
 
 
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack -> (flattened logits ``[B, N]``, every layer's activations for feature matching)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     """Reshape ``[B, T]`` to ``[B, 1, T/p, p]`` and run 2-D convs along time with kernel (5, 1)."""
 
@@ -32,14 +43,7 @@ class PeriodDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         b, t = x.shape
         x = F.pad(x, (0, -t % self.period), mode="reflect" if t > self.period else "constant")
-        x = x.reshape(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x.reshape(b, 1, -1, self.period))
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -58,14 +62,7 @@ class ResolutionDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=True, return_complex=True).abs()
-        x = spec.unsqueeze(1)  # [B, 1, F, N]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, spec.unsqueeze(1))  # [B, 1, F, N]
 
 
 class CodecDiscriminator(nn.Module):

@@ -115,28 +115,11 @@ class CodecTrainConfig:
 
 def load_train_config(path: str | Path | None, overrides: list[str]) -> CodecTrainConfig:
     """YAML file (optional) + ``key=value`` overrides (dotted keys for nesting: ``codec.dec_dim=256``)."""
-    import yaml
+    from aromni.training.config import apply_override, read_yaml
 
-    d: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: no such config file")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: expected a mapping of settings")
+    d: dict[str, Any] = read_yaml(path) if path is not None else {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value", "e.g. steps=2000 or codec.dec_dim=256")
-        target = d
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = yaml.safe_load(value)
+        apply_override(d, item)
     return CodecTrainConfig.from_dict(d)
 
 
