@@ -171,7 +171,7 @@ def test_packed_objective_equals_per_sample_hand_computation(layout, normalize):
     want_ntp, want_perc = 0.0, 0.0
     for t in tg:
         inp = torch.from_numpy(t.inputs)[None]
-        h = obj.decoder(inp, return_hidden=True)[0]
+        h = obj.decoder(inp, return_hidden=True)[0].detach()
         logp = torch.log_softmax(obj.decoder.head(h).double(), -1)
         tgt = torch.from_numpy(t.targets)
         want_ntp += float(-(torch.from_numpy(t.weights).double() * logp[torch.arange(len(t)), tgt]).sum())

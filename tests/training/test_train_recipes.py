@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from training_helpers import tiny_overrides
 
@@ -16,7 +17,7 @@ def test_pretrain_learns_exports_a_bundle_and_sft_continues_from_it(synth_dir, t
     pre = tmp_path / "pre"
     args = tiny_overrides(synth_dir, pre, **{"optim.max_steps": 30, "optim.lr": 1e-2, "checkpoint.every": 10,
                                              "export.text": str(synth_dir / "text_tokenizer"),
-                                             "log.tensorboard": True})
+                                             "log.tensorboard": True, "eval.every": 10})
     assert main(["train", "pretrain", *args]) == 0
     recs = read_metrics(pre / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, 31))
@@ -25,6 +26,9 @@ def test_pretrain_learns_exports_a_bundle_and_sft_continues_from_it(synth_dir, t
     assert all(0 <= r["tail_ratio"] < 1 for r in recs) and sum(r["tail_ratio"] > 0 for r in recs) > 15
     assert sum(r["perc_positions"] > 0 for r in recs) > 15
     assert recs[0]["lr"] < recs[3]["lr"] and recs[-1]["lr"] < recs[10]["lr"]  # warmup, then decay
+    val = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in val] == [10, 20, 30] and val[-1]["val_ntp"] < val[0]["val_ntp"]
+    assert all(r["val_loss"] == pytest.approx(r["val_ntp"] + r["val_perc"]) for r in val)
     assert list((pre / "tensorboard").glob("events.*"))
     bundle = Bundle.load(pre / "bundle")
     assert bundle.text is not None and bundle.layout.vocab_size == bundle.decoder.cfg.vocab_size

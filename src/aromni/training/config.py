@@ -259,6 +259,25 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Held-out loss, logged with the step's record as ``val_loss``, ``val_ntp``, ``val_perc``.
+
+    Attributes:
+        every: evaluate every N optimizer steps (and at the last step); 0 disables.
+        split: shard split to evaluate.
+        max_rows: evaluate on the first N packed rows of that split (the same rows every time).
+    """
+
+    every: int = 0
+    split: str = "validation"
+    max_rows: int = 64
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.max_rows < 1:
+            raise ConfigError("eval.every must be >= 0 and eval.max_rows >= 1")
+
+
+@dataclass
 class LogConfig:
     """Attributes:
         every: log every N steps (the JSONL file gets every step logged).
@@ -326,6 +345,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     dist: DistConfig = field(default_factory=DistConfig)
 
@@ -343,22 +363,26 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
         """Load ``path`` (or the defaults when ``None``) and apply ``key=value`` overrides."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            import yaml
-
-            p = Path(path)
-            if not p.is_file():
-                raise InputError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
-            try:
-                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{p}: invalid YAML ({e})") from None
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{p}: the top level must be a mapping")
+        raw = read_yaml(path) if path is not None else {}
         for item in overrides:
             apply_override(raw, item)
         return cls.from_dict(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, with clear errors for a missing file, bad YAML or a non-mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

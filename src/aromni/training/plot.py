@@ -23,7 +23,8 @@ def ema(values: Sequence[float], smooth: float) -> np.ndarray:
 
 def plot_metrics(runs: dict[str, list[dict[str, Any]]], out: str | Path, *, smooth: float = 0.9,
                  keys: Sequence[str] = ("loss", "ntp", "perc"), title: str | None = None) -> Path:
-    """Draw one panel per metric in ``keys`` (raw faint, smoothed solid), one line per run; write a PNG."""
+    """Draw one panel per metric in ``keys`` (raw faint, smoothed solid, held-out ``val_<key>`` as markers),
+    one line per run; write a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,10 +43,15 @@ def plot_metrics(runs: dict[str, list[dict[str, Any]]], out: str | Path, *, smoo
             x, y = np.asarray(pts).T
             line = ax.plot(x, y, alpha=0.25, linewidth=0.8)[0]
             ax.plot(x, ema(y, smooth), color=line.get_color(), linewidth=1.6, label=name)
+            val = [(r["step"], r["val_" + key]) for r in recs if r.get("val_" + key) is not None]
+            if val:  # held-out values (eval.every): markers on a dashed line, not smoothed
+                vx, vy = np.asarray(val).T
+                ax.plot(vx, vy, "o--", color=line.get_color(), markersize=3, linewidth=1,
+                        label=f"{name} (held out)" if len(runs) > 1 else "held out")
         ax.set_title(labels.get(key, key))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if len(runs) > 1:
+        if len(runs) > 1 or ax.get_legend_handles_labels()[1].count("held out"):
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -12,7 +12,7 @@ official name          ours        meaning
 ``speech_to_text``     ``asr``      speech recognition
 ``text_to_image``      ``t2i``      text -> image
 ``text_to_speech``     ``tts``      text -> speech
-``image_to_text``      ``i2t``      other image -> text tasks (kept apart from captioning)
+``image_to_text``      ``caption``  image-first documents (the data builder maps them to ``caption`` too)
 ``speech_to_image``    ``s2i``      speech -> image
 ``text_to_text``       ``text``     text-only
 =====================  ==========  ===================================================
@@ -22,15 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-OFFICIAL_TO_OURS: dict[str, str] = {
-    "image_caption": "caption",
-    "speech_to_text": "asr",
-    "text_to_image": "t2i",
-    "text_to_speech": "tts",
-    "image_to_text": "i2t",
-    "speech_to_image": "s2i",
-    "text_to_text": "text",
-}
+from aromni.training.data.official_jsonl import OFFICIAL_TASKS
+
+#: The same table the official-data reader converts shard task names with (one source of truth).
+OFFICIAL_TO_OURS: dict[str, str] = OFFICIAL_TASKS
 
 
 def canonical_task(name: str) -> str:

@@ -25,6 +25,7 @@ from aromni.training import distributed as D
 from aromni.training.config import TrainConfig
 from aromni.training.data.batching import Batch
 from aromni.training.data.pipeline import build_batcher, data_layout, describe
+from aromni.training.evaluate import Evaluator
 from aromni.training.export import export_bundle
 from aromni.training.losses import StepTotals, TrainingObjective
 from aromni.training.metrics import MetricsLogger
@@ -85,6 +86,7 @@ class Trainer:
         self.logger.message(f"model: {n_params / 1e6:.2f} M parameters, {notes}; {self.info.world} process(es), "
                             f"strategy {self.info.strategy}, device {self.info.device}"
                             + (f"; resumed from {resume} at step {self.step}" if resume else ""))
+        self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps({"config": cfg.to_dict(), "data": describe(report),
@@ -190,25 +192,11 @@ class Trainer:
         last: dict[str, Any] = {}
         try:
             start = time.perf_counter()
-            every = self.cfg.checkpoint.every
+            ck = self.cfg.checkpoint
             while self.step < self.cfg.optim.max_steps:
-                t0 = time.perf_counter()
-                plan = self.batcher.next_plan()
-                batches = self.batcher.load(plan)
-                rec = self.train_step(batches)
-                self.step += 1
-                dt = time.perf_counter() - t0
-                last = {"step": self.step, **rec, "tokens_per_s": rec["tokens"] / dt, "step_s": dt,
-                        "epoch": self.batcher.rows.sampler.epoch, "elapsed_s": time.perf_counter() - start}
-                if self.cfg.log.sample_ids:
-                    ids = D.all_gather_object([s for b in batches for s in b.sample_ids], self.info)
-                    last["samples"] = [s for r in ids for s in r]
-                self.logger.log(last)
-                if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
-                    self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} "
-                                        f"perc {rec['perc']:.4f} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
-                stop = self.cfg.checkpoint.stop_after and self.step >= self.cfg.checkpoint.stop_after
-                if (every and self.step % every == 0) or self.step == self.cfg.optim.max_steps or stop:
+                last = self._logged_step(start)
+                stop = ck.stop_after and self.step >= ck.stop_after
+                if (ck.every and self.step % ck.every == 0) or self.step == self.cfg.optim.max_steps or stop:
                     self.save()
                 if stop:
                     self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
@@ -219,6 +207,28 @@ class Trainer:
             self.logger.close()
             D.shutdown(self.info)
         return last if self.info.is_main else {}
+
+    def _logged_step(self, start: float) -> dict[str, Any]:
+        """One optimizer step plus its evaluation and logging; returns the record."""
+        t0 = time.perf_counter()
+        batches = self.batcher.load(self.batcher.next_plan())
+        rec = self.train_step(batches)
+        self.step += 1
+        dt = time.perf_counter() - t0
+        last = {"step": self.step, **rec, "tokens_per_s": rec["tokens"] / dt, "step_s": dt,
+                "epoch": self.batcher.rows.sampler.epoch, "elapsed_s": time.perf_counter() - start}
+        ev = self.cfg.eval.every
+        if self.evaluator is not None and (self.step % ev == 0 or self.step == self.cfg.optim.max_steps):
+            last.update(self.evaluator(self.model, self._autocast()))
+        if self.cfg.log.sample_ids:
+            ids = D.all_gather_object([s for b in batches for s in b.sample_ids], self.info)
+            last["samples"] = [s for r in ids for s in r]
+        self.logger.log(last)
+        if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
+            val = f" val {last['val_loss']:.4f}" if "val_loss" in last else ""
+            self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} perc {rec['perc']:.4f}"
+                                f"{val} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
+        return last
 
     def _export(self) -> None:
         state = ckpt.full_model_state(self.objective, self.info)

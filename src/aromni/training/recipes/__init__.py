@@ -12,26 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import ConfigError
-from aromni.training.config import TrainConfig, apply_override
+from aromni.training.config import TrainConfig, apply_override, read_yaml
 
 
 def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path | None,
                        overrides: Sequence[str] = ()) -> TrainConfig:
     """``defaults`` under the YAML file under the ``key=value`` overrides; ``loss.mode`` must stay ``mode``."""
-    import yaml
-
     raw: dict[str, Any] = copy.deepcopy(dict(defaults))
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping")
-        raw = _deep_merge(raw, loaded)
+        raw = _deep_merge(raw, read_yaml(path))
     for item in overrides:
         apply_override(raw, item)
     cfg = TrainConfig.from_dict(raw)
