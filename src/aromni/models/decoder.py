@@ -88,8 +88,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> tor
     """:func:`apply_rope` in three kernels: ``x*cos + swap_halves(x)*sin_signed``, where ``sin_signed`` holds
     ``-sin`` in its first half (so ``swap_halves(x)*sin_signed == rotate_half(x)*sin``). ``cos``/``sin_signed``
     broadcast against ``x [B, T, H, D]`` as ``[B | 1, T, 1, D]``."""
-    half = x.shape[-1] // 2
-    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    swapped = torch.roll(x, x.shape[-1] // 2, dims=-1)  # [x2, x1]
     return torch.addcmul(x * cos, swapped, sin_signed)
 
 
