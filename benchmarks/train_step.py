@@ -30,6 +30,7 @@ just before the first step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import cpu_name  # noqa: E402  (the shared CPU-name helper of the benchmarks)
+from decode import cpu_name
 
 
 def rss_mb() -> float:
@@ -127,7 +128,7 @@ def worker_hf(args: argparse.Namespace, root: Path) -> dict:
                                                               dtype=torch.float32)
     data = np.load(root / "samples.npz")
     starts = np.concatenate([[0], np.cumsum(data["lengths"])])
-    samples = [torch.from_numpy(data["flat"][a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    samples = [torch.from_numpy(data["flat"][a:b]) for a, b in itertools.pairwise(starts)]
     pad_id = int(data["pad"])
     tokens: list[int] = []
 
@@ -185,7 +186,7 @@ def run_worker(kind: str, args: argparse.Namespace, root: Path) -> dict:
                                                             "seq", "steps", "threads", "chunk", "repeats",
                                                             "lengths", "size")]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -7,7 +7,14 @@ from aromni.training.data.batching import collate
 from aromni.training.data.pipeline import build_batcher
 from aromni.training.data.shards import Sample
 from aromni.training.data.targets import TargetBuilder
-from aromni.vocab.conversation import Conversation, ImageSegment, SpeechSegment, TextSegment, Turn, encode_conversation
+from aromni.vocab.conversation import (
+    Conversation,
+    ImageSegment,
+    SpeechSegment,
+    TextSegment,
+    Turn,
+    encode_conversation,
+)
 
 
 def _chat(layout, words, n_turns, seed):

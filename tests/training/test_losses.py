@@ -54,7 +54,7 @@ def test_fused_ce_equals_autograd_in_values_and_gradients(dtype):
             loss = weighted_ce_sum(h[None], W, t[None], w[None], chunk_size=8, fused=fused)
         grads = torch.autograd.grad(0.5 * loss, (h, W))
         results.append((loss.detach(), *grads))
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **tol)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):

@@ -62,3 +62,17 @@ def test_build_decoder_extends_a_checkpoint_to_the_data_layout(tmp_path):
     cfg.extend_vocab.enabled = False
     with pytest.raises(ConfigError, match="differs"):
         build_decoder(cfg, new)
+
+
+def test_build_decoder_from_an_hf_checkpoint_uses_the_data_layout(tmp_path):
+    from aromni.models import save_checkpoint
+
+    layout = VocabLayout.compact(n_text=30, n_image=16, n_speech=8)
+    src = _decoder(layout)
+    save_checkpoint(src, tmp_path / "hf", "hf")  # Hugging Face layout: carries no aromni layout
+    dec, got, notes = build_decoder(ModelConfig(init_from=str(tmp_path / "hf")), layout)
+    assert got == layout and "extended_vocab" not in notes
+    tokens = torch.tensor([[layout.bos, 20, 21, 22]])
+    torch.testing.assert_close(dec.eval()(tokens), src(tokens), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="no vocabulary layout"):
+        build_decoder(ModelConfig(init_from=str(tmp_path / "hf")), VocabLayout.compact(30, 16, 80))

@@ -17,6 +17,7 @@ therefore resumes under any strategy or world size with the same global batch.
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import shutil
@@ -157,7 +158,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         state.update({f"perceptual.{k}": v for k, v in load_file(str(path / PERCEPTUAL)).items()})
     try:
         trainer = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path / TRAINER_STATE}: cannot be read with weights_only=True ({type(e).__name__}: "
                               f"{e})", "the file holds arbitrary Python objects or is damaged") from None
     return state, trainer

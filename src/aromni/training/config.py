@@ -239,7 +239,7 @@ class OptimConfig:
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps > 0 else int(round(self.warmup_ratio * self.max_steps))
+        return self.warmup_steps if self.warmup_steps > 0 else round(self.warmup_ratio * self.max_steps)
 
 
 @dataclass

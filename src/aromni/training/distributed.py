@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     strategy: str = "none"
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -75,9 +75,9 @@ def wrap(model: nn.Module, info: DistInfo, block_attr: str = "decoder.layers") -
     if info.strategy == "none" or not info.active:
         return model
     if info.strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         import inspect
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [info.device.index] if info.device.type == "cuda" else None
         # The perceptual table is a constant buffer, identical on every rank: no need to re-sync it every forward.

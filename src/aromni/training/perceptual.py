@@ -14,6 +14,7 @@ of the whole optimizer step, across micro-batches and ranks). ``E`` is typically
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -64,7 +65,7 @@ def load_table(source: str | Path) -> torch.Tensor:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # UnpicklingError and friends
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: not loadable with weights_only=True ({type(e).__name__})",
                                   "the file holds arbitrary Python objects; save the tensor alone") from None
         tensors = obj if isinstance(obj, dict) else {"table": obj}

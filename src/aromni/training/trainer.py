@@ -32,6 +32,7 @@ from aromni.training.metrics import MetricsLogger
 from aromni.training.model_init import build_decoder
 from aromni.training.optim import build_optimizer, build_scheduler
 from aromni.training.perceptual import PerceptualHead, load_table
+from aromni.utils.io import atomic_write_json
 
 
 class Trainer:
@@ -89,8 +90,8 @@ class Trainer:
         self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps({"config": cfg.to_dict(), "data": describe(report),
-                                                                    "model": notes}, indent=2))
+            atomic_write_json(self.out / "train_config.json",
+                              {"config": cfg.to_dict(), "data": describe(report), "model": notes})
 
     def _resume_path(self) -> Path | None:
         mode = self.cfg.checkpoint.resume
@@ -187,7 +188,8 @@ class Trainer:
         try:
             self.setup()
         except BaseException:
-            D.shutdown(self.info) if hasattr(self, "info") else None
+            if hasattr(self, "info"):
+                D.shutdown(self.info)
             raise
         last: dict[str, Any] = {}
         try:
