@@ -54,5 +54,5 @@ class Evaluator:
             nperc += float((b.perc_codes >= 0).sum())
         ntp, perc, wsum, ntgt, nperc = D.all_sum([ntp, perc, wsum, ntgt, nperc], self.info)
         val_ntp = ntp / max(wsum if self.normalize == "weight" else ntgt, 1e-12)
-        val_perc = perc / max(nperc, 1.0)
-        return {"val_loss": val_ntp + self.perc_weight * val_perc, "val_ntp": val_ntp, "val_perc": val_perc}
+        val_perc = perc / nperc if nperc else None
+        return {"val_loss": val_ntp + self.perc_weight * (val_perc or 0.0), "val_ntp": val_ntp, "val_perc": val_perc}

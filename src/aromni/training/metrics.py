@@ -1,6 +1,6 @@
 """Training metrics: a JSONL file (one record per optimizer step), optional TensorBoard, a progress bar.
 
-Record fields: ``step``, ``loss`` (total), ``ntp`` (weighted NTP), ``perc`` (perceptual, unweighted), ``tail_ratio``
+Record fields: ``step``, ``loss`` (total), ``ntp`` (weighted NTP), ``perc`` (perceptual, unweighted; null in a step without image positions), ``tail_ratio``
 (share of the NTP weight on up-weighted tail targets), ``lr``, ``grad_norm``, ``tokens`` (non-padding
 positions this step, all ranks), ``tokens_per_s``, ``fill`` (non-padding share of the batch), ``epoch``,
 ``elapsed_s``, and with ``log.sample_ids`` the ``samples`` consumed (their ``source``, rank 0's first).

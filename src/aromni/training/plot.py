@@ -37,7 +37,8 @@ def plot_metrics(runs: dict[str, list[dict[str, Any]]], out: str | Path, *, smoo
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
     for ax, key in zip(axes[0], present):
         for name, recs in runs.items():
-            pts = [(r["step"], r[key]) for r in recs if key in r and r[key] is not None]
+            pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None
+                   and not (key == "perc" and r.get("perc_positions") == 0)]  # no image positions: no value
             if not pts:
                 continue
             x, y = np.asarray(pts).T

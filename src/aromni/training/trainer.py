@@ -162,7 +162,9 @@ class Trainer:
         ntp = ntp_sum / max(totals.ntp, 1e-12)
         perc = perc_sum / max(totals.perc, 1.0)
         total = ntp + (self.cfg.perceptual.weight * perc if self.objective.perceptual is not None else 0.0)
-        return {"loss": total, "ntp": ntp, "perc": perc, "tail_ratio": stats["tail_ratio"], "lr": lr,
+        # A step without image positions has no perceptual value (logged as null, not as a misleading 0).
+        return {"loss": total, "ntp": ntp, "perc": perc if totals.perc > 0 else None,
+                "tail_ratio": stats["tail_ratio"], "lr": lr,
                 "grad_norm": float(gn), "tokens": int(stats["tokens"]), "fill": stats["fill"],
                 "perc_positions": int(stats["perc_positions"])}
 
@@ -228,7 +230,8 @@ class Trainer:
         self.logger.log(last)
         if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
             val = f" val {last['val_loss']:.4f}" if "val_loss" in last else ""
-            self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} perc {rec['perc']:.4f}"
+            perc = "-" if rec["perc"] is None else f"{rec['perc']:.4f}"
+            self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} perc {perc}"
                                 f"{val} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
         return last
 
