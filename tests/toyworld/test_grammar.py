@@ -3,7 +3,15 @@ import random
 import pytest
 
 from aromni.toyworld import grammar
-from aromni.toyworld.attributes import BACKGROUNDS, COLORS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, ImageAttrs
+from aromni.toyworld.attributes import (
+    BACKGROUNDS,
+    COLORS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ImageAttrs,
+)
 
 
 def _all_attrs():

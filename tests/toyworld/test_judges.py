@@ -12,7 +12,13 @@ from aromni.toyworld import grammar
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.augment import augment_image, augment_logmel, spec_augment
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
-from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, greedy_decode, pad_batch
+from aromni.toyworld.judges.speech import (
+    SpeechJudge,
+    SpeechJudgeConfig,
+    SpeechJudgeModel,
+    greedy_decode,
+    pad_batch,
+)
 from aromni.toyworld.judges.store import default_judge_dir
 from aromni.toyworld.judges.train_image import render_set
 from aromni.toyworld.judges.wer import wer
@@ -123,7 +129,7 @@ def test_shipped_speech_judge_on_fresh_espeak_sentences():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     from aromni.toyworld.attributes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, ImageAttrs
-    from aromni.toyworld.voices import voice_bank, synthesize
+    from aromni.toyworld.voices import synthesize, voice_bank
 
     _, test_voices = voice_bank(0)
     rng = random.Random(123)

@@ -190,4 +190,4 @@ def build_world(
     return manifest
 
 
-__all__ = ["build_world", "is_complete", "AromniError"]
+__all__ = ["AromniError", "build_world", "is_complete"]

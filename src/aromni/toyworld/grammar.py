@@ -11,7 +11,15 @@ import random
 import re
 from collections.abc import Iterable
 
-from aromni.toyworld.attributes import BACKGROUNDS, COLORS, CORNERS, POSITION_PHRASES, SHAPES, SIZES, ImageAttrs
+from aromni.toyworld.attributes import (
+    BACKGROUNDS,
+    COLORS,
+    CORNERS,
+    POSITION_PHRASES,
+    SHAPES,
+    SIZES,
+    ImageAttrs,
+)
 
 # Task instructions (paper Table 10 and its chat variants).
 INSTRUCTIONS = {

@@ -30,10 +30,10 @@ def augment_logmel(m: torch.Tensor, n: torch.Tensor, g: torch.Generator) -> tupl
     vocal-tract warp (frequency resampling), additive noise, band limiting, frequency blur and time smear (what a
     weak codec/vocoder does to harmonics and transitions). One draw per batch. Returns ``(mel, n)``.
     """
-    b, mels, f = m.shape
+    _, mels, f = m.shape
     if float(torch.rand((), generator=g)) < 0.6:  # tempo 0.85..1.15
         factor = _rand(g, 0.85, 1.15)
-        new_f = max(8, int(round(f / factor)))
+        new_f = max(8, round(f / factor))
         m = F.interpolate(m, size=new_f, mode="linear", align_corners=False)
         n = (n.float() / factor).round().long().clamp(1, new_f)
     if float(torch.rand((), generator=g)) < 0.5:  # frequency warp 0.9..1.1 (speaker/formant shift)
@@ -62,7 +62,7 @@ def augment_logmel(m: torch.Tensor, n: torch.Tensor, g: torch.Generator) -> tupl
 
 def spec_augment(feats: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Zero two frequency bands (<= 8 bins) and two time spans (<= 12 frames) of normalised mels ``[B, M, F]``."""
-    b, m, f = feats.shape
+    _, m, f = feats.shape
     feats = feats.clone()
     for _ in range(2):
         w = int(_rand(g, 0, 9))
@@ -75,7 +75,7 @@ def spec_augment(feats: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, int(math.ceil(2 * sigma)))
+    r = max(1, math.ceil(2 * sigma))
     x = torch.arange(-r, r + 1, dtype=img.dtype)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from aromni.errors import CheckpointError, InputError
-from aromni.toyworld.attributes import ATTRIBUTE_NAMES, BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, ImageAttrs
+from aromni.toyworld.attributes import (
+    ATTRIBUTE_NAMES,
+    BACKGROUNDS,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ImageAttrs,
+)
 from aromni.toyworld.images import random_spec, render
 from aromni.toyworld.judges.augment import augment_image
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
@@ -92,7 +100,7 @@ def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, p
     t0 = time.perf_counter()
     images, labels = render_set(cfg.train_images, f"judge-train-{cfg.seed}")
     val_images, val_labels = render_set(cfg.val_images, f"judge-val-{cfg.seed}")
-    sched = lambda s: cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))  # noqa: E731
+    sched = lambda s: cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))
     bar = tqdm(total=cfg.steps, initial=step, desc="image judge", disable=None if progress else True)
     model.train()
     while step < cfg.steps:
