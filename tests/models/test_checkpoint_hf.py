@@ -95,3 +95,18 @@ def test_dtype_argument_casts_on_load(tmp_path):
     bf = load_decoder(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in bf.parameters()} == {torch.bfloat16}
     assert bf(_tokens(cfg)).dtype == torch.float32
+
+
+def test_pytorch_model_bin_is_read_too(tmp_path):
+    """Older HF exports ship ``pytorch_model.bin``; it is read with weights_only=True like any .pth."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config()
+    hf_model(cfg, seed=2).save_pretrained(tmp_path / "st")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_bytes((tmp_path / "st" / "config.json").read_bytes())
+    torch.save(load_file(str(tmp_path / "st" / "model.safetensors")), tmp_path / "bin" / "pytorch_model.bin")
+    assert detect_format(tmp_path / "bin") == "hf"
+    a, b = load_decoder(tmp_path / "st"), load_decoder(tmp_path / "bin")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
