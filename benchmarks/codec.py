@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--configs", default="tiny,toy", help="our codec presets")
     ap.add_argument("--chunks", default="1,2,4,8", help="streaming chunk sizes in frames")
+    ap.add_argument("--model", action="append", default=[], help="also measure this tokenizer directory (repeatable)")
     ap.add_argument("--no-wavtokenizer", action="store_true", help="skip the WavTokenizer baseline")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -100,9 +101,13 @@ def main() -> None:
     from aromni.tokenizers.speech.codec import CodecConfig, StreamingCodec
 
     results, notes = [], []
-    for preset in args.configs.split(","):
+    for preset in filter(None, args.configs.split(",")):
         results.append(bench_model(f"aromni_codec/{preset}", StreamingCodec(CodecConfig.preset(preset)),
                                    args.seconds, args.repeats, chunks))
+    for path in args.model:
+        from aromni.tokenizers.base import load_tokenizer
+
+        results.append(bench_model(f"{path}", load_tokenizer(path), args.seconds, args.repeats, chunks))
     if args.no_wavtokenizer:
         notes.append("WavTokenizer baseline skipped (--no-wavtokenizer)")
     else:
