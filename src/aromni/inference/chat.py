@@ -176,16 +176,25 @@ class ChatSession:
             if tok < 0:
                 continue
             outside = asm.in_span is None
+            is_text = int(m.layout.kind_of([tok])[0]) == 1
+            if inc is not None and not (outside and is_text):
+                # The text run ends here (a span starts or a control token arrives): flush held-back bytes so
+                # the streamed deltas equal the per-segment decodes exactly.
+                delta = inc.finish()
+                if delta:
+                    yield ChatEvent("text", delta)
             for seg in asm.push(tok):
                 decoded.append(self._decode(seg))
                 yield from self._segment_events(*decoded[-1])
-            if inc is not None and outside and asm.in_span is None and int(m.layout.kind_of([tok])[0]) == 1:
+            if inc is not None and outside and asm.in_span is None and is_text:
                 delta = inc.push([tok])
                 if delta:
                     yield ChatEvent("text", delta)
             if streamer is not None:
                 for chunk in streamer.feed(step):
                     yield ChatEvent("audio_chunk", chunk)
+        if inc is not None and (delta := inc.finish()):
+            yield ChatEvent("text", delta)
         for seg in asm.finish():
             decoded.append(self._decode(seg))
             yield from self._segment_events(*decoded[-1])

@@ -150,5 +150,15 @@ class IncrementalText:
         delta, self.emitted = stable[len(self.emitted):], stable
         return delta
 
+    def finish(self) -> str:
+        """End the text run: return what was held back (the run's whole decode minus what was emitted) and reset.
+
+        Afterwards the concatenated deltas equal ``tokenizer.decode(run_ids)`` exactly.
+        """
+        text = self.tokenizer.decode(self.ids) if self.ids else ""
+        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.reset()
+        return delta
+
     def reset(self) -> None:
         self.ids, self.emitted = [], ""

@@ -190,14 +190,15 @@ class Decoder(nn.Module):
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
         """Random init for training from scratch: normal(0, std) matrices, output projections scaled by depth."""
         for name, p in self.named_parameters():
-            if p.dim() >= 2:
+            # Norm gains/biases first: QK-norm affines are [heads, head_dim] (2-D) but must start at 1 / 0.
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif "norm" in name.rsplit(".", 2)[-2]:
+                nn.init.ones_(p)
+            else:
                 s = std / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o_proj.weight", "down.weight")) else std
                 with torch.no_grad():
                     p.normal_(0.0, s, generator=generator)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.ones_(p)
 
     # ------------------------------------------------------------------ caches
     def setup_caches(self, batch_size: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None,
