@@ -92,11 +92,12 @@ def worker_ours(args: argparse.Namespace, root: Path) -> dict:
     from aromni.training.recipes import pretrain
     from aromni.training.trainer import Trainer
 
-    overrides = {"out": str(root / "ours_run"), "num_threads": args.threads, "data.root": str(root / "shards"),
-                 "data.seq_len": args.seq, "data.micro_batch": args.batch, "data.mixing.ratios": "{text: 1}",
-                 "data.mixing.exhaust": "cycle", "model.init_from": str(root / "ours_init"),
-                 "perceptual.enabled": False, "optim.lr": 1e-4, "optim.max_steps": args.steps,
-                 "optim.weight_decay": 0.0, "optim.grad_clip": 1.0, "optim.warmup_steps": max(1, round(0.05 * args.steps)), "checkpoint.resume": "none",
+    overrides = {"out": tempfile.mkdtemp(prefix="ours_run_", dir=root), "num_threads": args.threads,
+                 "data.root": str(root / "shards"), "data.seq_len": args.seq, "data.micro_batch": args.batch,
+                 "data.mixing.ratios": "{text: 1}", "data.mixing.exhaust": "cycle",
+                 "model.init_from": str(root / "ours_init"), "perceptual.enabled": False, "optim.lr": 1e-4,
+                 "optim.max_steps": args.steps, "optim.weight_decay": 0.0, "optim.grad_clip": 1.0,
+                 "optim.warmup_steps": max(1, round(0.05 * args.steps)), "checkpoint.resume": "none",
                  "log.progress": False, "loss.chunk_size": args.chunk}
     trainer = Trainer(pretrain.config(None, [f"{k}={v}" for k, v in overrides.items()]))
     trainer.setup()

@@ -61,6 +61,8 @@ def test_ablation_switches(synth_dir, tmp_path):
     assert all(r["tail_ratio"] == 0.0 and r["perc"] is None and r["loss"] == r["ntp"] for r in recs)
     assert not load_decoder(out / "checkpoints" / "step-00000002").cfg.swin_norm
     assert not (out / "checkpoints" / "step-00000002" / "perceptual.safetensors").exists()
+    # A fresh start into a directory that holds a run is refused (never overwrite a run silently).
+    assert main(["train", "pretrain", *args, "checkpoint.resume=none"]) == 2
 
 
 def test_plot_and_print_config_and_errors(synth_dir, tmp_path, capsys):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from aromni.errors import ConfigError
+from aromni.errors import ConfigError, InputError
 from aromni.training import checkpoint as ckpt
 from aromni.training import distributed as D
 from aromni.training.config import TrainConfig
@@ -55,20 +55,7 @@ class Trainer:
         self.batcher, report = build_batcher(cfg.data, cfg.loss, cfg.perceptual, layout,
                                              grad_accum=cfg.optim.grad_accum, rank=self.info.rank,
                                              world=self.info.world)
-        decoder, self.layout, notes = build_decoder(cfg.model, layout, seed=cfg.seed)
-        perc = None
-        if cfg.perceptual.enabled:
-            if not cfg.perceptual.table:
-                raise ConfigError("perceptual.table is not set",
-                                  "point it at the image tokenizer (or bundle), or set perceptual.enabled=false")
-            table = load_table(cfg.perceptual.table)
-            if table.shape[0] != self.layout.image.size:
-                raise ConfigError(f"perceptual table has {table.shape[0]} rows, the layout {self.layout.image.size} "
-                                  "image codes", "use the image tokenizer the shards were built with")
-            perc = PerceptualHead(decoder.cfg.dim, table, cfg.perceptual.reduction)
-        self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size,
-                                           cfg.loss.fused_ce)
-        self.objective.to(self.info.device)
+        notes = self._build_objective(layout)
         resume = self._resume_path()
         trainer_state = None
         if resume is not None:
@@ -89,14 +76,35 @@ class Trainer:
                             + (f"; resumed from {resume} at step {self.step}" if resume else ""))
         self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
         if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / "train_config.json",
                               {"config": cfg.to_dict(), "data": describe(report), "model": notes})
+
+    def _build_objective(self, data_layout: Any) -> dict[str, Any]:
+        """The decoder (scratch / loaded / extended) and the perceptual head, on the device."""
+        cfg = self.cfg
+        decoder, self.layout, notes = build_decoder(cfg.model, data_layout, seed=cfg.seed)
+        perc = None
+        if cfg.perceptual.enabled:
+            if not cfg.perceptual.table:
+                raise ConfigError("perceptual.table is not set",
+                                  "point it at the image tokenizer (or bundle), or set perceptual.enabled=false")
+            table = load_table(cfg.perceptual.table)
+            if table.shape[0] != self.layout.image.size:
+                raise ConfigError(f"perceptual table has {table.shape[0]} rows, the layout {self.layout.image.size} "
+                                  "image codes", "use the image tokenizer the shards were built with")
+            perc = PerceptualHead(decoder.cfg.dim, table, cfg.perceptual.reduction)
+        self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size,
+                                           cfg.loss.fused_ce)
+        self.objective.to(self.info.device)
+        return notes
 
     def _resume_path(self) -> Path | None:
         mode = self.cfg.checkpoint.resume
         root = self.out / "checkpoints"
         if mode == "none":
+            if self.info.is_main and (ckpt.latest_checkpoint(root) or (self.out / "metrics.jsonl").exists()):
+                raise InputError(f"{self.out} already holds a training run and checkpoint.resume is 'none'",
+                                 "choose another out directory, delete it, or resume (checkpoint.resume=auto)")
             return None
         if mode == "auto":
             if self.info.is_main:
