@@ -23,9 +23,10 @@ import torch
 
 def device_name() -> str:
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()}"
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"CPU {line.split(':', 1)[1].strip()}"
     except OSError:
         pass
     return f"CPU {platform.processor() or platform.machine()}"
@@ -132,7 +133,7 @@ def print_table(report: dict) -> None:
     print(f"{'model':44} {'params':>10} {'enc RTF':>8} {'dec RTF':>8} {'enc+dec':>8} {'exact':>6}")
     for r in report["results"]:
         print(f"{r['model']:44} {r['parameters']:>10,} {r['encode_rtf']:>8.4f} {r['decode_rtf']:>8.4f} "
-              f"{r['total_rtf']:>8.4f} {str(r['stream_exact']):>6}")
+              f"{r['total_rtf']:>8.4f} {r['stream_exact']!s:>6}")
     print(f"\n{'model':44} {'k':>3} {'ms/push':>8} {'p95':>7} {'1st audio':>10} {'1st ms':>7} {'algo ms':>8} "
           f"{'max|diff|':>10}")
     for r in report["results"]:

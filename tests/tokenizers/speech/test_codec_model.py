@@ -104,9 +104,9 @@ def test_bad_inputs_raise_input_error(codec):
         codec.decode(torch.zeros(1, 3))  # float codes
 
 
-@pytest.mark.parametrize("bad", [dict(hop_length=401), dict(head_n_fft=250), dict(head_n_fft=200),
-                                 dict(lookahead=-1), dict(enc_kernel=4), dict(codebook_size=0),
-                                 dict(dec_mlp_ratio=0.0)])
+@pytest.mark.parametrize("bad", [{"hop_length": 401}, {"head_n_fft": 250}, {"head_n_fft": 200},
+                                 {"lookahead": -1}, {"enc_kernel": 4}, {"codebook_size": 0},
+                                 {"dec_mlp_ratio": 0.0}])
 def test_config_validation(bad):
     with pytest.raises(ConfigError):
         CodecConfig.preset("tiny", **bad)

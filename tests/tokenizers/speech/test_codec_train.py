@@ -13,11 +13,16 @@ from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.base import load_tokenizer
 from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split_files
-from aromni.tokenizers.speech.codec.train import (CodecTrainConfig, CodecTrainer, load_train_config, lr_at,
-                                                  train_codec)
+from aromni.tokenizers.speech.codec.train import (
+    CodecTrainConfig,
+    CodecTrainer,
+    load_train_config,
+    lr_at,
+    train_codec,
+)
 
-FAST = dict(preset="tiny", batch_size=2, segment_frames=8, kmeans_batches=2, kmeans_iters=2, warmup_steps=2,
-            log_every=2, eval_every=4, checkpoint_every=100, val_files=2, threads=1)
+FAST = {"preset": "tiny", "batch_size": 2, "segment_frames": 8, "kmeans_batches": 2, "kmeans_iters": 2, "warmup_steps": 2,
+            "log_every": 2, "eval_every": 4, "checkpoint_every": 100, "val_files": 2, "threads": 1}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -97,7 +97,7 @@ def test_mel_l1_and_config_validation():
     x = torch.randn(1, 8000)
     assert float(mel_l1(x, x)) == 0.0
     assert float(mel_l1(x, 0.5 * x)) == pytest.approx(np.log(2), rel=1e-3)  # log-mel shifts by log 2
-    for bad in (dict(n_fft=0), dict(win_length=2048), dict(power=0.0), dict(n_mels=0)):
+    for bad in ({"n_fft": 0}, {"win_length": 2048}, {"power": 0.0}, {"n_mels": 0}):
         with pytest.raises(ConfigError):
             MelConfig(**bad)
     with pytest.raises(ConfigError):

@@ -61,7 +61,7 @@ def load_audio(
         raise InputError(f"{path}: no such audio file", "check the path")
     try:
         info = sf.info(str(path))
-    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError depending on version
+    except Exception as e:  # noqa: BLE001 - soundfile raises RuntimeError/LibsndfileError/TypeError by version
         raise InputError(f"{path}: not a readable audio file ({_one_line(e)})", "use wav, flac or ogg") from None
     if info.frames < min_samples or info.samplerate <= 0:
         raise InputError(f"{path}: audio file is empty ({info.frames} samples)", "record or choose another file")
@@ -73,7 +73,7 @@ def load_audio(
         )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - as above
         raise InputError(f"{path}: audio data is truncated or corrupt ({_one_line(e)})", "re-export the file") from None
     # libsndfile silently reads a cut-off WAV short (it trusts the file size), so compare with the header.
     declared = _declared_wav_bytes(path)

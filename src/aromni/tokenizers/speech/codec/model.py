@@ -10,7 +10,6 @@ final as soon as code ``t + lookahead`` has arrived.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,10 +216,3 @@ class CodecStreamDecoder(SpeechStreamDecoder):
 
     def close(self) -> None:
         self.states = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """Snapshot of the stream (module states copied), e.g. to fork a stream."""
-        if self.states is None:
-            raise InputError("this stream is closed")
-        return {"states": {k: dataclasses.replace(v) for k, v in self.states.items()},
-                "frames_in": self.frames_in, "samples_out": self.samples_out}

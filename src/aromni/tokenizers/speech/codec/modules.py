@@ -67,7 +67,7 @@ class ConvNeXtBlock(nn.Module):
 
     def __init__(self, dim: int, kernel: int, mlp_ratio: float, layer_scale: float, *, causal: bool):
         super().__init__()
-        hidden = int(round(dim * mlp_ratio))
+        hidden = round(dim * mlp_ratio)
         self.dwconv = StreamingConv1d(dim, dim, kernel, groups=dim, causal=causal)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, hidden)

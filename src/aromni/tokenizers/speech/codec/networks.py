@@ -13,7 +13,12 @@ from torch import nn
 
 from aromni.tokenizers.speech.codec.config import CodecConfig
 from aromni.tokenizers.speech.codec.head import ISTFTHead
-from aromni.tokenizers.speech.codec.modules import ChannelLayerNorm, ConvNeXtBlock, FrameDelay, StreamingConv1d
+from aromni.tokenizers.speech.codec.modules import (
+    ChannelLayerNorm,
+    ConvNeXtBlock,
+    FrameDelay,
+    StreamingConv1d,
+)
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
 
 # Fixed affine map of natural-log mel values (floor 1e-5 = -11.5) to roughly unit range before the first conv.

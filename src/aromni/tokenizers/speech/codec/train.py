@@ -35,8 +35,12 @@ from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.tokenizers.speech.codec.config import CodecConfig
 from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split_files
 from aromni.tokenizers.speech.codec.discriminators import CodecDiscriminator
-from aromni.tokenizers.speech.codec.losses import (MultiResolutionSpectralLoss, discriminator_hinge,
-                                                   feature_matching, generator_hinge)
+from aromni.tokenizers.speech.codec.losses import (
+    MultiResolutionSpectralLoss,
+    discriminator_hinge,
+    feature_matching,
+    generator_hinge,
+)
 from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
 from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
@@ -190,7 +194,7 @@ class CodecTrainer:
         try:
             self.model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
             state = torch.load(ckpt / "trainer.pt", weights_only=True)
-        except Exception as e:  # UnpicklingError, RuntimeError (shape mismatch), OSError
+        except Exception as e:  # noqa: BLE001 - UnpicklingError, SafetensorError, RuntimeError (shapes), OSError
             raise CheckpointError(f"{ckpt}: cannot resume ({' '.join(str(e).split())[:200]})",
                                   "the checkpoint holds arbitrary objects, is corrupt, or the config changed") from None
         self.opt.load_state_dict(state["opt"])
