@@ -153,3 +153,21 @@ def test_cli_judges_eval(smoke_world, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.2
     assert report["image"]["accuracy"]["all"] >= 0.9
+
+
+def test_trainers_run_save_and_resume(smoke_world, tmp_path):
+    from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
+    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
+
+    cfg = ImageTrainConfig(steps=2, batch_size=8, train_images=16, val_images=8, save_every=1)
+    m = train_image_judge(tmp_path / "image", cfg, progress=False)
+    assert m["steps"] == 2 and ImageJudge.load(tmp_path / "image").cfg.image_size == 64
+    m = train_image_judge(tmp_path / "image", ImageTrainConfig(steps=3, batch_size=8, train_images=16, val_images=8),
+                          progress=False)
+    assert m["steps"] == 3  # resumed from checkpoint.pt at step 2
+    scfg = SpeechTrainConfig(steps=2, batch_seconds=5, val_clips=4, save_every=1, log_every=1, warmup=1)
+    m = train_speech_judge(smoke_world, tmp_path / "speech", scfg, progress=False)
+    assert m["steps"] == 2 and 0 <= m["val_wer"] <= 1.5
+    assert len(SpeechJudge.load(tmp_path / "speech").transcribe([np.zeros(16000, dtype=np.float32)])) == 1
+    logged = [json.loads(line) for line in (tmp_path / "speech" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)

@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--world", help="a built world (needed for the speech judge)")
     t.add_argument("--out", required=True)
     t.add_argument("--only", choices=["speech", "image"], default=None)
-    t.add_argument("--speech-steps", type=int, default=2400)
+    t.add_argument("--speech-steps", type=int, default=5000)
     t.add_argument("--image-steps", type=int, default=1000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")

@@ -27,7 +27,7 @@ from aromni.utils.io import atomic_path
 
 @dataclass
 class SpeechTrainConfig:
-    steps: int = 2400
+    steps: int = 5000
     batch_seconds: float = 40.0  # audio per batch (batches are length-bucketed)
     lr: float = 3e-3
     warmup: int = 100
