@@ -105,8 +105,12 @@ def test_cli_train_refuses_to_clobber_and_resumes(audio_dir, tmp_path, capsys):
     assert main(args) == 0
     assert main(args) == 2  # out not empty, neither --resume nor --overwrite
     assert "already exists" in capsys.readouterr().err
-    assert main(args[:6] + ["--resume"] + args[6:] + ["steps=3"]) == 0  # flags go before key=value
-    assert json.loads((out / "summary.json").read_text())["step"] == 3
+    # flags go before key=value; the resumed run keeps its settings except the ones given (here: a GAN phase)
+    assert main(args[:6] + ["--resume", "steps=4", "gan_start_step=3"]) == 0
+    assert json.loads((out / "summary.json").read_text())["step"] == 4
+    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [("disc" in r) for r in logs] == [False, False, False, True]
+    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["config"]["batch_size"] == 2
     assert main(["codec", "train", "--audio", str(audio_dir), "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert main(["codec", "train", "--audio", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["codec", "reconstruct", "--model", str(out / "tokenizer"), str(audio_dir / "clip0.wav"),

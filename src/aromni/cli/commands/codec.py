@@ -35,12 +35,12 @@ def register(subparsers: Any) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from aromni.errors import ConfigError
-    from aromni.tokenizers.speech.codec.train import load_train_config, train_codec
+    from aromni.tokenizers.speech.codec.train import load_train_config, resume_config, train_codec
 
     if args.resume and args.config is not None:
         raise ConfigError("--config cannot be combined with --resume",
-                          "the run's settings come from its checkpoint; pass steps=N to extend it")
-    cfg = load_train_config(args.config, args.overrides)
+                          "the run's settings come from its checkpoint; pass changes as key=value (steps=N)")
+    cfg = resume_config(args.out, args.overrides) if args.resume else load_train_config(args.config, args.overrides)
     summary = train_codec(cfg, args.audio, args.out, resume=args.resume, overwrite=args.overwrite,
                           progress=not args.quiet)
     print(json.dumps(summary))

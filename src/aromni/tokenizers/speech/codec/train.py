@@ -76,6 +76,7 @@ class CodecTrainConfig:
     fm_weight: float = 0.1
     disc_lr: float = 2e-4
     disc_period_width: int = 8
+    gan_batch: int = 4  # the discriminators see only this many items of each batch (they cost most of a GAN step)
     val_files: int = 16
     val_max_seconds: float = 10.0
     max_seconds: float = 60.0  # longest training file accepted
@@ -89,7 +90,7 @@ class CodecTrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives lists
         ints = ("steps", "batch_size", "segment_frames", "kmeans_batches", "log_every", "eval_every",
-                "checkpoint_every")
+                "checkpoint_every", "gan_batch")
         for name in ints:
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"codec train config: {name} must be positive")
@@ -122,6 +123,20 @@ def load_train_config(path: str | Path | None, overrides: list[str]) -> CodecTra
     from aromni.training.config import apply_override, read_yaml
 
     d: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for item in overrides:
+        apply_override(d, item)
+    return CodecTrainConfig.from_dict(d)
+
+
+def resume_config(out: str | Path, overrides: list[str]) -> CodecTrainConfig:
+    """The settings of the run in ``out`` (from its checkpoint) with ``key=value`` changes applied, e.g.
+    ``steps=3000`` to extend it or ``gan_start_step=1500`` to add a GAN phase."""
+    from aromni.training.config import apply_override
+
+    meta = Path(out) / "checkpoint" / "trainer.json"
+    if not meta.is_file():
+        raise InputError(f"{Path(out)}: no checkpoint to resume from", "drop --resume to start a new run")
+    d = read_json(meta)["config"]
     for item in overrides:
         apply_override(d, item)
     return CodecTrainConfig.from_dict(d)
@@ -229,7 +244,7 @@ class CodecTrainer:
         loss = cfg.mel_weight * mel + cfg.stft_weight * stft + cfg.commit_weight * out.quant.commit_loss
         logs = {"mel": mel.item(), "stft": stft.item(), "commit": out.quant.commit_loss.item()}
         if self.disc is not None and step >= cfg.gan_start_step:
-            adv, fm = self._gan_terms(out.audio, out.target, logs)
+            adv, fm = self._gan_terms(out.audio[: cfg.gan_batch], out.target[: cfg.gan_batch], logs)
             loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -338,12 +353,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def train_codec(cfg: CodecTrainConfig, audio: str, out: str | Path, *, resume: bool = False,
                 overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a codec on the audio files matched by ``audio``; returns the summary."""
+    """Train (or resume: ``cfg`` from :func:`resume_config`) a codec on the files matched by ``audio``."""
     out = Path(out)
     _prepare_out(out, resume=resume, overwrite=overwrite)
-    if resume:
-        saved = read_json(out / "checkpoint" / "trainer.json")["config"]
-        cfg = CodecTrainConfig.from_dict({**saved, "steps": cfg.steps, "max_minutes": cfg.max_minutes})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     sr = cfg.codec_config().sample_rate
