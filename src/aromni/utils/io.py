@@ -18,6 +18,12 @@ from typing import Any
 from aromni.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     # Make the rename itself durable; not supported on every platform/filesystem.
     with contextlib.suppress(OSError):
@@ -46,6 +52,8 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str = "") -> Iterator[P
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would (0666 & ~umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except BaseException:
