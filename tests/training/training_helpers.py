@@ -72,7 +72,7 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> str:
            "-m", "aromni", "train", "pretrain", *args]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    assert proc.returncode == 0, log[-8000:]
     return log
 
 
