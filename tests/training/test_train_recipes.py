@@ -44,6 +44,7 @@ def test_pretrain_learns_exports_a_bundle_and_sft_continues_from_it(synth_dir, t
     assert main(["train", "sft", *args]) == 0
     out = capsys.readouterr()
     assert f"'init': '{pre / 'bundle'}'" in out.err
+    assert f"'perceptual': 'W_h from {pre / 'bundle'}'" in out.err  # W_h carried over from stage 1
     last = json.loads(out.out.strip().splitlines()[-1])
     assert last["step"] == 3 and last["tail_ratio"] == 0.0
     # SFT counts response targets only: far fewer than the non-padding positions.

@@ -4,7 +4,8 @@
 
     OUT/checkpoints/step-00000100/
       config.json, model.safetensors   the decoder (aromni format: ``load_decoder`` / ``Bundle.load`` read it)
-      perceptual.safetensors           W_h of the perceptual loss (when enabled)
+      perceptual.safetensors           W_h of the perceptual loss (when enabled; also written into the exported
+                                       bundle, and loaded from ``model.init_from`` when present there)
       trainer_state.pt                 step, optimizer (keyed by parameter name), scheduler, RNG states of every
                                        rank (torch, numpy, python, cuda), data position, config
 
@@ -128,21 +129,39 @@ def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, 
     """Write one step directory atomically (call on rank 0 with the gathered states) and prune old ones."""
     dest = step_dir(root, step)
     dec_state = {k.removeprefix("decoder."): v for k, v in model_state.items() if k.startswith("decoder.")}
-    perc_state = {k.removeprefix("perceptual."): v for k, v in model_state.items() if k.startswith("perceptual.")}
     with torch.device("meta"):
         shell = Decoder(decoder_cfg)
     shell.load_state_dict(dec_state, assign=True, strict=not decoder_cfg.tie_embeddings)
     with atomic_dir(dest, overwrite=True) as tmp:
         save_decoder(shell, tmp, layout=layout)
-        if perc_state:
-            with atomic_path(tmp / PERCEPTUAL) as f:
-                save_file({k: v.contiguous() for k, v in perc_state.items()}, str(f))
+        save_perceptual(tmp, model_state)
         with atomic_path(tmp / TRAINER_STATE) as f:
             torch.save(trainer_state, f)
     if keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def save_perceptual(directory: str | Path, model_state: dict[str, torch.Tensor]) -> None:
+    """Write the ``perceptual.*`` entries of a model state (W_h) to ``directory/perceptual.safetensors``."""
+    perc = {k.removeprefix("perceptual."): v.contiguous() for k, v in model_state.items() if k.startswith("perceptual.")}
+    if perc:
+        with atomic_path(Path(directory) / PERCEPTUAL) as f:
+            save_file(perc, str(f))
+
+
+def load_perceptual(head: nn.Module, directory: str | Path) -> bool:
+    """Load W_h from ``directory/perceptual.safetensors`` into ``head`` if the file exists and fits."""
+    f = Path(directory) / PERCEPTUAL
+    if not f.is_file():
+        return False
+    state = load_file(str(f))
+    own = head.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        return False
+    head.load_state_dict(state)
+    return True
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

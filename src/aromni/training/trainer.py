@@ -93,6 +93,8 @@ class Trainer:
                 raise ConfigError(f"perceptual table has {table.shape[0]} rows, the layout {self.layout.image.size} "
                                   "image codes", "use the image tokenizer the shards were built with")
             perc = PerceptualHead(decoder.cfg.dim, table, cfg.perceptual.reduction)
+            if cfg.model.init_from and ckpt.load_perceptual(perc, cfg.model.init_from):
+                notes["perceptual"] = f"W_h from {cfg.model.init_from}"
         self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size,
                                            cfg.loss.fused_ce)
         self.objective.to(self.info.device)
@@ -247,5 +249,6 @@ class Trainer:
         state = ckpt.full_model_state(self.objective, self.info)
         if self.info.is_main:
             export_bundle(self.out / "bundle", self.objective.decoder.cfg, self.layout, state, self.cfg.export)
+            ckpt.save_perceptual(self.out / "bundle", state)
             self.logger.message(f"bundle written to {self.out / 'bundle'}")
         D.barrier(self.info)
