@@ -165,3 +165,23 @@ def test_best_fit_packing_fills_rows_better_than_next_fit(tmp_path, layout):
     # Lengths uniform in [4, 38] positions: next-fit wastes about a quarter of each row, best fit over 8 rows
     # under a tenth (measured 0.77 and 0.91 here).
     assert fills[1] < 0.82 and fills[8] > 0.88
+
+
+def test_task_filter_keeps_only_the_named_tasks(tmp_path, layout):
+    from aromni.training.data.shards import write_manifest, write_samples
+
+    samples = ([plain_sample(8, "speech", layout, f"a{i}", task="asr") for i in range(4)]
+               + [plain_sample(8, "image", layout, f"c{i}", task="image_caption") for i in range(3)]
+               + [plain_sample(8, "speech", layout, f"s{i}", task="s2s") for i in range(5)])
+    write_samples(tmp_path, "train", samples)
+    write_manifest(tmp_path, layout, {}, {})
+    # official names are accepted ("speech_to_text" = asr); stored official names are canonicalised too
+    cfg = _cfg(tmp_path, mixing=MixingConfig(ratios={}), tasks=["speech_to_text", "caption"])
+    batcher, rep = build_batcher(cfg, LossConfig(), PerceptualConfig(enabled=False), layout, grad_accum=1)
+    assert rep.kept == 7 and rep.other_task == 5
+    seen = set()
+    while batcher.rows.sampler.epoch == 0:
+        for micro in batcher.next_plan():
+            for row in micro:
+                seen.update(batcher.dataset[i].source[0] for i in row)
+    assert seen == {"a", "c"}

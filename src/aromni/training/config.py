@@ -64,6 +64,8 @@ class DataConfig:
             ``"truncate"`` (keep the first ``seq_len + 1`` ids).
         mixing: modality mixing.
         seed: data-order seed (shuffles and group draws).
+        tasks: train only on samples of these tasks (official names accepted); empty = every task. Lets one
+            shard set serve both stages (e.g. pretrain on single-turn pairs, SFT on everything).
     """
 
     root: str = ""
@@ -76,6 +78,7 @@ class DataConfig:
     too_long: str = "drop"
     mixing: MixingConfig = field(default_factory=MixingConfig)
     seed: int = 0
+    tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.batching not in ("pack", "bucket"):

@@ -12,6 +12,7 @@ from aromni.training.config import DataConfig, LossConfig, PerceptualConfig
 from aromni.training.data.batching import BucketedRows, PackedRows, RowSource, StepBatcher
 from aromni.training.data.mixing import MixingSampler, group_indices
 from aromni.training.data.shards import ShardDataset, read_manifest
+from aromni.training.tasks import canonical_task
 from aromni.training.data.targets import TargetBuilder
 from aromni.vocab.layout import VocabLayout
 
@@ -24,6 +25,7 @@ class DataReport:
     kept: int = 0
     too_long: int = 0
     too_short: int = 0
+    other_task: int = 0
     corrupt: int = 0
     per_group: dict[str, int] = field(default_factory=dict)
     expected_epoch_samples: int | None = None
@@ -31,7 +33,7 @@ class DataReport:
     def line(self) -> str:
         groups = ", ".join(f"{g} {n}" for g, n in self.per_group.items())
         return (f"data: {self.kept}/{self.samples} samples ({groups}); dropped {self.too_long} too long, "
-                f"{self.too_short} too short, {self.corrupt} corrupt; ~{self.expected_epoch_samples} per epoch")
+                f"{self.too_short} too short, {self.other_task} of other tasks, {self.corrupt} corrupt; ~{self.expected_epoch_samples} per epoch")
 
 
 def data_layout(cfg: DataConfig) -> VocabLayout:
@@ -54,6 +56,11 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
         long = keep & (positions > cfg.seq_len)
         report.too_long = int(long.sum())
         keep &= ~long
+    if cfg.tasks:
+        wanted = {canonical_task(t) for t in cfg.tasks}
+        in_task = np.asarray([canonical_task(t) in wanted for t in ds.column("task")], dtype=bool)
+        report.other_task = int((keep & ~in_task).sum())
+        keep &= in_task
     positions = np.minimum(positions, cfg.seq_len)
     groups_col = np.asarray(ds.column("group"))
     groups = {g: idx[keep[idx]] for g, idx in group_indices(groups_col).items()}
