@@ -99,3 +99,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--json", default=None, help="also write the report here")
     e.add_argument("--threads", type=int, default=1)
     e.set_defaults(func=_judges_eval)
+
+    r = sub.add_parser("train", help="the whole recipe: world -> tokenizers -> shards -> pretrain -> SFT -> eval")
+    r.add_argument("--config", required=True, help="recipe YAML (configs/toyworld/full.yaml or smoke.yaml)")
+    r.add_argument("--out", required=True, help="run directory; re-running continues an interrupted recipe")
+    r.add_argument("--stop-after", default=None, help="stop after this stage (world, text, tokenizers, shards, "
+                   "pretrain, sft, bundle, eval)")
+    r.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe YAML")
+    r.set_defaults(func=_recipe)
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from aromni.toyworld.recipe import Recipe, RecipeConfig
+
+    cfg = RecipeConfig.from_yaml(args.config, args.overrides)
+    summary = Recipe(cfg, args.out, stop_after=args.stop_after).run()
+    print(json.dumps(summary, indent=2))
+    return 0
