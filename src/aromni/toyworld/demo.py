@@ -1,0 +1,245 @@
+"""``aromni demo`` with a trained toy bundle: every task on the shipped sample inputs, in about a minute on a CPU.
+
+The inputs (``assets/demo_inputs/``, described in its ``inputs.json``) are a few files from the toy world's test
+split: held-out voices and a held-out shape×colour pair. Prompts are built as the world's records are (the same
+instructions, segment order and prompt style as the training data) and decoded with the eval suite's task
+policies. The world's judges say what the outputs contain. Nothing here needs espeak-ng.
+
+Outputs in ``out_dir``: ``tts.wav``, ``asr.txt``, ``caption.txt``, ``t2i.png``, ``s2i.png`` + ``s2i.txt``,
+``vqa_speech.wav``, ``chat_turn1.png``, ``chat_turn2.txt``, and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aromni.errors import InputError
+from aromni.toyworld.evaluation import metrics as M
+from aromni.toyworld.grammar import INSTRUCTIONS as I
+from aromni.utils.io import atomic_write_json, atomic_write_text, read_json
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+INPUTS = ASSETS / "demo_inputs"
+TTS_TEXT = "a big blue star at the top right on a white background"
+T2I_TEXT = "a small orange diamond at the bottom left on a gray background"
+CHAT_REQUEST = "draw a big green circle at the top left on a beige background"
+OUTPUTS = ("tts.wav", "asr.txt", "caption.txt", "t2i.png", "s2i.png", "s2i.txt", "vqa_speech.wav", "chat_turn1.png",
+           "chat_turn2.txt", "summary.json")
+
+
+def find_bundle() -> Path | None:
+    """The shipped toy bundle (``assets/bundle/``) when it is installed, else ``None``."""
+    path = ASSETS / "bundle"
+    return path if (path / "config.json").is_file() else None
+
+
+def _text(t: str) -> dict[str, str]:
+    return {"type": "text", "text": t}
+
+
+def _media(kind: str, file: str) -> dict[str, str]:
+    return {"type": kind, "path": file}
+
+
+def _user(*segments: dict[str, str]) -> dict[str, Any]:
+    return {"id": "demo", "turns": [{"role": "user", "segments": list(segments)}]}
+
+
+def _check_out(out: Path) -> None:
+    # Rerunning the demo replaces its own files; anything else in the folder is the user's and stops the run.
+    if out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+        if foreign:
+            raise InputError(f"{out} holds files the demo did not write ({', '.join(foreign[:3])})",
+                             "choose an empty or new --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_demo(bundle: str | Path, out_dir: str | Path, seed: int = 0) -> int:
+    """Run every task of ``bundle`` on the shipped inputs, write the outputs to ``out_dir``, print a table."""
+    import aromni
+    from aromni.toyworld.evaluation.generation import Caps, policy_options
+    from aromni.toyworld.evaluation.prompts import MediaEncoder
+    from aromni.toyworld.judges.image import ImageJudge
+    from aromni.toyworld.judges.speech import SpeechJudge
+
+    out = Path(out_dir)
+    _check_out(out)
+    t_all = time.perf_counter()
+    model = aromni.load(bundle)
+    for need in ("text", "image", "speech"):
+        if getattr(model, need) is None:
+            raise InputError(f"{bundle}: the bundle has no {need} tokenizer", "the demo needs all three modalities")
+    d = _Demo(model, MediaEncoder(model, INPUTS), read_json(INPUTS / "inputs.json"), out, seed,
+              SpeechJudge.load(), ImageJudge.load(), lambda p: policy_options(model, p, Caps()))
+    rows = [d.tts(), d.asr(), d.caption(), d.t2i(), d.s2i(), d.vqa_speech(), *d.chat()]
+    summary = {"bundle": str(bundle), "seed": seed, "seconds": round(time.perf_counter() - t_all, 2), "tasks": rows}
+    atomic_write_json(out / "summary.json", summary)
+    _print(rows, summary["seconds"], out)
+    return 0
+
+
+class _Demo:
+    def __init__(self, model: Any, media: Any, inputs: dict[str, Any], out: Path, seed: int, speech_judge: Any,
+                 image_judge: Any, options: Any):
+        self.m, self.media, self.inputs, self.out, self.seed = model, media, inputs, out, seed
+        self.sj, self.ij, self.options = speech_judge, image_judge, options
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _run(self, record: dict[str, Any], policy: str, prompt: list[int] | None = None) -> Any:
+        from aromni.toyworld.evaluation.generation import generate
+        from aromni.toyworld.evaluation.prompts import record_prompt
+
+        prompt = prompt if prompt is not None else record_prompt(self.m, record, self.media)
+        return generate(self.m, [prompt], self.options(policy), [self.seed])[0]
+
+    def _hear(self, wav: Any) -> str:
+        return self.sj.transcribe([wav], sample_rate=self.m.speech.sample_rate)[0] if len(wav) else ""
+
+    def _image(self, codes: Any, name: str) -> tuple[str, dict[str, str] | None]:
+        """Save a generated image; return its file name and the image judge's reading."""
+        from aromni.toyworld.evaluation.generation import decode_image
+
+        if codes is None:
+            return "no image", None
+        image = decode_image(self.m, codes)
+        image.save(self.out / name)
+        return name, self.ij.read([image])[0]
+
+    def _speech_out(self, codes: Any, name: str) -> tuple[str, str, Any]:
+        from aromni.tokenizers.speech.audio_io import save_wav
+        from aromni.toyworld.evaluation.generation import decode_speech
+
+        wav = decode_speech(self.m, codes)
+        if not len(wav):
+            return "no speech", "—", wav
+        save_wav(self.out / name, wav, self.m.speech.sample_rate)
+        return name, self._hear(wav), wav
+
+    @staticmethod
+    def _row(task: str, given: str, output: str, reading: str, t0: float, verdict: str = "", **extra: Any
+             ) -> dict[str, Any]:
+        return {"task": task, "input": given, "output": output, "judge": reading, "verdict": verdict,
+                "seconds": round(time.perf_counter() - t0, 2), **extra}
+
+    # ------------------------------------------------------------------------------------------ tasks
+    def tts(self) -> dict[str, Any]:
+        from aromni.tokenizers.speech.audio_io import save_wav
+        from aromni.toyworld.evaluation.generation import stream_speech
+        from aromni.toyworld.evaluation.prompts import record_prompt
+
+        t0 = time.perf_counter()
+        rec = _user(_text(f"{I['tts']} {TTS_TEXT}"))
+        opts = self.options("tts").replace(seed=self.seed)
+        wav, m = stream_speech(self.m, lambda: record_prompt(self.m, rec, self.media), opts)
+        fmt = {k: (round(m[k], 4) if m[k] is not None else None) for k in ("ftl", "first_audio", "rtf")}
+        print(f"streaming TTS: FTL {_ms(m['ftl'])}, first audio {_ms(m['first_audio'])}, "
+              f"RTF {m['rtf']:.2f}" if m["rtf"] is not None else "streaming TTS: the model produced no speech")
+        if not len(wav):
+            return self._row("TTS (streamed)", TTS_TEXT, "no speech", "—", t0, **fmt)
+        save_wav(self.out / "tts.wav", wav, self.m.speech.sample_rate)
+        return self._row("TTS (streamed)", TTS_TEXT, "tts.wav", f"heard: {self._hear(wav)}", t0, **fmt)
+
+    def asr(self) -> dict[str, Any]:
+        t0, s = time.perf_counter(), self.inputs["speech"]["asr"]
+        o = self._run(_user(_text(I["asr"]), _media("speech", s["file"])), "asr")
+        atomic_write_text(self.out / "asr.txt", o.text + "\n")
+        wer = M.corpus_wer([s["transcript"]], [o.text])
+        return self._row("ASR", f"{s['file']} (says: {s['transcript']})", o.text, "", t0, f"WER {100 * wer:.0f}%")
+
+    def caption(self) -> dict[str, Any]:
+        from aromni.toyworld.report_figures import describe
+
+        t0, im = time.perf_counter(), self.inputs["image"]
+        o = self._run(_user(_text(I["caption"]), _media("image", im["file"])), "caption")
+        atomic_write_text(self.out / "caption.txt", o.text + "\n")
+        ok = M.attributes_correct(o.text, im["attributes"])
+        return self._row("caption", f"{im['file']} ({describe(im['attributes'])})", o.text, "", t0,
+                         f"{sum(ok.values())} of 5 attributes right")
+
+    def t2i(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        o = self._run(_user(_text(f"{I['t2i']} {T2I_TEXT}")), "t2i")
+        name, read = self._image(o.image, "t2i.png")
+        return self._row("T2I (CFG)", T2I_TEXT, name, _read_as(read), t0, _verdict(read, T2I_TEXT))
+
+    def s2i(self) -> dict[str, Any]:
+        t0, s = time.perf_counter(), self.inputs["speech"]["s2i"]
+        o = self._run(_user(_media("speech", s["file"]), _text(I["s2i"])), "s2i")
+        atomic_write_text(self.out / "s2i.txt", o.text + "\n")
+        name, read = self._image(o.image, "s2i.png")
+        return self._row("S→I", f"{s['file']} (says: {s['transcript']})", f"{o.text!r} + {name}",
+                         _read_as(read), t0, _verdict(read, s["transcript"]))
+
+    def vqa_speech(self) -> dict[str, Any]:
+        t0, s, im = time.perf_counter(), self.inputs["speech"]["question"], self.inputs["image"]
+        rec = _user(_media("image", im["file"]), _media("speech", s["file"]), _text(I["reply_speech"]))
+        o = self._run(rec, "answer_speech")
+        name, heard, _ = self._speech_out(o.speech, "vqa_speech.wav")
+        ok = M.answer_correct(s["question_attribute"], heard, im["attributes"])
+        return self._row("I+S→S", f"{im['file']} + {s['file']} (says: {s['transcript']})", name,
+                         f"heard: {heard}", t0, "correct" if ok else "wrong")
+
+    def chat(self) -> list[dict[str, Any]]:
+        from aromni.toyworld.evaluation.prompts import encode_prompt, record_turns
+        from aromni.vocab.conversation import ImageSegment, Turn
+
+        t0 = time.perf_counter()
+        first = _user(_text(CHAT_REQUEST))
+        o1 = self._run(first, "t2i")
+        name, read = self._image(o1.image, "chat_turn1.png")
+        row1 = self._row("chat turn 1", CHAT_REQUEST, name, _read_as(read), t0, _verdict(read, CHAT_REQUEST))
+        t1, s = time.perf_counter(), self.inputs["speech"]["followup"]
+        follow = _user(_media("speech", s["file"]), _text(I["reply_text"]))
+        turns = (record_turns(first, self.media) + [Turn("assistant", [ImageSegment(o1.image or [])])]
+                 + record_turns(follow, self.media))
+        o2 = self._run(follow, "answer_text", prompt=encode_prompt(self.m, turns, chat=True))
+        atomic_write_text(self.out / "chat_turn2.txt", o2.text + "\n")
+        ok = read is not None and M.answer_correct(s["question_attribute"], o2.text, read)
+        return [row1, self._row("chat turn 2", f"{s['file']} (says: {s['transcript']})", o2.text, "", t1,
+                                ("consistent" if ok else "inconsistent") + " with the drawn image")]
+
+
+def _read_as(read: dict[str, str] | None) -> str:
+    from aromni.toyworld.report_figures import describe
+
+    return f"read as: {describe(read)}" if read is not None else "—"
+
+
+def _verdict(read: dict[str, str] | None, asked: str) -> str:
+    """How many of the requested attributes the judge read in the image (the request parsed as a caption)."""
+    if read is None:
+        return "no image"
+    want = M.read_attributes(asked)
+    return f"{sum(want[k] is not None and want[k] == read[k] for k in want)} of 5 attributes as asked"
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{1000 * x:.0f} ms"
+
+
+def _short(text: str, n: int = 90) -> str:
+    from aromni.toyworld.report_figures import clean
+
+    text = clean(text).replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _print(rows: list[dict[str, Any]], seconds: float, out: Path) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich is a core dependency; plain text if it is missing anyway
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"aromni demo ({seconds:.1f} s)")
+        for col in ("task", "input", "output", "judge", "verdict", "s"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(*[_short(r[k]) for k in ("task", "input", "output", "judge", "verdict")],
+                          f"{r['seconds']:.1f}")
+        Console().print(table)
+    print(f"outputs in {out}/ (summary.json lists them)")
