@@ -36,9 +36,9 @@ def tiny_config(**kw) -> TrainConfig:
 
 
 def test_a_short_run_lowers_the_loss(tmp_path):
-    cfg = tiny_config(steps=60, restart_every=0)
+    cfg = tiny_config(steps=100, restart_every=0)
     tr = Trainer(cfg, shape_images(40), tmp_path, disable_progress=True)
-    losses = [tr.train_step()["loss"] for _ in range(60)]
+    losses = [tr.train_step()["loss"] for _ in range(100)]
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
 
 

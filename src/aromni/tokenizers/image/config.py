@@ -144,7 +144,7 @@ class VQGANConfig:
 #: ``chameleon``: Meta's 7B tokenizer (512 px -> 32x32 codes, 8192 codes). ``toy``: 64 px -> 8x8 codes on CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "chameleon": {},
-    "toy": dict(embed_dim=64, n_embed=512, z_channels=64, resolution=64, ch=32, ch_mult=(1, 2, 2, 4),
+    "toy": dict(embed_dim=32, n_embed=512, z_channels=64, resolution=64, ch=16, ch_mult=(1, 1, 2, 4),
                 num_res_blocks=1, norm_groups=8),
     "tiny": dict(embed_dim=8, n_embed=32, z_channels=8, resolution=16, ch=8, ch_mult=(1, 2),
                  num_res_blocks=1, norm_groups=4),

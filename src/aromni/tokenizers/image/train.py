@@ -5,6 +5,7 @@ Output directory::
     checkpoint.pt    model, optimizers, codebook EMA/usage state, step, RNG states (torch.load weights_only)
     metrics.jsonl    one line per log step ("train") and per evaluation ("eval": PSNR, colour error on held-out images)
     train_config.json
+    snapshots/step_N/ with keep_snapshots: a tokenizer export at every checkpoint (quality-vs-time studies)
     tokenizer/       the exported tokenizer (config.json + model.safetensors), opened by ``load_tokenizer``
 
 Resuming restores every piece of state that influences later steps (including the data-order generator), so
@@ -40,7 +41,8 @@ from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 #: Settings that may change when resuming; anything else must match the checkpoint.
-RESUMABLE_CHANGES = ("steps", "time_limit_min", "log_every", "eval_every", "save_every", "threads")
+RESUMABLE_CHANGES = ("steps", "time_limit_min", "log_every", "eval_every", "save_every", "keep_snapshots",
+                     "threads")
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -233,12 +235,13 @@ class Trainer:
         self._window_counts = raw["window_counts"].clone()
         truncate_metrics(self.out / METRICS, self.step)
 
-    def export(self) -> Path:
-        """Write the tokenizer directory ``out/tokenizer`` (replacing the previous export)."""
+    def export(self, path: Path | None = None) -> Path:
+        """Write a tokenizer directory (default ``out/tokenizer``, replacing the previous export)."""
+        path = path or self.out / "tokenizer"
         self.model.eval()
-        self.model.save_pretrained(self.out / "tokenizer", overwrite=True)
+        self.model.save_pretrained(path, overwrite=True)
         self.model.train()
-        return self.out / "tokenizer"
+        return path
 
     # ------------------------------------------------------------------ the loop
     def run(self, *, stop_at: int | None = None) -> dict[str, Any]:
@@ -263,6 +266,9 @@ class Trainer:
                     self._log(last_eval)
                 if self.step % cfg.save_every == 0:
                     self.save_checkpoint()
+                    self.export()  # the tokenizer directory always matches the latest checkpoint
+                    if cfg.keep_snapshots:
+                        self.export(self.out / "snapshots" / f"step_{self.step:06d}")
                 if cfg.time_limit_min > 0 and self.elapsed >= cfg.time_limit_min * 60:
                     break
         bar.close()

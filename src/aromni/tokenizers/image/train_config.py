@@ -31,9 +31,9 @@ class TrainConfig:
     preset: str = "toy"
     model: dict[str, Any] = field(default_factory=dict)
     steps: int = 3000
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
@@ -58,6 +58,7 @@ class TrainConfig:
     log_every: int = 25
     eval_every: int = 250
     save_every: int = 500
+    keep_snapshots: bool = False
     time_limit_min: float = 0.0
     threads: int = 0
     seed: int = 0
