@@ -102,16 +102,21 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_cli_trains_exports_and_resumes(tmp_path, capsys):
     write_shapes(tmp_path / "imgs", 12, size=16)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")  # skipped and reported, not fatal
     out = tmp_path / "run"
     args = ["vqgan", "train", "--images", str(tmp_path / "imgs"), "--out", str(out), "--quiet", "steps=3",
             "batch_size=2", "warmup_steps=1", "val_images=2", "preset=tiny"]
     assert main(args) == 0
+    assert "skipped 1 unreadable image" in capsys.readouterr().err
     tok = load_tokenizer(out / "tokenizer")
     assert tok.grid == (8, 8) and tok.codebook_size == 32
     assert main(args) == 2  # refuses to reuse a non-empty run directory
     assert "--resume" in capsys.readouterr().err
     assert main(args[:6] + ["--resume", "--quiet", "steps=4"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 4
+    assert main(["vqgan", "eval", "--model", str(out / "tokenizer"), "--images", str(tmp_path / "imgs")]) == 2
+    assert "broken.png: not an image file" in capsys.readouterr().err  # eval names the bad file
+    (tmp_path / "imgs" / "broken.png").unlink()
     assert main(["vqgan", "eval", "--model", str(out / "tokenizer"), "--images", str(tmp_path / "imgs"),
                  "--save", str(tmp_path / "rec")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

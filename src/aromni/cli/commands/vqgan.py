@@ -61,11 +61,11 @@ def _train(args: argparse.Namespace) -> int:
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise InputError(f"{out} already exists and is not empty",
                              "pass --resume to continue that run, --overwrite to start again, or another --out")
+        images = _load(args.images, cfg.model_config().resolution, args.quiet, cfg.max_images)
         if args.overwrite:
             for name in (CHECKPOINT, "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        images = _load(args.images, cfg.model_config().resolution, args.quiet, cfg.max_images)
         trainer = Trainer(cfg, images, out, disable_progress=args.quiet)
     print(f"training on {len(trainer.train_set)} images, holding out {len(trainer.val_set)}; "
           f"model {trainer.model.metadata()['parameters']:,} parameters, grid {trainer.model.grid}")
@@ -78,7 +78,7 @@ def _load(spec: str, size: int, quiet: bool, limit: int = 0) -> Any:
     from aromni.tokenizers.image.dataset import find_images, load_images
 
     paths = find_images(spec)
-    return load_images(paths[:limit] if limit > 0 else paths, size, disable_progress=quiet)
+    return load_images(paths[:limit] if limit > 0 else paths, size, disable_progress=quiet, skip_bad=True)
 
 
 def _saved_resolution(ckpt: Path) -> int:

@@ -6,6 +6,7 @@ Held in memory because the VQGANs trained here are small (64x64 images: 12 KiB e
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,30 @@ def find_images(spec: str) -> list[Path]:
     return sorted(files)
 
 
-def load_images(paths: list[Path], size: int, *, disable_progress: bool = False) -> torch.Tensor:
-    """Image files -> uint8 ``[N, 3, size, size]`` (transparency whitened, short side resized, center crop)."""
+def load_images(paths: list[Path], size: int, *, disable_progress: bool = False,
+                skip_bad: bool = False) -> torch.Tensor:
+    """Image files -> uint8 ``[N, 3, size, size]`` (transparency whitened, short side resized, center crop).
+
+    A bad file raises its :class:`InputError`; with ``skip_bad`` it is left out and reported on stderr instead
+    (an error only if no image is left).
+    """
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc="loading images", disable=disable_progress, leave=False)):
-        img = resize_center_crop(whiten_transparency(load_image(path)), size)
-        out[i] = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
-    return out
+    n, bad = 0, []
+    for path in tqdm(paths, desc="loading images", disable=disable_progress, leave=False):
+        try:
+            img = resize_center_crop(whiten_transparency(load_image(path)), size)
+        except InputError as e:
+            if not skip_bad:
+                raise
+            bad.append(str(e))
+            continue
+        out[n] = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+        n += 1
+    if bad:
+        print(f"skipped {len(bad)} unreadable image(s); first: {bad[0]}", file=sys.stderr)
+    if n == 0:
+        raise InputError(f"none of the {len(paths)} images could be read", bad[0] if bad else None)
+    return out[:n]
 
 
 def to_model_range(u8: torch.Tensor) -> torch.Tensor:
