@@ -43,6 +43,9 @@ STAGES = ("world", "text", "tokenizers", "shards", "pretrain", "sft", "bundle", 
 #: Tasks of stage 1: the single-turn pairs of the paper's pre-training (Table 10), plus text-only data.
 PRETRAIN_TASKS = ["asr", "tts", "caption", "t2i", "text", "text_qa"]
 
+#: Evaluation tasks of the ablation table (the paper's Table 7 scores I2T, T2I, ASR and TTS).
+ABLATION_TASKS = ("asr", "tts", "caption", "t2i")
+
 
 @dataclass
 class RecipeConfig:
@@ -300,15 +303,30 @@ class Recipe:
     def stage_eval(self) -> dict[str, Any]:
         if not self.cfg.eval.get("enabled", True):
             return {"skipped": True}
-        from aromni.toyworld.evaluation import run_toy_eval
+        from aromni.toyworld.evaluation import EvalConfig, run_suite
+        from aromni.toyworld.report import write_report
 
-        settings = {k: v for k, v in self.cfg.eval.items() if k != "enabled"}
-        ablation_bundles = self.run_ablations()
-        metrics = run_toy_eval(self.bundle_dir, self.world_dir, report=self.out / "report", seed=self.cfg.seed,
-                               runs=[self.out / "pretrain", self.out / "sft"], ablations=ablation_bundles,
-                               **settings)
-        atomic_write_json(self.out / "eval.json", metrics)
-        return {"report": str(self.out / "report" / "report.md")}
+        settings = {k: v for k, v in self.cfg.eval.items() if k not in ("enabled", "ablation_limit")}
+        try:
+            cfg = EvalConfig(seed=self.cfg.seed, progress=False, **settings)
+        except TypeError as e:
+            raise ConfigError(f"recipe eval section: {e}", "keys are EvalConfig fields: limits, tasks, split, ...") from None
+        result = run_suite(str(self.bundle_dir), self.world_dir, cfg, log=self.log)
+        ablation = []
+        bundles = self.run_ablations()
+        if bundles:
+            # Table 7 compares stage-1 models on the pre-training tasks only.
+            abl_cfg = EvalConfig(seed=self.cfg.seed, progress=False, tasks=ABLATION_TASKS,
+                                 limits=self.cfg.eval.get("ablation_limit", cfg.limits))
+            for name, bundle in bundles.items():
+                self.log(f"[eval] ablation {name}")
+                ablation.append((name, run_suite(str(bundle), self.world_dir, abl_cfg, log=self.log)))
+        runs = {stage: self.out / stage / "metrics.jsonl" for stage in ("pretrain", "sft")}
+        md = write_report(result, self.out / "report", runs=runs, ablation=ablation, overwrite=True)
+        data = result.to_dict()
+        atomic_write_json(self.out / "eval.json", data)
+        return {"report": str(md), "rows": [{k: r.get(k) for k in ("task", "metric", "shown", "pass")}
+                                            for r in result.rows]}
 
     def run_ablations(self) -> dict[str, Path]:
         """Extra stage-1 runs at equal steps (Table 7); each resumes/skips on its own."""

@@ -81,4 +81,5 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
 
 def describe(report: DataReport) -> dict[str, Any]:
     return {"samples": report.samples, "kept": report.kept, "too_long": report.too_long,
-            "too_short": report.too_short, "corrupt": report.corrupt, "per_group": report.per_group}
+            "too_short": report.too_short, "other_task": report.other_task, "corrupt": report.corrupt,
+            "per_group": report.per_group}

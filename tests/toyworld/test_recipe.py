@@ -1,0 +1,49 @@
+"""The toy-world recipe end to end on its smoke config (every stage, tiny sizes; about 1-2 minutes)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aromni.bundle import Bundle
+from aromni.errors import ConfigError
+from aromni.toyworld.recipe import PRETRAIN_TASKS, STAGES, Recipe, RecipeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "toyworld" / "smoke.yaml"
+
+
+@pytest.mark.slow
+def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    lines: list[str] = []
+    summary = Recipe(RecipeConfig.from_yaml(SMOKE), out, log=lines.append).run()
+    assert set(summary["stages_seconds"]) == set(STAGES)
+    # the shipped-style bundle: fp16 weights, all three tokenizers, paper prompt style
+    b = Bundle.load(out / "bundle")
+    assert {b.text is not None, b.image is not None, b.speech is not None} == {True}
+    assert b.style.name == "paper" and next(b.decoder.parameters()).dtype.is_floating_point
+    cfg = json.loads((out / "bundle" / "config.json").read_text())
+    assert cfg["layout"]["vocab_size"] == b.decoder.cfg.vocab_size
+    # stage 1 saw only the single-turn pre-training tasks, stage 2 everything
+    pre = json.loads((out / "pretrain" / "train_config.json").read_text())
+    assert pre["config"]["data"]["tasks"] == PRETRAIN_TASKS
+    assert pre["data"]["other_task"] > 0 and pre["data"]["kept"] + pre["data"]["other_task"] == pre["data"]["samples"]
+    sft = json.loads((out / "sft" / "train_config.json").read_text())
+    assert sft["config"]["data"]["tasks"] == [] and sft["data"]["other_task"] == 0
+    # the report has the metric table and its figures
+    report = (out / "report" / "report.md").read_text()
+    assert "## Metrics and targets" in report and (out / "report" / "loss.png").is_file()
+    metrics = json.loads((out / "eval.json").read_text())
+    assert {r["key"].split(".")[0] for r in metrics["summary"]} >= {"asr", "tts", "caption", "t2i", "chat_image"}
+    # a second run finds every stage done and skips it
+    lines.clear()
+    Recipe(RecipeConfig.from_yaml(SMOKE), out, log=lines.append).run()
+    assert sum("skipping" in line for line in lines) == len(STAGES)
+
+
+def test_unknown_recipe_sections_fail_clearly(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("seed: 0\nwrold: {size: smoke}\n")
+    with pytest.raises(ConfigError, match="unknown recipe sections"):
+        RecipeConfig.from_yaml(bad)
