@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from tinyparts import tiny_decoder, tiny_image_tokenizer, tiny_speech_tokenizer, tiny_text_and_layout
 
 from aromni.bundle import save_bundle
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared, loaded machine extra threads spin-wait
-    # (measured here under load: 30 decode steps of a 3-row tiny model took 5.3 s with 2 threads, 0.38 s with 1).
-    # Restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,6 @@ from aromni.tokenizers.base import SpeechTokenizer, load_tokenizer
 from aromni.tokenizers.speech.codec import CodecConfig, StreamingCodec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def codec() -> StreamingCodec:
     torch.manual_seed(0)

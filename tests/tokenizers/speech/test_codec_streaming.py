@@ -15,14 +15,6 @@ from aromni.tokenizers.speech.codec.train import CodecTrainConfig, CodecTrainer
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops: one intra-op thread is faster and immune to oversubscription on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _tiny(**overrides) -> StreamingCodec:
     return StreamingCodec(CodecConfig.preset("tiny", **overrides)).eval()

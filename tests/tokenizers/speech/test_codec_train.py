@@ -25,13 +25,6 @@ FAST = {"preset": "tiny", "batch_size": 2, "segment_frames": 8, "kmeans_batches"
             "log_every": 2, "eval_every": 4, "checkpoint_every": 100, "val_files": 2, "threads": 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):

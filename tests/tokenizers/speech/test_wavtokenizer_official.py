@@ -26,14 +26,6 @@ D = "feature_extractor.encodec.decoder.model."
 Q = "feature_extractor.encodec.quantizer.vq.layers.0._codebook."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --------------------------------------------------------------------------- the official layout, from the spec
 def _wn_conv(out: dict, prefix: str, shape: tuple[int, ...], transposed: bool = False) -> None:

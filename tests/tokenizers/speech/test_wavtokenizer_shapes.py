@@ -11,15 +11,6 @@ from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.speech.wavtokenizer import WavTokenizer, WavTokenizerConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def odd():
     torch.manual_seed(0)

@@ -13,14 +13,6 @@ from aromni.tokenizers.speech.wavtokenizer.streaming import crossfade_ramps
 HOP = 8  # tiny preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def model():
