@@ -44,7 +44,7 @@ demo: setup
 	$(VENV)/bin/aromni demo --out demo_out
 
 test: setup-dev
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The full toy-world recipe (about 2 hours on 2 CPU cores); see README "Toy world".
 toy: setup-dev
