@@ -50,7 +50,8 @@ def _result(asr_wer: float = 0.03) -> SuiteResult:
 def test_report_tables_verdicts_and_figures(tmp_path):
     runs = tmp_path / "run"
     runs.mkdir()
-    (runs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in range(1, 9)))
+    (runs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s, "ntp": 1 / s}) + "\n"
+                                           for s in range(1, 9)))
     out = write_report(_result(), tmp_path / "rep", runs=find_runs(None, runs),
                        ablation=[("full", _result()), ("worse", _result(asr_wer=0.2))])
     md = out.read_text()
@@ -99,18 +100,24 @@ def test_image_grid_frames_reads(tmp_path):
 
 def test_find_runs(tmp_path):
     root = tmp_path / "runs"
-    for name in ("pretrain", "sft", "sft/extra"):
+    for name in ("pretrain", "sft", "sft/extra", "tokenizer_runs/image"):
         (root / name).mkdir(parents=True)
-        (root / name / "metrics.jsonl").write_text("{}\n")
+        key = "psnr" if "tokenizer" in name else "ntp"
+        (root / name / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, key: 1.0}) + "\n")
+    # decoder runs only: the VQGAN run logs no "ntp"
     assert sorted(find_runs(None, root)) == ["pretrain", "sft", "sft/extra"]
     with pytest.raises(InputError):
         find_runs(None, tmp_path / "missing")
-    # a bundle exported by `aromni train` into OUT/bundle finds OUT/metrics.jsonl
-    bundle = root / "sft" / "bundle"
+    # the toy recipe's layout: OUT/bundle next to OUT/pretrain and OUT/sft
+    bundle = root / "bundle"
     bundle.mkdir()
     (bundle / "config.json").write_text("{}")
-    assert find_runs(bundle) == {"sft": root / "sft" / "metrics.jsonl"}
-    # runs recorded in the bundle config, relative to the bundle
-    (bundle / "config.json").write_text(json.dumps({"runs": {"pre": "../../pretrain", "gone": "../../nothing"}}))
-    assert find_runs(bundle) == {"pre": bundle / "../../pretrain" / "metrics.jsonl"}
+    assert find_runs(bundle) == {"pretrain": root / "pretrain" / "metrics.jsonl", "sft": root / "sft" / "metrics.jsonl"}
+    # `aromni train` exports to OUT/bundle with OUT/metrics.jsonl
+    inner = root / "sft" / "bundle"
+    inner.mkdir()
+    assert find_runs(inner) == {"sft": root / "sft" / "metrics.jsonl", "extra": root / "sft" / "extra" / "metrics.jsonl"}
+    # runs recorded in the bundle config, relative to the bundle; missing ones are skipped
+    (inner / "config.json").write_text(json.dumps({"runs": {"pre": "../../pretrain", "gone": "../../nothing"}}))
+    assert find_runs(inner) == {"pre": inner / "../../pretrain" / "metrics.jsonl"}
     assert find_runs(None) == {}

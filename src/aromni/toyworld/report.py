@@ -14,6 +14,7 @@ samples per task.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,34 +44,51 @@ ABLATION_COLUMNS = (
 
 
 def find_runs(bundle: str | Path | None, runs: str | Path | None = None) -> dict[str, Path]:
-    """Training runs whose ``metrics.jsonl`` go into the loss figure.
+    """Training runs of the decoder whose ``metrics.jsonl`` go into the loss figure (runs that log ``ntp``:
+    tokenizer trainings in the same folder are left out).
 
     ``runs`` is a run directory or a directory of runs (searched two levels deep). Without it: the bundle's
-    ``config.json`` key ``"runs"`` (``{name: dir}``, relative to the bundle), else the bundle's parent when it
-    holds ``metrics.jsonl`` (``aromni train`` exports to ``OUT/bundle``)."""
-    found: dict[str, Path] = {}
+    ``config.json`` key ``"runs"`` (``{name: dir}``, relative to the bundle); else the bundle's parent when it
+    holds ``metrics.jsonl`` (``aromni train`` exports to ``OUT/bundle``) or runs one level below it (the toy
+    recipe's ``OUT/{pretrain,sft}`` next to ``OUT/bundle``)."""
     if runs is not None:
         root = Path(runs)
         if not root.is_dir():
             raise InputError(f"{root}: no such directory", "pass the run directory of `aromni train` (--runs)")
-        for p in sorted([root / "metrics.jsonl", *root.glob("*/metrics.jsonl"), *root.glob("*/*/metrics.jsonl")]):
-            if p.is_file():
-                found[str(p.parent.relative_to(root)) if p.parent != root else root.name] = p
-        return found
+        return _decoder_runs(root, [root / "metrics.jsonl", *root.glob("*/metrics.jsonl"),
+                                    *root.glob("*/*/metrics.jsonl")])
     if bundle is None:
-        return found
+        return {}
     bundle = Path(bundle)
     try:
         config = read_json(bundle / "config.json")
     except InputError:  # no readable config: no recorded runs
         config = {}
     listed = config.get("runs") or {} if isinstance(config, dict) else {}
+    found = {}
     for name, d in (listed.items() if isinstance(listed, dict) else []):
-        p = (bundle / d / "metrics.jsonl") if not Path(d).is_absolute() else Path(d) / "metrics.jsonl"
-        if p.is_file():
+        p = bundle / d / "metrics.jsonl"  # an absolute d stays absolute
+        if p.is_file() and _logs_ntp(p):
             found[str(name)] = p
-    if not found and (bundle.parent / "metrics.jsonl").is_file():
-        found[bundle.parent.name] = bundle.parent / "metrics.jsonl"
+    if found:
+        return found
+    parent = bundle.parent
+    return _decoder_runs(parent, [parent / "metrics.jsonl", *parent.glob("*/metrics.jsonl")])
+
+
+def _logs_ntp(path: Path, lines: int = 50) -> bool:
+    with open(path, encoding="utf-8") as f:
+        for _, line in zip(range(lines), f):
+            if '"ntp"' in line:
+                return True
+    return False
+
+
+def _decoder_runs(root: Path, paths: list[Path]) -> dict[str, Path]:
+    found = {}
+    for p in sorted(paths):
+        if p.is_file() and _logs_ntp(p):
+            found[root.name if p.parent == root else str(p.parent.relative_to(root))] = p
     return found
 
 
@@ -80,6 +98,7 @@ def write_report(result: SuiteResult, out: str | Path, *, runs: dict[str, Path] 
     """Write the report directory ``out`` (atomically; an existing non-empty one needs ``overwrite``)."""
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
+        os.chmod(tmp, 0o777 & ~_umask())  # the temporary directory is created 0700; the report is for sharing
         figures = _figures(result, tmp, runs or {})
         audio = _audio(result, tmp)
         data = result.to_dict()
@@ -117,6 +136,12 @@ def _figures(result: SuiteResult, out: Path, runs: dict[str, Path]) -> dict[str,
                                          ("generated", "judge_generated")],
                                         "TTS: reference, reference through the codec, generated (log-mel)").name
     return made
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _short(text: str, n: int = 80) -> str:

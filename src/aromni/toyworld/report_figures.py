@@ -59,18 +59,21 @@ def _show(ax: Any, image: Any, title: str, ok: bool | None = None) -> None:
 
 def image_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | None]], out: Path,
                title: str) -> Path:
-    """One row per example: the prompt, then one image per column ``(image key, read key)``; a read that
-    matches the example's ``attributes`` is framed green, one that does not, red."""
+    """Per example: the prompt, then one image per column ``(image key, read key)``; a read that matches the
+    example's ``attributes`` is framed green, one that does not, red. Narrow examples sit side by side."""
     from PIL import Image
 
     plt = _plt()
-    n, c = max(1, len(rows)), len(columns)
-    fig, axes = plt.subplots(n, c + 1, figsize=(1.9 * (c + 1), 1.95 * n), squeeze=False)
-    for i, ex in enumerate(rows):
-        ax = axes[i][0]
+    c = len(columns)
+    per_row = max(1, 6 // (c + 1))  # examples side by side: 3 with one image column, 2 with two, 1 with three
+    n = max(1, -(-len(rows) // per_row))
+    fig, axes = plt.subplots(n, per_row * (c + 1), figsize=(1.9 * per_row * (c + 1), 1.95 * n), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-        ax.text(0, 0.5, "\n".join(textwrap.fill(clean(p), 30) for p in ex.get("prompt", "").split("\n")),
-                fontsize=7, va="center")
+    for i, ex in enumerate(rows):
+        cells = axes[i // per_row][(i % per_row) * (c + 1):(i % per_row + 1) * (c + 1)]
+        cells[0].text(0, 0.5, "\n".join(textwrap.fill(clean(p), 30) for p in ex.get("prompt", "").split("\n")),
+                      fontsize=7, va="center")
         for j, (key, read_key) in enumerate(columns):
             image = ex.get(key)
             if isinstance(image, (str, Path)):
@@ -79,10 +82,8 @@ def image_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str 
             read = ex.get(read_key) if read_key else None
             ok = None if read_key is None else (read is not None and read == ex.get("attributes"))
             label = key.replace("_", " ") + (f"\nread: {describe(read)}" if read_key else "")
-            _show(axes[i][j + 1], image, label, ok)
-    for j in range(len(rows), n):
-        for ax in axes[j]:
-            ax.axis("off")
+            cells[j + 1].axis("on")
+            _show(cells[j + 1], image, label, ok)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, out)
