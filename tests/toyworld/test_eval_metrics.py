@@ -141,3 +141,7 @@ def test_summary_rows_verdicts_and_notes():
     tasks["tts"]["wer_resynthesized"] = 0.05
     assert {r["key"]: r for r in summary_rows(tasks)}["tts.gap_points"]["pass"] is True
     assert not math.isnan(rows["asr.wer_heldout_voices"]["value"])
+    # a weak judge ceiling is stated where the score is
+    tasks["vqa_speech"] = {"n": 10, "accuracy": 0.5, "reference_audio_accuracy": 0.6}
+    note = {r["key"]: r for r in summary_rows(tasks)}["vqa_speech.accuracy"]["note"]
+    assert "reads only 60% of the recorded reference answers" in note

@@ -55,6 +55,8 @@ ROWS: tuple[RowSpec, ...] = (
             "vqa_speech.reference_audio_accuracy", "pct"),
     RowSpec("judges", "Speech judge", "accuracy ceiling of S→S (reference answer audio)",
             "s2s.reference_audio_accuracy", "pct"),
+    RowSpec("judges", "Speech judge", "accuracy ceiling of spoken chat replies (reference answer audio)",
+            "chat_image.spoken_reference_audio_accuracy", "pct", None, "chat_image.spoken_replies"),
     RowSpec("judges", "Image judge", "all 5 correct, ground-truth images", "judges.image_all_correct_ground_truth",
             "pct", None, "judges.images"),
     RowSpec("judges", "Image judge", "all 5 correct, VQGAN-reconstructed images", "judges.image_all_correct_vqgan",
@@ -84,6 +86,8 @@ def lookup(tasks: dict[str, Any], key: str) -> Any:
 #: Above this judge WER on codec-resynthesised references the TTS gap compares two unreadable signals: its
 #: verdict is left open (``None``) and the row says why.
 CODEC_WER_LIMIT = 0.2
+#: Below this judge accuracy on the recorded reference answers, rows scored through the speech judge say so.
+CEILING_WARN = 0.95
 
 
 def passes(value: float | None, target: tuple[str, float] | None) -> bool | None:
@@ -128,6 +132,12 @@ def row_note(key: str, tasks: dict[str, Any]) -> str:
     for what, field in (("speech", "no_speech"), ("image", "no_image")):
         if m.get(field) and key.split(".")[-1] in ("accuracy", "all_correct", "wer_generated"):
             notes.append(f"{m[field]} of {m.get('n')} replies had no {what}")
+    ceiling = m.get("reference_audio_accuracy", m.get("spoken_reference_audio_accuracy"))
+    if key.split(".")[-1] in ("accuracy", "answer_vs_generated_image", "answer_vs_request") and ceiling is not None \
+            and ceiling < CEILING_WARN:
+        spoken = " (spoken replies)" if task == "chat_image" else ""
+        notes.append(f"the speech judge reads only {100 * ceiling:.0f}% of the recorded reference answers"
+                     f"{spoken} right: this bounds the score")
     if key == "streaming.median_ftl" and m.get("n") and m.get("with_speech", 0) < m["n"]:
         notes.append(f"only {m.get('with_speech')} of {m['n']} requests produced speech")
     return "; ".join(notes)

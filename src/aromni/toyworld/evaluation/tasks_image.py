@@ -99,8 +99,16 @@ def run_chat_image(ctx: Context) -> TaskResult:
     attrs = [r["meta"]["question_attribute"] for r in recs]
     vs_drawn = [rd is not None and M.answer_correct(a, h, rd) for a, h, rd in zip(attrs, replies, reads)]
     vs_request = [M.answer_correct(a, h, r["meta"]["image"]) for a, h, r in zip(attrs, replies, recs)]
+    # The judge's ceiling on spoken replies: the rule applied to its transcript of the recorded reference answers.
+    said = [(r, reference_segment(r, 3, "speech")) for r, sp in zip(recs, spoken) if sp]
+    ceiling_reads = ctx.transcribe([ctx.media.waveform(seg["path"]) for _, seg in said])
+    ceiling = [M.answer_correct(r["meta"]["question_attribute"], h, r["meta"]["image"])
+               for (r, _), h in zip(said, ceiling_reads)]
     metrics = {"n": len(recs), "answer_vs_generated_image": M.fraction(vs_drawn),
                "answer_vs_request": M.fraction(vs_request),
+               "answer_vs_generated_image_spoken": M.fraction([c for c, sp in zip(vs_drawn, spoken) if sp]),
+               "answer_vs_generated_image_text": M.fraction([c for c, sp in zip(vs_drawn, spoken) if not sp]),
+               "spoken_reference_audio_accuracy": M.fraction(ceiling),
                "turn1_image": _image_metrics(reads, recs), "spoken_replies": sum(spoken),
                "no_image": sum(o.image is None for o in first)}
     samples = [{"id": r["id"], "request": _user_text(r, 0), "question": _user_text(r, 2), "attribute": a,
