@@ -63,7 +63,7 @@ def test_report_tables_verdicts_and_figures(tmp_path):
     # tasks not run: "n/a", no verdict
     assert "| Caption (I→T) | all 5 attributes correct | n/a | ≥ 90.0% |  |" in md
     # per-attribute table and the ablation rows
-    assert "| T2I with CFG | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% |" in md
+    assert "| T2I with CFG | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | n/a |" in md
     assert "| worse | 20.0% |" in md and "| full | 3.0% |" in md
     rep = tmp_path / "rep"
     for png in ("loss.png", "t2i.png", "speech.png"):

@@ -203,9 +203,11 @@ def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], a
     attrs = attribute_table(result.tasks)
     if attrs:
         L += ["## Accuracy per attribute", ""]
-        cols = ["shape", "color", "size", "position", "background", "all"]
-        L += _table(["output", *cols], [[a["label"], *[format_value(a[c], "pct") for c in cols]] for a in attrs])
-        L += [""]
+        cols = ["shape", "color", "size", "position", "background", "all", "all_heldout_pairs"]
+        L += _table(["output", *cols[:-1], "all, held-out shape×colour pairs"],
+                    [[a["label"], *[format_value(a[c], "pct") for c in cols]] for a in attrs])
+        L += ["", ("Half of the test images use the 6 shape×colour pairs that never occur in training "
+              "(`docs/toyworld.md`)."), ""]
     for section, title in (("streaming", "Streaming TTS latency"), ("judges", "Judge sanity")):
         rows = [r for r in data["summary"] if r["section"] == section]
         L += [f"## {title}", ""]

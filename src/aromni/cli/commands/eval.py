@@ -51,6 +51,7 @@ def _parse_ablation(items: list[str]) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from aromni.cli.common import load_model
+    from aromni.inference.omni import OmniModel
     from aromni.toyworld.evaluation import TASKS, EvalConfig, run_suite
 
     if not args.world:
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     others = []
     for name, path in ablation:
         log(f"ablation {name}: {path}")
-        others.append((name, run_suite(str(path), args.world, cfg, log=log)))
+        other = OmniModel.load(path, device=args.device, dtype=args.dtype)
+        others.append((name, run_suite(other, args.world, cfg, log=log)))
     if report is not None:
         from aromni.toyworld.report import find_runs, write_report
 

@@ -167,5 +167,6 @@ def attribute_table(tasks: dict[str, Any]) -> list[dict[str, Any]]:
         attrs = lookup(tasks, key)
         if attrs is None:
             continue
-        out.append({"label": label, **{k: attrs.get(k) for k in ATTRIBUTE_NAMES}, "all": lookup(tasks, all_key)})
+        out.append({"label": label, **{k: attrs.get(k) for k in ATTRIBUTE_NAMES}, "all": lookup(tasks, all_key),
+                    "all_heldout_pairs": lookup(tasks, all_key + "_heldout_combos")})
     return out
