@@ -54,15 +54,6 @@ def speaking_model(bundle: Path):
     return model
 
 
-@pytest.fixture(autouse=True, name="one_thread")
-def one_thread_fixture():
-    """Tiny models gain nothing from intra-op threads on a shared machine (see tests/inference/conftest.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module", name="bundle")
 def bundle_fixture(tmp_path_factory):
     """A tiny random bundle directory, one per test module."""

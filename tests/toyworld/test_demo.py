@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from evalparts import bundle_fixture, one_thread_fixture  # noqa: F401 (fixtures)
+from evalparts import bundle_fixture  # noqa: F401 (fixtures)
 
 from aromni.cli.main import main
 from aromni.toyworld import demo

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from evalparts import bundle_fixture, one_thread_fixture, speaking_model  # noqa: F401 (fixtures)
+from evalparts import bundle_fixture, speaking_model  # noqa: F401 (fixtures)
 
 from aromni.cli.main import main
 from aromni.toyworld.evaluation import TASKS, EvalConfig, run_suite

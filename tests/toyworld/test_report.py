@@ -52,7 +52,7 @@ def test_report_tables_verdicts_and_figures(tmp_path):
     runs.mkdir()
     (runs / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s, "ntp": 1 / s}) + "\n"
                                            for s in range(1, 9)))
-    out = write_report(_result(), tmp_path / "rep", runs=find_runs(None, runs),
+    out = write_report(_result(), tmp_path / "rep", runs={**find_runs(None, runs), "gone": tmp_path / "no.jsonl"},
                        ablation=[("full", _result()), ("worse", _result(asr_wer=0.2))])
     md = out.read_text()
     # the target rows: ASR passes (3% <= 5%), the TTS gap fails (6 > 5 points) and says so; T2I 50% < 85% fails
@@ -65,6 +65,7 @@ def test_report_tables_verdicts_and_figures(tmp_path):
     # per-attribute table and the ablation rows
     assert "| T2I with CFG | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | n/a |" in md
     assert "| worse | 20.0% |" in md and "| full | 3.0% |" in md
+    assert "Runs: run (" in md and "gone" not in md  # a run without metrics.jsonl is left out
     rep = tmp_path / "rep"
     for png in ("loss.png", "t2i.png", "speech.png"):
         with Image.open(rep / png) as im:

@@ -99,7 +99,8 @@ def write_report(result: SuiteResult, out: str | Path, *, runs: dict[str, Path] 
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         os.chmod(tmp, 0o777 & ~_umask())  # the temporary directory is created 0700; the report is for sharing
-        figures = _figures(result, tmp, runs or {})
+        runs = {k: Path(p) for k, p in (runs or {}).items() if Path(p).is_file()}  # missing runs: no curve
+        figures = _figures(result, tmp, runs)
         audio = _audio(result, tmp)
         data = result.to_dict()
         if ablation:
@@ -107,7 +108,7 @@ def write_report(result: SuiteResult, out: str | Path, *, runs: dict[str, Path] 
         atomic_write_json(tmp / "metrics.json", data)
         lines = [json.dumps(rounded({"task": t, **s})) for t, rows in result.samples.items() for s in rows]
         atomic_write_text(tmp / "samples.jsonl", "".join(line + "\n" for line in lines))
-        atomic_write_text(tmp / "report.md", _markdown(result, data, figures, audio, runs or {}, samples_per_task))
+        atomic_write_text(tmp / "report.md", _markdown(result, data, figures, audio, runs, samples_per_task))
     return out / "report.md"
 
 
