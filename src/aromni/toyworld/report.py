@@ -184,27 +184,40 @@ def _verdict(p: bool | None) -> str:
 
 def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], audio: list[str],
               runs: dict[str, Path], samples_per_task: int) -> str:
-    info, cfg = result.info, result.info["config"]
-    L = ["# Toy-world evaluation", ""]
-    L += [(f"- bundle: `{info['bundle']}` ({info['decoder_params'] / 1e6:.2f} M decoder parameters, prompt style "
-          f"`{info['prompt_style']}`)"),
-          f"- world: `{info['world']}`, split `{cfg['split']}`; seed {cfg['seed']}; batch {cfg['batch_size']}",
-          "- samples per task: " + ", ".join(f"{k} {v}" for k, v in cfg["limits"].items() if k in cfg["tasks"]),
-          f"- device: {info['device']}, {info['threads']} torch thread(s), {info['machine']}",
-          f"- time: {info['seconds']['total']:.0f} s in all ("
-          + ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds"].items() if k != "total") + ")",
-          f"- targets met: **{data['targets_met']} of {data['targets_checked']}**", ""]
-    L += ["## Metrics and targets", ""]
+    lines = _md_header(result.info, data) + _md_tables(result, data) + _md_figures(figs, audio, runs)
+    lines += ["## Samples", "", "Every sample is in `samples.jsonl`; the first few of each task:", ""]
+    for task, rows in result.samples.items():
+        if rows:
+            lines += [f"**{task}**", "", "```", *[json.dumps(rounded(r))[:400] for r in rows[:samples_per_task]],
+                      "```", ""]
+    return "\n".join(lines)
+
+
+def _md_header(info: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    cfg = info["config"]
+    return ["# Toy-world evaluation", "",
+            (f"- bundle: `{info['bundle']}` ({info['decoder_params'] / 1e6:.2f} M decoder parameters, prompt style "
+            f"`{info['prompt_style']}`)"),
+            f"- world: `{info['world']}`, split `{cfg['split']}`; seed {cfg['seed']}; batch {cfg['batch_size']}",
+            "- samples per task: " + ", ".join(f"{k} {v}" for k, v in cfg["limits"].items() if k in cfg["tasks"]),
+            f"- device: {info['device']}, {info['threads']} torch thread(s), {info['machine']}",
+            f"- time: {info['seconds']['total']:.0f} s in all ("
+            + ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds"].items() if k != "total") + ")",
+            f"- targets met: **{data['targets_met']} of {data['targets_checked']}**", ""]
+
+
+def _md_tables(result: SuiteResult, data: dict[str, Any]) -> list[str]:
+    L = ["## Metrics and targets", ""]
     main = [r for r in data["summary"] if r["section"] == "main"]
     L += _table(["task", "metric", "value", "target", "verdict", "n", "note"],
                 [[r["task"], r["metric"], r["shown"], r["target"], _verdict(r["pass"]), r["n"] or "", r["note"]]
                  for r in main])
-    L += ["", ("Percentages are of samples (WER: of reference words). The speech and image judges read the generated "
-          "media; their own error rates are in the sanity table below."), ""]
+    L += ["", ("Percentages are of samples (WER: of reference words). The speech and image judges read the "
+          "generated media; their own error rates are in the sanity table below."), ""]
     attrs = attribute_table(result.tasks)
     if attrs:
-        L += ["## Accuracy per attribute", ""]
         cols = ["shape", "color", "size", "position", "background", "all", "all_heldout_pairs"]
+        L += ["## Accuracy per attribute", ""]
         L += _table(["output", *cols[:-1], "all, held-out shape×colour pairs"],
                     [[a["label"], *[format_value(a[c], "pct") for c in cols]] for a in attrs])
         L += ["", ("Half of the test images use the 6 shape×colour pairs that never occur in training "
@@ -219,8 +232,12 @@ def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], a
         L += ["## Ablation", ""]
         L += _table(["name", *[h for h, _, _ in ABLATION_COLUMNS]],
                     [[a["name"], *[format_value(a[k], u) for _, k, u in ABLATION_COLUMNS]] for a in data["ablation"]])
-        L += [""] + [f"- {a['name']}: `{a['bundle']}`" for a in data["ablation"]] + [""]
-    L += ["## Training curves", ""]
+        L += ["", *[f"- {a['name']}: `{a['bundle']}`" for a in data["ablation"]], ""]
+    return L
+
+
+def _md_figures(figs: dict[str, str], audio: list[str], runs: dict[str, Path]) -> list[str]:
+    L = ["## Training curves", ""]
     if "loss" in figs:
         L += ["Runs: " + ", ".join(f"{k} (`{v}`)" for k, v in runs.items()), "", f"![loss curves]({figs['loss']})", ""]
     else:
@@ -232,9 +249,4 @@ def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], a
             L += [f"## {caption}", "", f"![{caption}]({figs[key]})", ""]
             if key == "speech" and audio:
                 L += ["Audio: " + ", ".join(f"[{Path(a).stem}]({a})" for a in audio), ""]
-    L += ["## Samples", "", "Every sample is in `samples.jsonl`; the first few of each task:", ""]
-    for task, rows in result.samples.items():
-        if rows:
-            L += [f"**{task}**", "", "```"] + [json.dumps(rounded(r))[:400] for r in rows[:samples_per_task]]
-            L += ["```", ""]
-    return "\n".join(L)
+    return L

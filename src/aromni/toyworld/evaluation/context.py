@@ -124,12 +124,10 @@ class Context:
 
     def transcribe(self, wavs: Sequence[Any]) -> list[str]:
         """Speech judge transcripts of waveforms at the codec's sample rate (an empty waveform reads as "")."""
-        if not wavs:
-            return []
-        sr = self.model.speech.sample_rate
-        out = self.speech_judge.transcribe([w for w in wavs if len(w)], sample_rate=sr) if any(len(w) for w in wavs) else []
-        it = iter(out)
-        return [next(it) if len(w) else "" for w in wavs]
+        present = [w for w in wavs if len(w)]
+        heard = iter(self.speech_judge.transcribe(present, sample_rate=self.model.speech.sample_rate)
+                     if present else [])
+        return [next(heard) if len(w) else "" for w in wavs]
 
     def read_images(self, images: Sequence[Any]) -> list[dict[str, str] | None]:
         """Image judge reads (``None`` for a missing image)."""
