@@ -29,6 +29,9 @@ def test_atomic_dir_refuses_to_overwrite_user_data(tmp_path):
     with atomic_dir(out) as d:
         (d / "f.txt").write_text("1")
     assert (out / "f.txt").read_text() == "1"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~mask
     with pytest.raises(InputError, match="overwrite"):
         with atomic_dir(out) as d:
             pass

@@ -14,7 +14,6 @@ samples per task.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,7 +97,6 @@ def write_report(result: SuiteResult, out: str | Path, *, runs: dict[str, Path] 
     """Write the report directory ``out`` (atomically; an existing non-empty one needs ``overwrite``)."""
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        os.chmod(tmp, 0o777 & ~_umask())  # the temporary directory is created 0700; the report is for sharing
         runs = {k: Path(p) for k, p in (runs or {}).items() if Path(p).is_file()}  # missing runs: no curve
         figures = _figures(result, tmp, runs)
         audio = _audio(result, tmp)
@@ -137,12 +135,6 @@ def _figures(result: SuiteResult, out: Path, runs: dict[str, Path]) -> dict[str,
                                          ("generated", "judge_generated")],
                                         "TTS: reference, reference through the codec, generated (log-mel)").name
     return made
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _short(text: str, n: int = 80) -> str:

@@ -99,6 +99,8 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         yield tmp
+        # mkdtemp creates 0700 directories; give the result what a plain mkdir() would (0777 & ~umask).
+        os.chmod(tmp, 0o777 & ~_umask())
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
