@@ -36,6 +36,15 @@ def test_smoke_recipe_runs_every_stage_and_resumes(tmp_path):
     assert "## Metrics and targets" in report and (out / "report" / "loss.png").is_file()
     metrics = json.loads((out / "eval.json").read_text())
     assert {r["key"].split(".")[0] for r in metrics["summary"]} >= {"asr", "tts", "caption", "t2i", "chat_image"}
+    # Table 7: three stage-1 variants at equal steps next to the main stage-1 model
+    md = Recipe(RecipeConfig.from_yaml(SMOKE), out, log=lines.append).ablate()
+    abl = json.loads((md.parent / "metrics.json").read_text())["ablation"]
+    assert [r["name"] for r in abl] == ["ar-omni", "no-perceptual", "no-swin-norm", "simple-ntp"]
+    for name in ("no-perceptual", "no-swin-norm", "simple-ntp"):
+        cfg = json.loads((out / "ablations" / name / "train_config.json").read_text())["config"]
+        assert cfg["optim"]["max_steps"] == pre["config"]["optim"]["max_steps"]
+    assert json.loads((out / "ablations" / "simple-ntp" / "train_config.json").read_text())["config"]["loss"][
+        "weighted_ntp"] is False
     # a second run finds every stage done and skips it
     lines.clear()
     Recipe(RecipeConfig.from_yaml(SMOKE), out, log=lines.append).run()

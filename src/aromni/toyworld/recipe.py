@@ -22,6 +22,7 @@ TrainConfig` keys), so every knob those commands have is available here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,8 +64,8 @@ class RecipeConfig:
         pretrain, sft: ``TrainConfig`` overrides of the two stages.
         export_dtype: weight dtype of the exported bundle.
         eval: evaluation settings (``limit`` per task, ``split``); ``enabled: false`` skips it.
-        ablations: extra stage-1 runs (name -> ``TrainConfig`` overrides), each exported and evaluated on the
-            pre-training tasks (the paper's Table 7).
+        ablations: stage-1 variants (name -> ``TrainConfig`` overrides) for ``aromni toyworld ablate``, which
+            trains each at the main stage-1's step count and scores them on the pre-training tasks (Table 7).
     """
 
     seed: int = 0
@@ -215,8 +216,8 @@ class Recipe:
     def stage_tokenizers(self) -> dict[str, Any]:
         cmds = self._tokenizer_commands()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        logs = {m: open(self.out / f"tokenizer_{m}.log", "ab") for m in cmds}
-        try:
+        with contextlib.ExitStack() as stack:
+            logs = {m: stack.enter_context(open(self.out / f"tokenizer_{m}.log", "ab")) for m in cmds}
             if self.cfg.tokenizers_parallel:
                 procs = {m: subprocess.Popen(c, stdout=logs[m], stderr=subprocess.STDOUT, env=env)
                          for m, c in cmds.items()}
@@ -224,9 +225,6 @@ class Recipe:
             else:
                 codes = {m: subprocess.call(c, stdout=logs[m], stderr=subprocess.STDOUT, env=env)
                          for m, c in cmds.items()}
-        finally:
-            for f in logs.values():
-                f.close()
         failed = [m for m, c in codes.items() if c != 0]
         if failed:
             raise InputError(f"tokenizer training failed for {failed}",
@@ -306,44 +304,53 @@ class Recipe:
         from aromni.toyworld.evaluation import EvalConfig, run_suite
         from aromni.toyworld.report import write_report
 
-        settings = {k: v for k, v in self.cfg.eval.items() if k not in ("enabled", "ablation_limit")}
+        settings = {k: v for k, v in self.cfg.eval.items() if k not in ("enabled", "ablation_limits")}
         try:
             cfg = EvalConfig(seed=self.cfg.seed, progress=False, **settings)
         except TypeError as e:
             raise ConfigError(f"recipe eval section: {e}", "keys are EvalConfig fields: limits, tasks, split, ...") from None
         result = run_suite(str(self.bundle_dir), self.world_dir, cfg, log=self.log)
-        ablation = []
-        bundles = self.run_ablations()
-        if bundles:
-            # Table 7 compares stage-1 models on the pre-training tasks only.
-            abl_cfg = EvalConfig(seed=self.cfg.seed, progress=False, tasks=ABLATION_TASKS,
-                                 limits=self.cfg.eval.get("ablation_limit", cfg.limits))
-            for name, bundle in bundles.items():
-                self.log(f"[eval] ablation {name}")
-                ablation.append((name, run_suite(str(bundle), self.world_dir, abl_cfg, log=self.log)))
         runs = {stage: self.out / stage / "metrics.jsonl" for stage in ("pretrain", "sft")}
-        md = write_report(result, self.out / "report", runs=runs, ablation=ablation, overwrite=True)
+        md = write_report(result, self.out / "report", runs=runs, overwrite=True)
         data = result.to_dict()
         atomic_write_json(self.out / "eval.json", data)
         return {"report": str(md), "rows": [{k: r.get(k) for k in ("task", "metric", "shown", "pass")}
                                             for r in result.rows]}
 
-    def run_ablations(self) -> dict[str, Path]:
-        """Extra stage-1 runs at equal steps (Table 7); each resumes/skips on its own."""
-        bundles: dict[str, Path] = {}
-        if not self.cfg.ablations:
-            return bundles
+    def ablate(self) -> Path:
+        """The paper's Table 7 on this world: stage-1 variants at equal steps, scored on the pre-training tasks.
+
+        Needs a finished ``pretrain`` stage (its tokenizers, shards and model are reused: the AR-Omni row *is*
+        the main stage-1 model). Each variant trains with the stage-1 config plus its ``ablations`` overrides,
+        resumes if interrupted, and is skipped once exported. Writes ``OUT/ablation/report.md``.
+        """
+        from aromni.toyworld.evaluation import EvalConfig, run_suite
+        from aromni.toyworld.report import write_report
         from aromni.training.recipes import pretrain
 
-        # The AR-Omni row is the main stage-1 model: every row has the same data and number of steps.
-        bundles["ar-omni"] = self.out / "pretrain" / "bundle"
+        if not (self.out / "stages" / "pretrain.json").is_file():
+            raise InputError(f"{self.out}: stage 1 has not finished", "run `aromni toyworld train` first")
+        if not self.cfg.ablations:
+            raise ConfigError("the recipe config has no `ablations` section")
+        bundles = {"ar-omni": self.out / "pretrain" / "bundle"}
         for name, overrides in self.cfg.ablations.items():
             out = self.out / "ablations" / name
             if not (out / "bundle" / "config.json").is_file():
-                self.log(f"[eval] ablation {name}: training")
+                self.log(f"[ablate] {name}: training")
+                start = time.time()
                 pretrain.run(self._train_yaml("pretrain", overrides, out, name=f"ablation_{name}"))
+                self.log(f"[ablate] {name}: trained in {(time.time() - start) / 60:.1f} min")
             bundles[name] = out / "bundle"
-        return bundles
+        limits = self.cfg.eval.get("ablation_limits", self.cfg.eval.get("limits"))
+        cfg = EvalConfig(seed=self.cfg.seed, progress=False, tasks=ABLATION_TASKS, limits=limits)
+        results = []
+        for name, bundle in bundles.items():
+            self.log(f"[ablate] evaluating {name}")
+            results.append((name, run_suite(str(bundle), self.world_dir, cfg, log=self.log)))
+        runs = {name: b.parent / "metrics.jsonl" for name, b in bundles.items()}
+        md = write_report(results[0][1], self.out / "ablation", runs=runs, ablation=results, overwrite=True)
+        self.log(f"[ablate] wrote {md}")
+        return md
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -108,6 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe YAML")
     r.set_defaults(func=_recipe)
 
+    a = sub.add_parser("ablate", help="the paper's Table 7 on a finished recipe run: stage-1 variants at equal steps")
+    a.add_argument("--config", required=True, help="the recipe YAML of the run (with an `ablations` section)")
+    a.add_argument("--out", required=True, help="the run directory of `aromni toyworld train`")
+    a.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe YAML")
+    a.set_defaults(func=_ablate)
+
 
 def _recipe(args: argparse.Namespace) -> int:
     from aromni.toyworld.recipe import Recipe, RecipeConfig
@@ -115,4 +121,11 @@ def _recipe(args: argparse.Namespace) -> int:
     cfg = RecipeConfig.from_yaml(args.config, args.overrides)
     summary = Recipe(cfg, args.out, stop_after=args.stop_after).run()
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from aromni.toyworld.recipe import Recipe, RecipeConfig
+
+    Recipe(RecipeConfig.from_yaml(args.config, args.overrides), args.out).ablate()
     return 0
