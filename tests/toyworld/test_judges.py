@@ -1,3 +1,4 @@
+import collections
 import json
 import random
 import shutil
@@ -52,6 +53,36 @@ def test_speech_model_output_does_not_depend_on_batching():
         one, n = model(c[None], torch.tensor([len(c)]))
         assert int(n[0]) == int(out_len[j])
         torch.testing.assert_close(logp[j, : out_len[j]], one[0, : n[0]], atol=1e-5, rtol=1e-4)
+
+
+def test_epoch_batches_repeat_clips_and_keep_the_frame_budget():
+    from aromni.toyworld.judges.train_speech import _batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(50, 400) for _ in range(300)]
+    repeats = [1] * 200 + [3] * 90 + [12] * 10
+    batches = _batches(lengths, 2000, random.Random(1), repeats)
+    counts = collections.Counter(i for b in batches for i in b)
+    assert [counts[i] for i in range(300)] == repeats
+    assert all(len(b) * max(lengths[i] for i in b) <= 2000 for b in batches if len(b) > 1)
+    # the copies of a repeated clip land in different batches
+    assert all(len(set(b)) == len(b) for b in batches)
+
+
+def test_reply_clips_are_repeated(smoke_world):
+    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, clip_repeats, reply_paths, speech_rows
+    from aromni.toyworld.records import iter_records
+
+    replies = reply_paths(smoke_world, "train")
+    expected = {seg["path"] for r in iter_records(smoke_world, "train") if r["task"] in ("vqa_speech", "s2s")
+                for seg in r["turns"][1]["segments"] if seg["type"] == "speech"}
+    assert expected and expected <= replies
+    rows = speech_rows(smoke_world, "train")
+    roles = {r["path"]: r["role"] for r in rows}
+    assert {roles[p] for p in replies} == {"assistant"}
+    reps = clip_repeats(rows, replies, SpeechTrainConfig(assistant_repeat=2, reply_repeat=7))
+    for r, k in zip(rows, reps):
+        assert k == (7 if r["path"] in replies else 2 if r["role"] == "assistant" else 1)
 
 
 def test_judge_save_load_round_trip(tmp_path):
@@ -152,6 +183,9 @@ def test_cli_judges_eval(smoke_world, capsys):
     assert main(["toyworld", "judges", "eval", "--world", str(smoke_world)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.2
+    assert report["speech"]["reply_clips"] > 0 and 0 <= report["speech"]["replies_exact"] <= 1
+    fresh = report["speech_fresh_replies"]
+    assert fresh["renditions"] == 4 * fresh["sentences"] and 0 <= fresh["exact"] <= 1
     assert report["image"]["accuracy"]["all"] >= 0.9
 
 

@@ -1,5 +1,9 @@
-"""Score the judges on a world's ground truth: speech WER (overall, held-out voices, per voice) and image accuracy
-per attribute plus all-correct."""
+"""Score the judges on a world's ground truth: speech WER (overall, held-out voices, per voice, spoken replies) and
+image accuracy per attribute plus all-correct.
+
+The assistant voice has no jitter, so a test-split reply whose sentence also occurs in training ("it is pink") is
+the very clip the judge trained on. ``measure_fresh_replies`` therefore also reads new renditions of the split's
+reply sentences (the assistant voice at other speeds and pitches), which no training clip matches."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from aromni.errors import InputError
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.judges.train_speech import reply_paths
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
 
@@ -29,14 +34,42 @@ def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | Non
 
     user = [i for i, r in enumerate(rows) if r["role"] == "user"]
     assistant = [i for i, r in enumerate(rows) if r["role"] == "assistant"]
+    replies = reply_paths(world, split)
+    reply = [i for i, r in enumerate(rows) if r["path"] in replies]
     errors = [{"voice": rows[i]["voice"], "ref": rows[i]["transcript"], "hyp": hyps[i]}
               for i in range(len(rows)) if rows[i]["transcript"] != hyps[i]]
     return {
         "split": split, "clips": len(rows), "wer": sub(list(range(len(rows)))),
         "wer_user_voices": sub(user) if user else None, "wer_assistant_voice": sub(assistant) if assistant else None,
+        "wer_replies": sub(reply) if reply else None, "reply_clips": len(reply),
+        "replies_exact": round(sum(hyps[i] == rows[i]["transcript"] for i in reply) / len(reply), 5) if reply else None,
         "per_voice": {v: sub(idx) for v, idx in sorted(by_voice.items())},
         "examples_of_errors": errors[:10],
     }
+
+
+# (speed, pitch) offsets of the fresh renditions: the world's user-voice jitter range (±10 wpm, ±6 pitch).
+FRESH_JITTERS = ((-10, -6), (10, 6), (-10, 6), (10, -6))
+
+
+def measure_fresh_replies(judge: SpeechJudge, world: Path, split: str) -> dict[str, Any] | None:
+    """Exact-read rate of the split's distinct reply sentences re-synthesised in the assistant voice at each of
+    ``FRESH_JITTERS`` (None without espeak-ng)."""
+    import shutil
+
+    from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
+
+    if shutil.which("espeak-ng") is None:
+        return None
+    replies = reply_paths(world, split)
+    texts = sorted({r["transcript"] for r in read_jsonl(world / "speech.jsonl") if r["path"] in replies})
+    if not texts:
+        return None
+    cases = [(t, ds, dp) for ds, dp in FRESH_JITTERS for t in texts]
+    hyps = judge.transcribe([synthesize(t, ASSISTANT_VOICE, speed_jitter=ds, pitch_jitter=dp) for t, ds, dp in cases])
+    wrong = [{"ref": t, "hyp": h, "speed": ds, "pitch": dp} for (t, ds, dp), h in zip(cases, hyps) if h != t]
+    return {"sentences": len(texts), "renditions": len(cases), "exact": round(1 - len(wrong) / len(cases), 5),
+            "wer": round(wer([t for t, _, _ in cases], hyps), 5), "examples_of_errors": wrong[:10]}
 
 
 def measure_image(judge: ImageJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
@@ -93,8 +126,10 @@ def measure_judges(world: str | Path, judges: str | Path | None, split: str = "t
     world = Path(world)
     speech_dir = Path(judges) / "speech" if judges else None
     image_dir = Path(judges) / "image" if judges else None
+    speech_judge = SpeechJudge.load(speech_dir)
     return {
-        "speech": measure_speech(SpeechJudge.load(speech_dir), world, split),
+        "speech": measure_speech(speech_judge, world, split),
+        "speech_fresh_replies": measure_fresh_replies(speech_judge, world, split),
         "image": measure_image(ImageJudge.load(image_dir), world, split),
         "image_all_correct_under_stress": measure_image_stress(ImageJudge.load(image_dir), world, split),
     }

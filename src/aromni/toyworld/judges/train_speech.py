@@ -1,5 +1,12 @@
 """Train the speech judge on a world's training clips (training voices + the assistant voice).
 
+The assistant voice is rare in a world's clip list (9% of the full world's training clips), and each of its
+short spoken replies ("it is pink", "i made it big") exists there exactly once, because the assistant voice has
+no jitter and the builder stores one clip per sentence. Trained on the plain clip list, the judge heard "it is
+pink" once per epoch next to thousands of user questions ("is pink a color", "is it big or small") and read it
+as "is it shape". So every epoch repeats each assistant clip ``assistant_repeat`` times and each spoken reply
+(the assistant speech of ``REPLY_TASKS`` records, what the evaluation scores) ``reply_repeat`` times.
+
 Resumable: ``checkpoint.pt`` in the output directory holds model, optimiser and step, written every
 ``save_every`` steps; rerunning the same command continues from it. The finished judge is saved as
 ``config.json`` + ``model.safetensors`` (fp16) with its validation WER in the config.
@@ -37,33 +44,69 @@ class SpeechTrainConfig:
     log_every: int = 50
     val_clips: int = 300
     max_train_clips: int | None = None
+    assistant_repeat: int = 2  # copies of each assistant-voice clip per epoch (user clips: 1)
+    reply_repeat: int = 12  # copies of each spoken reply (assistant speech in REPLY_TASKS records) per epoch
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
             raise InputError("steps, batch_seconds and lr must be positive")
+        if self.assistant_repeat < 1 or self.reply_repeat < 1:
+            raise InputError("assistant_repeat and reply_repeat must be at least 1")
 
 
-def load_clips(world: Path, split: str, limit: int | None = None, seed: int = 0) -> list[tuple[np.ndarray, str]]:
-    """``[(int16 wav, transcript)]`` of ``split`` from ``world/speech.jsonl``."""
-    import soundfile as sf
+# Tasks whose assistant turns are spoken replies scored by the evaluation (I+S→S, S→S, spoken chat replies).
+REPLY_TASKS = ("vqa_speech", "s2s", "chat_image")
 
+
+def reply_paths(world: Path, split: str) -> set[str]:
+    """Paths of the spoken replies of ``split``: assistant speech segments of ``REPLY_TASKS`` records."""
+    from aromni.toyworld.records import iter_records
+
+    return {seg["path"] for rec in iter_records(world, split) if rec["task"] in REPLY_TASKS
+            for turn in rec["turns"] if turn["role"] == "assistant"
+            for seg in turn["segments"] if seg["type"] == "speech"}
+
+
+def speech_rows(world: Path, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Rows of ``world/speech.jsonl`` in ``split`` (a seeded sample of ``limit`` of them if given)."""
     rows = [r for r in read_jsonl(world / "speech.jsonl") if r["split"] == split]
     if limit is not None and len(rows) > limit:
         rows = random.Random(seed).sample(rows, limit)
+    return rows
+
+
+def load_clips(world: Path, rows: list[dict]) -> list[tuple[np.ndarray, str]]:
+    """``[(int16 wav, transcript)]`` of speech.jsonl ``rows``."""
+    import soundfile as sf
+
     return [(sf.read(str(world / r["path"]), dtype="int16")[0], r["transcript"]) for r in rows]
 
 
-def _batches(lengths: list[int], batch_samples: int, rng: random.Random) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    out, cur = [], []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > batch_samples:
+def clip_repeats(rows: list[dict], replies: set[str], cfg: SpeechTrainConfig) -> list[int]:
+    """Copies per epoch of each row: 1 for user clips, more for the assistant voice and its spoken replies."""
+    return [cfg.reply_repeat if r["path"] in replies else cfg.assistant_repeat if r["role"] == "assistant" else 1
+            for r in rows]
+
+
+def _batches(lengths: list[int], batch_samples: int, rng: random.Random,
+             repeats: list[int] | None = None) -> list[list[int]]:
+    """Length-bucketed batches of at most ``batch_samples`` padded frames; clip ``i`` occurs ``repeats[i]`` times.
+
+    Copy ``r`` of every clip goes into round ``r``, and each round is bucketed on its own, so the copies of a
+    repeated clip land in different batches (augmentation draws once per batch) and never fill one batch."""
+    repeats = repeats or [1] * len(lengths)
+    out: list[list[int]] = []
+    for r in range(max(repeats, default=0)):
+        order = sorted((i for i, k in enumerate(repeats) if k > r), key=lambda i: (lengths[i], rng.random()))
+        cur: list[int] = []
+        for i in order:  # ascending lengths: the newest clip is the longest of its batch
+            if cur and (len(cur) + 1) * lengths[i] > batch_samples:
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
             out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
     rng.shuffle(out)
     return out
 
@@ -103,7 +146,9 @@ def _step(model, mels, texts, word_id, g, corrupt: bool) -> torch.Tensor:
                                         blank=0, zero_infinity=True)
 
 
-def evaluate_wer(judge: SpeechJudge, clips: list[tuple[np.ndarray, str]]) -> float:
+def evaluate_wer(judge: SpeechJudge, clips: list[tuple[np.ndarray, str]]) -> float | None:
+    if not clips:
+        return None
     hyps = judge.transcribe([w.astype(np.float32) / 32768.0 for w, _ in clips])
     return wer([t for _, t in clips], hyps)
 
@@ -131,8 +176,13 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
         opt.load_state_dict(state["opt"])
         g.set_state(state["gen"])
         step = int(state["step"])
-    train = load_clips(world, "train", cfg.max_train_clips, cfg.seed)
-    val = load_clips(world, "validation", cfg.val_clips, cfg.seed)
+    train_rows = speech_rows(world, "train", cfg.max_train_clips, cfg.seed)
+    train = load_clips(world, train_rows)
+    replies = reply_paths(world, "train")
+    repeats = clip_repeats(train_rows, replies, cfg)
+    val = load_clips(world, speech_rows(world, "validation", cfg.val_clips, cfg.seed))
+    val_reply_paths = reply_paths(world, "validation")
+    val_replies = load_clips(world, [r for r in speech_rows(world, "validation") if r["path"] in val_reply_paths])
     if not train:
         raise InputError(f"{world}: no training clips in speech.jsonl", "build the world first")
     unknown = {w for _, t in train for w in t.split()} - set(words)
@@ -150,7 +200,7 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
     epoch_batches: list[list[int]] = []
     while step < cfg.steps:
         if not epoch_batches:
-            epoch_batches = _batches(lengths, batch_frames, random.Random(f"{cfg.seed}-{step}"))
+            epoch_batches = _batches(lengths, batch_frames, random.Random(f"{cfg.seed}-{step}"), repeats)
         idx = epoch_batches.pop()
         for group in opt.param_groups:
             group["lr"] = float(_lr(step, cfg))
@@ -173,7 +223,11 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
                             "step": step}, tmp)
     bar.close()
     judge = SpeechJudge(model)
-    metrics = {"val_wer": round(evaluate_wer(judge, val), 5), "steps": step, "train_clips": len(train),
+    val_wer, val_wer_replies = evaluate_wer(judge, val), evaluate_wer(judge, val_replies)
+    metrics = {"val_wer": None if val_wer is None else round(val_wer, 5),
+               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": step,
+               "train_clips": len(train), "train_reply_clips": sum(r["path"] in replies for r in train_rows),
+               "assistant_repeat": cfg.assistant_repeat, "reply_repeat": cfg.reply_repeat,
                "params": sum(p.numel() for p in model.parameters()),
                "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     judge.save(out, metrics)
