@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aromni.errors import ConfigError
+from aromni.utils.config import dataclass_from_dict
 
 
 @dataclass
@@ -130,14 +131,7 @@ class DecodeOptions:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DecodeOptions:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"generation options: unknown fields {unknown}", f"known: {', '.join(sorted(known))}")
-        try:
-            return cls(**dict(d))
-        except TypeError as e:
-            raise ConfigError(f"generation options: {e}") from None
+        return dataclass_from_dict(cls, d, "generation options")
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> DecodeOptions:
         """Apply a flat or nested dict of overrides (``{"text": {"temperature": 0.7}, "seed": 1}``)."""

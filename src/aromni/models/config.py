@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from aromni.errors import ConfigError
+from aromni.utils.config import dataclass_from_dict
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
@@ -79,14 +80,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"decoder config: unknown fields {sorted(unknown)}", f"known fields: {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except TypeError as e:
-            raise ConfigError(f"decoder config: {e}") from None
+        return dataclass_from_dict(cls, d, "decoder config")
 
     def replace(self, **changes: Any) -> DecoderConfig:
         return dataclasses.replace(self, **changes)

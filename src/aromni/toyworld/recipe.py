@@ -84,16 +84,10 @@ class RecipeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> RecipeConfig:
-        from aromni.training.config import apply_override, read_yaml
+        from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
 
-        raw = read_yaml(path)
-        for item in overrides:
-            apply_override(raw, item)
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{path}: unknown recipe sections {sorted(unknown)}",
-                              f"known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**raw)
+        raw = apply_overrides(read_yaml(path), overrides)
+        return dataclass_from_dict(cls, raw, str(path), noun="recipe sections")
 
 
 class Recipe:

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from aromni.errors import ConfigError, InputError
+from aromni.errors import ConfigError
+
+# read_yaml and apply_override lived here first: they stay importable from this module.
+from aromni.utils.config import apply_override, read_yaml, yaml_with_overrides  # noqa: F401
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
@@ -366,46 +369,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
         """Load ``path`` (or the defaults when ``None``) and apply ``key=value`` overrides."""
-        raw = read_yaml(path) if path is not None else {}
-        for item in overrides:
-            apply_override(raw, item)
-        return cls.from_dict(raw)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``, with clear errors for a missing file, bad YAML or a non-mapping."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such config file", "pass a YAML file, e.g. configs/train/pretrain_tiny.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping")
-    return raw
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in the nested dict ``raw`` (value parsed as YAML)."""
-    import yaml
-
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {item!r} is not key=value", "e.g. optim.lr=1e-4")
-    parts = key.strip().split(".")
-    node = raw
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node = nxt
-    try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        return cls.from_dict(yaml_with_overrides(path, overrides))
 
 
 def _build(cls: type, d: Mapping[str, Any] | None, prefix: str) -> Any:

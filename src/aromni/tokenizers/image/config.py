@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from aromni.errors import ConfigError
+from aromni.utils.config import dataclass_from_dict
 
 
 @dataclass
@@ -84,14 +85,7 @@ class VQGANConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VQGANConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"vqgan config: unknown fields {sorted(unknown)}", f"known fields: {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"vqgan config: {e}") from None
+        return dataclass_from_dict(cls, d, "vqgan config")
 
     def replace(self, **changes: Any) -> VQGANConfig:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from aromni.errors import ConfigError
 from aromni.tokenizers.image.config import VQGANConfig
+from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
 
 CODEBOOK_MODES = ("ema", "straight_through")
 
@@ -86,41 +87,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"train config: unknown keys {unknown}", f"known keys: {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"train config: {e}") from None
+        return dataclass_from_dict(cls, d, "train config", noun="keys")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["steps=100", "model.n_embed=256"]`` -> nested dict; values are parsed as YAML scalars/lists."""
-    from aromni.training.config import apply_override
-
-    out: dict[str, Any] = {}
-    for item in items:
-        apply_override(out, item)
-    return out
+    return apply_overrides({}, items)
 
 
 def load_train_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
-    """Merge a YAML file (optional) with ``key=value`` overrides into a validated :class:`TrainConfig`."""
-    import yaml
+    """Merge a YAML file (optional) with ``key=value`` overrides into a validated :class:`TrainConfig`.
 
-    base: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file", "check the path")
-        try:
-            base = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
+    A ``model=...`` override is merged into the file's ``model`` mapping rather than replacing it.
+    """
+    base = read_yaml(path) if path is not None else {}
     extra = parse_overrides(overrides)
     model = {**base.get("model", {}), **extra.pop("model", {})}
     return TrainConfig.from_dict({**base, **extra, "model": model})

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import ConfigError
-from aromni.training.config import TrainConfig, apply_override, read_yaml
+from aromni.training.config import TrainConfig
+from aromni.utils.config import apply_overrides, read_yaml
 
 
 def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path | None,
@@ -21,9 +22,7 @@ def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path 
     raw: dict[str, Any] = copy.deepcopy(dict(defaults))
     if path is not None:
         raw = _deep_merge(raw, read_yaml(path))
-    for item in overrides:
-        apply_override(raw, item)
-    cfg = TrainConfig.from_dict(raw)
+    cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
     if cfg.loss.mode != mode:
         raise ConfigError(f"the {mode} recipe got loss.mode={cfg.loss.mode!r}", f"use `aromni train {cfg.loss.mode}`")
     return cfg

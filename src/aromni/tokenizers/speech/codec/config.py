@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aromni.errors import ConfigError
+from aromni.utils.config import dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,7 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"codec config: unknown keys {unknown}", f"known keys: {', '.join(sorted(known))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "codec config", noun="keys")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> CodecConfig:

@@ -43,6 +43,7 @@ from aromni.tokenizers.speech.codec.losses import (
 )
 from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.utils.config import apply_overrides, dataclass_from_dict, yaml_with_overrides
 from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 
@@ -108,38 +109,21 @@ class CodecTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"codec train config: unknown keys {unknown}", f"known: {', '.join(sorted(known))}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"codec train config: {e}") from None
+        return dataclass_from_dict(cls, d, "codec train config", noun="keys")
 
 
 def load_train_config(path: str | Path | None, overrides: list[str]) -> CodecTrainConfig:
     """YAML file (optional) + ``key=value`` overrides (dotted keys for nesting: ``codec.dec_dim=256``)."""
-    from aromni.training.config import apply_override, read_yaml
-
-    d: dict[str, Any] = read_yaml(path) if path is not None else {}
-    for item in overrides:
-        apply_override(d, item)
-    return CodecTrainConfig.from_dict(d)
+    return CodecTrainConfig.from_dict(yaml_with_overrides(path, overrides))
 
 
 def resume_config(out: str | Path, overrides: list[str]) -> CodecTrainConfig:
     """The settings of the run in ``out`` (from its checkpoint) with ``key=value`` changes applied, e.g.
     ``steps=3000`` to extend it or ``gan_start_step=1500`` to add a GAN phase."""
-    from aromni.training.config import apply_override
-
     meta = Path(out) / "checkpoint" / "trainer.json"
     if not meta.is_file():
         raise InputError(f"{Path(out)}: no checkpoint to resume from", "drop --resume to start a new run")
-    d = read_json(meta)["config"]
-    for item in overrides:
-        apply_override(d, item)
-    return CodecTrainConfig.from_dict(d)
+    return CodecTrainConfig.from_dict(apply_overrides(read_json(meta)["config"], overrides))
 
 
 def lr_at(step: int, cfg: CodecTrainConfig) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from aromni.errors import CheckpointError, ConfigError
+from aromni.utils.config import dataclass_from_dict
 
 #: GroupNorm groups in the Vocos pos_net (fixed in the official code).
 POS_NET_GROUPS = 32
@@ -92,14 +93,7 @@ class WavTokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WavTokenizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"wavtokenizer config: unknown fields {sorted(unknown)}", f"known: {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except TypeError as e:
-            raise ConfigError(f"wavtokenizer config: {e}") from None
+        return dataclass_from_dict(cls, d, "wavtokenizer config")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> WavTokenizerConfig:
