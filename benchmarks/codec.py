@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from typing import Any
 
 import torch
-
-
-def device_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"CPU {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return f"CPU {platform.processor() or platform.machine()}"
+from _common import cpu_name
 
 
 def timed(fn, repeats: int) -> tuple[float, Any]:
@@ -120,7 +109,7 @@ def main() -> None:
             wt = WavTokenizer(WavTokenizerConfig.preset("40hz"))
             results.append(bench_model("wavtokenizer/40hz (chunked, approximate)", wt, args.seconds, args.repeats,
                                        chunks))
-    report = {"device": device_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    report = {"device": f"CPU {cpu_name()}", "torch": torch.__version__, "threads": torch.get_num_threads(),
               "results": results, "notes": notes}
     print_table(report)
     if args.json:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,19 +30,10 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cpu_name
 
 from aromni.models import Decoder, DecoderConfig
 from aromni.models.checkpoint import save_checkpoint
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def random_decoder(cfg: DecoderConfig, seed: int) -> Decoder:

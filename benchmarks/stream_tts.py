@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import cpu_name, hf_model, random_decoder
+from _common import cpu_name
+from decode import hf_model, random_decoder
 
 from aromni.bundle import Bundle
 from aromni.inference.omni import OmniModel

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import cpu_name
+from _common import cpu_name
 
 
 def rss_mb() -> float:

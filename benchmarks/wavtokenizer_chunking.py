@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cpu_name
 
 from aromni.tokenizers.speech.audio_io import load_audio
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
@@ -68,16 +68,6 @@ GRID = [
     (20, 10**6, 10**6, 600, "linear"),  # context covers everything: must equal offline
 ]
 QUICK = [GRID[0], GRID[4], GRID[7], GRID[-1]]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthesise(sentences: list[str], sample_rate: int) -> list[torch.Tensor]:
