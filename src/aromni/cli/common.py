@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aromni.errors import InputError
+from aromni.errors import ConfigError, InputError
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +53,25 @@ def add_task_args(p: argparse.ArgumentParser, *, images: bool = True) -> None:
     add_model_args(p)
     add_sampling_args(p, images=images)
     add_output_args(p)
+
+
+def add_train_run_args(p: argparse.ArgumentParser, *, checkpoint: str, settings_help: str) -> None:
+    """The run-directory flags of a resumable trainer (``codec train``, ``vqgan train``): ``--out``,
+    ``--config``, ``--resume`` (from ``OUT/<checkpoint>``), ``--overwrite``, ``--quiet`` and ``key=value``
+    settings. Check them with :func:`check_train_run_args`."""
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--config", type=Path, help="YAML file of training settings")
+    p.add_argument("--resume", action="store_true", help=f"continue the run in OUT from OUT/{checkpoint}")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT is not empty")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=settings_help)
+
+
+def check_train_run_args(args: argparse.Namespace) -> None:
+    """Refuse ``--config`` with ``--resume``: a resumed run takes its settings from its checkpoint."""
+    if args.resume and args.config is not None:
+        raise ConfigError("--config cannot be combined with --resume",
+                          "the run's settings come from its checkpoint; pass changes as key=value (steps=N)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

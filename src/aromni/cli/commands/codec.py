@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aromni.cli import common
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("codec", help="streaming speech codec: train, reconstruct audio")
@@ -17,12 +19,7 @@ def register(subparsers: Any) -> None:
                                    "tokenizer/,summary.json}. Settings: --config YAML and/or key=value "
                                    "(e.g. steps=2000 preset=tiny codec.dec_dim=384). See docs/speech_codec.md.")
     t.add_argument("--audio", required=True, help="directory (searched recursively) or glob of audio files")
-    t.add_argument("--out", required=True, type=Path, help="run directory")
-    t.add_argument("--config", type=Path, help="YAML file of training settings")
-    t.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="start afresh even if OUT is not empty")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="training settings")
+    common.add_train_run_args(t, checkpoint="checkpoint", settings_help="training settings")
     t.set_defaults(func=_train)
 
     r = sub.add_parser("reconstruct", help="encode + decode audio files (offline or streamed) and report mel L1")
@@ -34,12 +31,9 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aromni.errors import ConfigError
     from aromni.tokenizers.speech.codec.train import load_train_config, resume_config, train_codec
 
-    if args.resume and args.config is not None:
-        raise ConfigError("--config cannot be combined with --resume",
-                          "the run's settings come from its checkpoint; pass changes as key=value (steps=N)")
+    common.check_train_run_args(args)
     cfg = resume_config(args.out, args.overrides) if args.resume else load_train_config(args.config, args.overrides)
     summary = train_codec(cfg, args.audio, args.out, resume=args.resume, overwrite=args.overwrite,
                           progress=not args.quiet)

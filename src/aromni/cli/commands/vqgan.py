@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aromni.cli import common
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("vqgan", help="VQGAN image tokenizer: train, evaluate, convert official files")
@@ -16,12 +18,8 @@ def register(subparsers: Any) -> None:
                        description="Train a VQGAN; writes OUT/{checkpoint.pt,metrics.jsonl,tokenizer/}. "
                                    "Settings: --config YAML and/or key=value (e.g. steps=3000 model.n_embed=256).")
     t.add_argument("--images", required=True, help="directory (searched recursively) or glob of images")
-    t.add_argument("--out", required=True, type=Path, help="run directory")
-    t.add_argument("--config", type=Path, help="YAML file of training settings")
-    t.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
-    t.add_argument("--overwrite", action="store_true", help="start afresh even if OUT is not empty")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="settings (see docs/image_tokenizer.md)")
+    common.add_train_run_args(t, checkpoint="checkpoint.pt",
+                              settings_help="settings (see docs/image_tokenizer.md)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="reconstruct images and report PSNR / colour error")
@@ -41,15 +39,13 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aromni.errors import ConfigError, InputError
+    from aromni.errors import InputError
     from aromni.tokenizers.image.train import CHECKPOINT, Trainer
     from aromni.tokenizers.image.train_config import load_train_config, parse_overrides
 
+    common.check_train_run_args(args)
     out: Path = args.out
     if args.resume:
-        if args.config is not None:
-            raise ConfigError("--config cannot be combined with --resume",
-                              "the run's settings come from its checkpoint; pass changes as key=value")
         ckpt = out / CHECKPOINT
         if not ckpt.is_file():
             raise InputError(f"{ckpt}: no checkpoint to resume from", "drop --resume to start a new run")
