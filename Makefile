@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 APT_PACKAGES := espeak-ng sox
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-dev apt toy toy-smoke bench clean
+.PHONY: demo test setup setup-dev apt toy toy-smoke clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

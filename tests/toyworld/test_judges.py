@@ -151,7 +151,8 @@ def test_shipped_speech_judge_on_unseen_voices():
     rows = json.loads((ASSETS / "unseen_voices.json").read_text())
     judge = SpeechJudge.load()
     hyps = judge.transcribe([load_audio(ASSETS / r["path"], 16000) for r in rows])
-    # Measured 4/42 word errors (9.5%) with the shipped judge; short answers from unseen voices are the hard case.
+    # Measured 2/42 word errors (4.8%) with the shipped judge (4/42 with the previous one); short answers from
+    # unseen voices are the hard case.
     assert wer([r["transcript"] for r in rows], hyps) <= 0.15, hyps
 
 
@@ -175,6 +176,29 @@ def test_shipped_speech_judge_on_fresh_espeak_sentences():
     assert wer(refs, hyps) <= 0.12, list(zip(refs, hyps))
 
 
+# Spoken replies of every kind the evaluation scores (I+S→S, S→S, chat), spoken by the assistant voice.
+REPLIES = ("it is pink", "it is a circle", "it is big", "it is at the top left", "it is in the middle",
+           "the background is white", "i made it small", "i put it at the bottom right", "i drew a star",
+           "a gray background", "the opposite of left is right", "a star has ten corners", "yes pink is a color",
+           "no a cross is a shape", "you are welcome", "it is yellow")
+
+
+@shipped_speech
+def test_shipped_speech_judge_reads_short_assistant_replies():
+    """The world stores one clip per reply sentence, so the shipped judge trained on the exact clips; these are new
+    renditions (the assistant voice 10 wpm faster/slower and 6 pitch steps higher/lower) that no world clip has."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
+
+    cases = [(t, (-10, 10)[i % 2], (6, -6)[i // 2 % 2]) for i, t in enumerate(REPLIES)]
+    wavs = [synthesize(t, ASSISTANT_VOICE, speed_jitter=ds, pitch_jitter=dp) for t, ds, dp in cases]
+    hyps = SpeechJudge.load().transcribe(wavs)
+    wrong = [(t, h) for t, h in zip(REPLIES, hyps) if t != h]
+    # The judge shipped before spoken replies were repeated in training read 3 of these 16 right.
+    assert len(wrong) <= 1, wrong
+
+
 @shipped_image
 @shipped_speech
 def test_cli_judges_eval(smoke_world, capsys):
@@ -183,7 +207,7 @@ def test_cli_judges_eval(smoke_world, capsys):
     assert main(["toyworld", "judges", "eval", "--world", str(smoke_world)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.2
-    assert report["speech"]["reply_clips"] > 0 and 0 <= report["speech"]["replies_exact"] <= 1
+    assert report["speech"]["reply_clips"] > 0 and report["speech"]["replies_exact"] >= 0.9
     fresh = report["speech_fresh_replies"]
     assert fresh["renditions"] == 4 * fresh["sentences"] and 0 <= fresh["exact"] <= 1
     assert report["image"]["accuracy"]["all"] >= 0.9

@@ -1,8 +1,10 @@
-"""``aromni toyworld``: build the procedural toy world, train and score its judges.
+"""``aromni toyworld``: build the procedural toy world, train and score its judges, run the whole recipe.
 
     aromni toyworld build --out DIR [--size smoke|small|full] [--seed N] [--workers N]
     aromni toyworld judges train --world DIR --out DIR [--only speech|image]
     aromni toyworld judges eval --world DIR [--judges DIR] [--split test]
+    aromni toyworld train --config configs/toyworld/full.yaml --out runs/toy [section.key=value ...]
+    aromni toyworld ablate --config configs/toyworld/full.yaml --out runs/toy
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def _judges_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    tw = subparsers.add_parser("toyworld", help="procedural tri-modal toy world: build it, train/score its judges")
+    tw = subparsers.add_parser("toyworld", help="procedural tri-modal toy world: build it, train/score its judges, run the recipe and its ablations")
     sub = tw.add_subparsers(dest="toyworld_command", metavar="SUBCOMMAND")
     tw.set_defaults(func=lambda a: (tw.print_help(sys.stderr), 1)[1])
 
