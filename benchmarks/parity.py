@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import cpu_name
+from _common import cpu_name
 
 from aromni.models import Decoder, DecoderConfig, load_decoder, save_checkpoint
 
