@@ -83,9 +83,9 @@ def random_bundle(size: str, seed: int) -> Bundle:
     return Bundle(decoder=random_decoder(cfg, seed), layout=layout, text=text, speech=codec)
 
 
-def run_ours(m: OmniModel, n: int, first: int, chunk: int, forced: bool) -> dict:
+def run_ours(m: OmniModel, n: int, first: int, chunk: int, forced: bool, text: str = TEXT) -> dict:
     t0 = time.perf_counter()
-    prompt = m._task_prompt("tts", text=TEXT) + ([m.layout.boa] if forced else [])
+    prompt = m._task_prompt("tts", text=text) + ([m.layout.boa] if forced else [])
     opts = m.options("tts", {"max_new_tokens": n})
     gen = m.engine.generate([prompt], opts)
     streamer = SpeechStreamer(gen, m.speech, m.layout, first_chunk_frames=first, chunk_frames=chunk, t_start=t0)
@@ -96,6 +96,9 @@ def run_ours(m: OmniModel, n: int, first: int, chunk: int, forced: bool) -> dict
     samples += sum(c.audio.numel() for c in streamer.finish())
     mt = streamer.metrics[0]
     g = gen.results[0]
+    if mt.ftl is None:
+        raise SystemExit(f"the model produced no speech for {text!r} (stop: {g.stop_reason}); pass --text with a "
+                         "sentence it can speak, or drop --no-baseline to force a speech span")
     # tokens/s between the first and the last token, streaming audio decode included (it runs in between)
     return {"ftl_ms": 1e3 * mt.ftl, "first_audio_ms": 1e3 * mt.first_audio, "total_s": mt.total,
             "audio_s": samples / m.speech.sample_rate, "rtf": mt.rtf, "speech_tokens": mt.speech_codes,
@@ -103,7 +106,7 @@ def run_ours(m: OmniModel, n: int, first: int, chunk: int, forced: bool) -> dict
             "codes": [t for t in g.tokens if m.layout.speech.contains(t)]}
 
 
-def run_hf(hf, m: OmniModel, n: int, lookahead: int) -> dict:
+def run_hf(hf, m: OmniModel, n: int, lookahead: int, text: str = TEXT) -> dict:
     from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
     from transformers.generation.streamers import BaseStreamer
 
@@ -127,7 +130,7 @@ def run_hf(hf, m: OmniModel, n: int, lookahead: int) -> dict:
             pass
 
     t0 = time.perf_counter()
-    prompt = torch.tensor([m._task_prompt("tts", text=TEXT) + [m.layout.boa]])
+    prompt = torch.tensor([m._task_prompt("tts", text=text) + [m.layout.boa]])
     gc = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, repetition_penalty=1.2,
                           eos_token_id=None, pad_token_id=m.layout.pad, bos_token_id=None, use_cache=True)
     clock = Clock()
@@ -154,16 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--no-baseline", action="store_true", help="skip transformers")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--text", default=TEXT, help="the sentence to speak (for a trained bundle: one it knows)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    forced = args.model is None
-    if forced:
+    # Both systems generate exactly --speech-tokens codes whenever the baseline runs (a random model, or a bundle
+    # compared with transformers): a speech span is forced and stop tokens are masked. A bundle alone speaks freely.
+    forced = args.model is None or not args.no_baseline
+    if args.model is None:
         bundle = random_bundle(args.size, args.seed)
         desc = f"random {args.size} decoder ({bundle.decoder.cfg.num_params() / 1e6:.0f} M params), random toy codec"
     else:
         bundle = OmniModel.load(args.model).bundle
-        desc = f"bundle {args.model} ({bundle.decoder.cfg.num_params() / 1e6:.0f} M params)"
+        desc = f"bundle {args.model} ({bundle.decoder.cfg.num_params() / 1e6:.1f} M params)"
     plain = bundle.decoder
     if forced:
         L = bundle.layout
@@ -171,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     m = OmniModel(bundle)
     lookahead = m.speech.stream_decoder(1).lookahead_frames
     systems = {"aromni (streaming)": lambda: run_ours(m, args.speech_tokens, args.first_chunk_frames,
-                                                        args.chunk_frames, forced)}
+                                                        args.chunk_frames, forced, args.text)}
     if not args.no_baseline:
-        if not forced:
-            print("note: the baseline always forces a speech span (prompt + <boa>, speech codes only)", file=sys.stderr)
         hf = hf_model(plain, "sdpa")
-        systems["transformers generate() + offline decode"] = lambda: run_hf(hf, m, args.speech_tokens, lookahead)
+        systems["transformers generate() + offline decode"] = lambda: run_hf(hf, m, args.speech_tokens, lookahead, args.text)
     rows = {}
     for name, fn in systems.items():
         fn()  # warm-up
