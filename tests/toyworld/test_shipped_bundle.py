@@ -39,7 +39,7 @@ def check_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def smoke_eval(check_world):
+def slice_eval(check_world):
     from aromni.toyworld.evaluation import EvalConfig, run_suite
 
     cfg = EvalConfig(tasks=TASKS, limits=N, progress=False, keep_examples=0)
@@ -63,27 +63,27 @@ def test_shipped_bundle_is_fp16_with_all_three_tokenizers():
 # and background, not yet shape and colour (README "Toy world").
 
 
-def test_shipped_bundle_transcribes_held_out_voices(smoke_eval):
-    assert smoke_eval["asr"]["n_heldout_voices"] == N
-    assert smoke_eval["asr"]["wer_heldout_voices"] <= 0.15
+def test_shipped_bundle_transcribes_held_out_voices(slice_eval):
+    assert slice_eval["asr"]["n_heldout_voices"] == N
+    assert slice_eval["asr"]["wer_heldout_voices"] <= 0.15
 
 
-def test_shipped_bundle_captions_layout_and_background(smoke_eval):
-    attrs = smoke_eval["caption"]["attributes"]
+def test_shipped_bundle_captions_layout_and_background(slice_eval):
+    attrs = slice_eval["caption"]["attributes"]
     assert attrs["position"] >= 0.9 and attrs["background"] >= 0.9 and attrs["size"] >= 0.7, attrs
 
 
-def test_shipped_bundle_draws_the_requested_layout_and_background(smoke_eval):
-    attrs = smoke_eval["t2i"]["cfg"]["attributes"]
+def test_shipped_bundle_draws_the_requested_layout_and_background(slice_eval):
+    attrs = slice_eval["t2i"]["cfg"]["attributes"]
     assert attrs["background"] >= 0.9 and attrs["position"] >= 0.5 and attrs["size"] >= 0.5, attrs
 
 
-def test_shipped_bundle_speaks_intelligibly(smoke_eval):
-    assert smoke_eval["tts"]["wer_generated"] <= 0.25
+def test_shipped_bundle_speaks_intelligibly(slice_eval):
+    assert slice_eval["tts"]["wer_generated"] <= 0.25
 
 
-def test_shipped_bundle_answers_questions_about_images(smoke_eval):
-    assert smoke_eval["vqa_text"]["accuracy"] >= 0.25
+def test_shipped_bundle_answers_questions_about_images(slice_eval):
+    assert slice_eval["vqa_text"]["accuracy"] >= 0.25
 
 
 def test_shipped_bundle_demo_runs_every_task(tmp_path):

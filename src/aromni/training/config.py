@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from aromni.errors import ConfigError
-
-# read_yaml and apply_override lived here first: they stay importable from this module.
-from aromni.utils.config import apply_override, read_yaml, yaml_with_overrides  # noqa: F401
+from aromni.utils.config import yaml_with_overrides
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
