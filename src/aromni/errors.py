@@ -27,3 +27,7 @@ class CheckpointError(AromniError):
 
 class InputError(AromniError, ValueError):
     """Unreadable, empty, truncated or over-long user input (files, prompts, JSON)."""
+
+
+class MissingExtraError(AromniError):
+    """An optional feature whose extra (``pip install "aromni[eval]"``) is not installed."""
