@@ -54,4 +54,4 @@ toy-smoke: setup-dev
 	$(VENV)/bin/aromni toyworld train --config configs/toyworld/smoke.yaml --out runs/toy-smoke
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo_out
+	rm -rf $(VENV) .venv-runtime build dist *.egg-info demo_out

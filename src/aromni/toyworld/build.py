@@ -25,6 +25,7 @@ from aromni.toyworld.records import dumps_jsonl
 from aromni.toyworld.sizes import SIZES
 from aromni.toyworld.splits import SPLITS
 from aromni.toyworld.voices import ASSISTANT_VOICE, SAMPLE_RATE, Voice, require_espeak, synthesize
+from aromni.utils.extras import optional
 from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 
 
@@ -44,7 +45,7 @@ def _image_job(args: tuple[str, str, dict]) -> tuple[str, float]:
 
 
 def _speech_job(args: tuple[str, str, str, dict, int, int]) -> tuple[str, float]:
-    import soundfile as sf
+    sf = optional("soundfile", extra="audio", feature="writing audio")
 
     root, rel, text, voice, sj, pj = args
     dest = Path(root) / rel

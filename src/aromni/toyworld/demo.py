@@ -12,6 +12,8 @@ Outputs in ``out_dir``: ``tts.wav``, ``asr.txt``, ``caption.txt``, ``t2i.png``, 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ T2I_TEXT = "a small orange diamond at the bottom left on a gray background"
 CHAT_REQUEST = "draw a big green circle at the top left on a beige background"
 OUTPUTS = ("tts.wav", "asr.txt", "caption.txt", "t2i.png", "s2i.png", "s2i.txt", "vqa_speech.wav", "chat_turn1.png",
            "chat_turn2.txt", "summary.json")
+#: Where a run writes its outputs before they are moved into ``out_dir`` (a failed run leaves none behind).
+STAGING = ".demo-partial"
 
 
 def find_bundle() -> Path | None:
@@ -50,36 +54,66 @@ def _user(*segments: dict[str, str]) -> dict[str, Any]:
 
 def _check_out(out: Path) -> None:
     # Rerunning the demo replaces its own files; anything else in the folder is the user's and stops the run.
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a directory", "choose an empty or new --out directory")
     if out.exists():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != STAGING)
         if foreign:
             raise InputError(f"{out} holds files the demo did not write ({', '.join(foreign[:3])})",
                              "choose an empty or new --out directory")
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _publish(stage: Path, out: Path) -> None:
+    """Move a finished run's files from ``stage`` into ``out``; earlier demo outputs this run did not
+    produce are removed so ``out`` holds one consistent run. ``summary.json`` goes last."""
+    made = {p.name for p in stage.iterdir()}
+    for name in OUTPUTS:
+        if name not in made and (out / name).is_file():
+            (out / name).unlink()
+    for name in sorted(made, key=lambda n: n == "summary.json"):
+        os.replace(stage / name, out / name)
+    stage.rmdir()
+
+
 def run_demo(bundle: str | Path, out_dir: str | Path, seed: int = 0) -> int:
-    """Run every task of ``bundle`` on the shipped inputs, write the outputs to ``out_dir``, print a table."""
+    """Run every task of ``bundle`` on the shipped inputs, write the outputs to ``out_dir``, print a table.
+
+    The outputs are written to ``out_dir/.demo-partial/`` and moved into ``out_dir`` only when every task has
+    run, so a failed run leaves the folder as it was."""
+    out = Path(out_dir)
+    _check_out(out)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)  # left by a run that was killed
+    stage.mkdir()
+    try:
+        rows, seconds = _run_tasks(bundle, stage, seed)
+        summary = {"bundle": str(bundle), "seed": seed, "seconds": seconds, "tasks": rows}
+        atomic_write_json(stage / "summary.json", summary)
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _print(rows, summary["seconds"], out)
+    return 0
+
+
+def _run_tasks(bundle: str | Path, out: Path, seed: int) -> tuple[list[dict[str, Any]], float]:
     import aromni
     from aromni.toyworld.evaluation.generation import Caps, policy_options
     from aromni.toyworld.evaluation.prompts import MediaEncoder
     from aromni.toyworld.judges.image import ImageJudge
     from aromni.toyworld.judges.speech import SpeechJudge
 
-    out = Path(out_dir)
-    _check_out(out)
     t_all = time.perf_counter()
-    model = aromni.load(bundle)
+    model = aromni.load(str(bundle))
     for need in ("text", "image", "speech"):
         if getattr(model, need) is None:
             raise InputError(f"{bundle}: the bundle has no {need} tokenizer", "the demo needs all three modalities")
     d = _Demo(model, MediaEncoder(model, INPUTS), read_json(INPUTS / "inputs.json"), out, seed,
               SpeechJudge.load(), ImageJudge.load(), lambda p: policy_options(model, p, Caps()))
     rows = [d.tts(), d.asr(), d.caption(), d.t2i(), d.s2i(), d.vqa_speech(), *d.chat()]
-    summary = {"bundle": str(bundle), "seed": seed, "seconds": round(time.perf_counter() - t_all, 2), "tasks": rows}
-    atomic_write_json(out / "summary.json", summary)
-    _print(rows, summary["seconds"], out)
-    return 0
+    return rows, round(time.perf_counter() - t_all, 2)
 
 
 class _Demo:

@@ -10,16 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from aromni.utils.extras import optional
 from aromni.utils.io import atomic_path
 
 
 def _plt() -> Any:
-    import matplotlib
-
+    matplotlib = optional("matplotlib", extra="eval", feature="report figures")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return optional("matplotlib.pyplot", extra="eval", feature="report figures")
 
 
 def _save(fig: Any, out: Path, dpi: int = 90) -> Path:

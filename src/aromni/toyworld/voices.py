@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 from aromni.errors import AromniError
+from aromni.utils.extras import optional
 
 SAMPLE_RATE = 16000
 PEAK = 0.89  # -1 dBFS
@@ -79,8 +80,8 @@ def synthesize(text: str, voice: Voice, *, speed_jitter: int = 0, pitch_jitter: 
     import io
 
     import numpy as np
-    import soundfile as sf
-    import soxr
+    sf = optional("soundfile", extra="audio", feature="writing audio")
+    soxr = optional("soxr", extra="audio", feature="resampling audio")
 
     cmd = [
         require_espeak(), "-v", f"{voice.accent}+{voice.variant}",

@@ -14,19 +14,25 @@ from pathlib import Path
 
 import torch
 
+from aromni.errors import InputError
 from aromni.utils.io import atomic_write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the shipped toy model through every task (or a random-weight smoke run)")
     p.add_argument("--out", default="demo_out", help="directory for the outputs (default: demo_out)")
-    p.add_argument("--model", default=None, help="bundle to run (default: the shipped toy bundle)")
+    p.add_argument("--model", default=None, help="bundle to run: a directory, or 'toy' (default: the shipped toy bundle)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (default 1: the toy model is fastest on one thread)")
     p.add_argument("--random", action="store_true", help="skip the bundle and run the random-weight decoder check")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     if not args.random:
         try:
             from aromni.toyworld.demo import find_bundle, run_demo
@@ -80,6 +86,8 @@ def random_decoder_demo(out: Path, seed: int = 0) -> int:
         "cached_equals_full_forward": agree,
         "generated_ids": tokens,
     }
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a directory", "choose an empty or new --out directory")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "summary.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "generated_ids"}, indent=2))

@@ -29,6 +29,7 @@ from aromni.toyworld.attributes import (
     ImageAttrs,
 )
 from aromni.toyworld.grammar import CAPTION_TEMPLATES, normalize
+from aromni.utils.extras import optional
 
 _WORDS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -83,8 +84,7 @@ def exact_match(reference: str, hypothesis: str) -> bool:
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
     """Corpus WER of normalised strings (``None`` for no references)."""
-    import jiwer
-
+    jiwer = optional("jiwer", extra="audio", feature="word error rates")
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     refs = [normalize(r) for r in references]
@@ -124,8 +124,7 @@ def cider(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> tup
     """CIDEr (``pycocoevalcap.cider.cider.Cider``; the strings are normalised and split on spaces, no Java
     tokenizer). Its idf comes from the evaluated set itself, so it needs at least 2 images (``None`` otherwise).
     Returns ``(corpus score, per-image scores)``."""
-    from pycocoevalcap.cider.cider import Cider
-
+    Cider = optional("pycocoevalcap.cider.cider", extra="eval", feature="CIDEr").Cider
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference sets but {len(hypotheses)} hypotheses")
     if len(hypotheses) < 2:

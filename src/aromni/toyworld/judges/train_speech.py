@@ -29,6 +29,7 @@ from aromni.toyworld.judges.augment import augment_logmel, spec_augment
 from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
+from aromni.utils.extras import optional
 from aromni.utils.io import atomic_path
 
 
@@ -78,7 +79,7 @@ def speech_rows(world: Path, split: str, limit: int | None = None, seed: int = 0
 
 def load_clips(world: Path, rows: list[dict]) -> list[tuple[np.ndarray, str]]:
     """``[(int16 wav, transcript)]`` of speech.jsonl ``rows``."""
-    import soundfile as sf
+    sf = optional("soundfile", extra="audio", feature="writing audio")
 
     return [(sf.read(str(world / r["path"]), dtype="int16")[0], r["transcript"]) for r in rows]
 
