@@ -31,3 +31,7 @@ class InputError(AromniError, ValueError):
 
 class MissingExtraError(AromniError):
     """An optional feature whose extra (``pip install "aromni[eval]"``) is not installed."""
+
+
+class TrainingDivergedError(AromniError):
+    """A training run whose loss, gradients or weights stopped being finite numbers (nan / inf)."""

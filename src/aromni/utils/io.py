@@ -75,15 +75,54 @@ def atomic_write_json(dest: str | os.PathLike[str], obj: Any, *, indent: int = 2
     atomic_write_text(dest, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, turning a missing or malformed file into a clear :class:`InputError`."""
+class JSONNestingError(InputError):
+    """A JSON document nested deeper than the parser can follow (Python's recursion limit)."""
+
+
+def loads_json(text: str | bytes, source: str = "input") -> Any:
+    """Parse JSON text; malformed, over-deep or otherwise unparseable input raises a clear :class:`InputError`
+    naming ``source`` (never ``RecursionError`` or a bare ``ValueError``). Over-deep documents raise the
+    :class:`JSONNestingError` subclass."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # json's C scanner recurses once per level: a document nested ~1000 deep exhausts the stack limit.
+        raise JSONNestingError(f"{source}: JSON nested too deeply", "flatten the structure") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source}: not valid JSON ({e})", "fix or regenerate the file") from None
+    except (ValueError, TypeError) as e:  # e.g. an integer of more than 4300 digits, undecodable bytes
+        raise InputError(f"{source}: not valid JSON ({e})", "fix or regenerate the file") from None
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """Read a UTF-8 text file; a missing, unreadable or non-UTF-8 file raises a clear :class:`InputError`."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file", "check the path")
+        if path.exists():
+            raise InputError(f"{path}: not a file", f"pass a {what}, not a directory")
+        raise InputError(f"{path}: no such {what}", "check the path")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})", "fix or regenerate the file") from None
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", "save it as UTF-8") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, turning a missing, unreadable, malformed or over-deep file into a clear
+    :class:`InputError`."""
+    return loads_json(read_text(path), str(path))
+
+
+def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> list[tuple[int, Any]]:
+    """``[(line number, value)]`` of a JSON-lines file (blank lines skipped); a bad line raises an
+    :class:`InputError` naming ``path:line``."""
+    out = []
+    for n, line in enumerate(read_text(path, what).splitlines(), 1):
+        if line.strip():
+            out.append((n, loads_json(line, f"{path}:{n}")))
+    return out
 
 
 @contextlib.contextmanager
