@@ -16,13 +16,16 @@ Tokenizer entries may be absent (a text-only or image-only model); the layout st
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from aromni.errors import CheckpointError
+from aromni.errors import AromniError, CheckpointError
 from aromni.models.checkpoint.aromni_format import build_from_state, load_state, read_config, save_decoder
 from aromni.models.decoder import Decoder
 from aromni.tokenizers.base import Tokenizer, load_tokenizer
@@ -59,39 +62,120 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
              tokenizers: bool = True) -> Bundle:
+        """Open a bundle directory. Anything wrong with its files (missing, not safetensors, malformed or
+        wrongly typed ``config.json``, weights that do not match the config) raises :class:`CheckpointError`
+        naming the file."""
         path = Path(path)
-        if not (path / "config.json").is_file():
+        if not _is_dir(path):
+            if _is_file(path):
+                raise CheckpointError(f"{path}: not a bundle directory (it is a file)",
+                                      "pass the directory that holds config.json and model.safetensors")
+            raise CheckpointError(f"{path}: not a bundle (no such directory)", "check the path (or pass \"toy\")")
+        if not _is_file(path / "config.json"):
             raise CheckpointError(f"{path}: not a bundle (no config.json)", "pass a directory made by `aromni` "
                                   "(import-official, train, or the shipped toy bundle)")
-        cfg, raw = read_config(path)
+        cfg_file = path / "config.json"
+        with _as_checkpoint_error(cfg_file):
+            cfg, raw = read_config(path)
         if raw.get("layout") is None:
             raise CheckpointError(f"{path}: config.json has no vocabulary layout", "re-export the bundle")
-        layout = VocabLayout.from_dict(raw["layout"])
+        with _as_checkpoint_error(cfg_file, "layout: "):
+            layout = VocabLayout.from_dict(raw["layout"])
         if layout.vocab_size != cfg.vocab_size:
             raise CheckpointError(f"{path}: layout has {layout.vocab_size} ids but the decoder {cfg.vocab_size}")
-        decoder = build_from_state(cfg, load_state(path), dtype=dtype, device=device, source=str(path))
-        meta = raw.get("bundle", {})
+        meta = _bundle_meta(cfg_file, raw.get("bundle", {}))
+        with _as_checkpoint_error(cfg_file, "bundle.prompt_style: "):
+            style = get_style(meta.get("prompt_style", "official"))
+        generation = dict(meta.get("generation") or {})
+        with _as_checkpoint_error(cfg_file, "bundle.generation: "):
+            from aromni.inference.options import DecodeOptions
+
+            DecodeOptions().with_overrides(generation)  # refuse bad saved defaults here, naming the file
+        with _as_checkpoint_error(path / "model.safetensors"):
+            decoder = build_from_state(cfg, load_state(path), dtype=dtype, device=device, source=str(path))
         toks: dict[str, Tokenizer | None] = {m: None for m in MODALITIES}
         if tokenizers:
             for m, sub in meta.get("tokenizers", {}).items():
-                if m not in MODALITIES:
-                    raise CheckpointError(f"{path}: unknown tokenizer modality {m!r}")
-                if sub is not None:
-                    if not (path / sub).is_dir():
-                        raise CheckpointError(f"{path / sub}: tokenizer directory missing", "the bundle is incomplete")
-                    toks[m] = load_tokenizer(path / sub)
-                    if m != "text" and hasattr(toks[m], "to"):
-                        toks[m] = toks[m].to(device).eval()
+                if sub is None:
+                    continue
+                sub_path = path / sub
+                if not _is_dir(sub_path):
+                    raise CheckpointError(f"{sub_path}: tokenizer directory missing", "the bundle is incomplete")
+                with _as_checkpoint_error(sub_path):
+                    toks[m] = load_tokenizer(sub_path)
+                if m != "text" and hasattr(toks[m], "to"):
+                    toks[m] = toks[m].to(device).eval()
         if toks["text"] is not None and hasattr(toks["text"], "check_layout"):
-            toks["text"].check_layout(layout)
+            with _as_checkpoint_error(path / str(meta["tokenizers"]["text"])):
+                toks["text"].check_layout(layout)
         for m in ("image", "speech"):
             tok = toks[m]
             rng = getattr(layout, m)
             if tok is not None and tok.codebook_size != rng.size:
                 raise CheckpointError(f"{path}: {m} tokenizer has {tok.codebook_size} codes, the layout {rng.size}",
                                       "the tokenizer and model come from different runs")
-        return cls(decoder=decoder, layout=layout, style=get_style(meta.get("prompt_style", "official")),
-                   generation=dict(meta.get("generation", {})), path=path, **toks)
+        return cls(decoder=decoder, layout=layout, style=style, generation=generation, path=path, **toks)
+
+
+def _bundle_meta(cfg_file: Path, meta: Any) -> dict[str, Any]:
+    """The ``"bundle"`` section of ``config.json``, type-checked (:class:`CheckpointError` naming the field)."""
+    def bad(what: str, value: Any, hint: str = "re-export the bundle") -> CheckpointError:
+        return CheckpointError(f"{cfg_file}: {what}, got {value!r:.80}", hint)
+
+    if not isinstance(meta, dict):
+        raise bad("bundle must be a mapping", meta)
+    toks = meta.get("tokenizers", {})
+    if toks is None:
+        toks = {}
+    if not isinstance(toks, dict):
+        raise bad("bundle.tokenizers must map a modality to a subdirectory", toks)
+    for m, sub in toks.items():
+        if m not in MODALITIES:
+            raise CheckpointError(f"{cfg_file}: unknown tokenizer modality {m!r}", f"one of {', '.join(MODALITIES)}")
+        if sub is None:
+            continue
+        if not isinstance(sub, str) or not sub or Path(sub).is_absolute() or ".." in Path(sub).parts:
+            raise bad(f"bundle.tokenizers.{m} must be a subdirectory name inside the bundle", sub)
+    if not isinstance(meta.get("generation") or {}, dict):
+        raise bad("bundle.generation must be a mapping of decoding options", meta.get("generation"))
+    if not isinstance(meta.get("prompt_style", "official"), str):
+        raise bad("bundle.prompt_style must be 'official' or 'paper'", meta.get("prompt_style"))
+    return {**meta, "tokenizers": toks}
+
+
+@contextlib.contextmanager
+def _as_checkpoint_error(where: Path, prefix: str = "") -> Iterator[None]:
+    """Re-raise the errors of reading one part of a bundle as :class:`CheckpointError` naming ``where``."""
+    try:
+        yield
+    except CheckpointError as e:
+        if str(where) in e.problem or str(where.parent) in e.problem:
+            raise
+        raise CheckpointError(f"{where}: {prefix}{e.problem}", e.hint) from None
+    except AromniError as e:  # ConfigError / InputError from a malformed file in the bundle
+        problem = e.problem if str(where) in e.problem else f"{where}: {prefix}{e.problem}"
+        raise CheckpointError(problem, e.hint or "the bundle is damaged: re-export or re-download it") from None
+    except RecursionError:
+        raise CheckpointError(f"{where}: nested too deeply to be a bundle file", "re-export the bundle") from None
+    except SafetensorError as e:
+        raise CheckpointError(f"{where}: not a safetensors file or corrupt ({e})", "re-export the bundle") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{where}: malformed ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
+                              "re-export the bundle") from None
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def save_bundle(path: str | Path, decoder: Decoder, layout: VocabLayout, *, text: Any = None, image: Any = None,

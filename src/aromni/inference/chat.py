@@ -15,14 +15,17 @@ Typed text goes in as text (the official runner synthesises it with an external 
 
 from __future__ import annotations
 
+import numbers
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from aromni.errors import InputError
+from aromni.errors import ConfigError, InputError
 from aromni.inference import media
 from aromni.inference.events import IncrementalText, SegmentAssembler
 from aromni.inference.options import DecodeOptions
@@ -31,6 +34,19 @@ from aromni.vocab.conversation import Conversation, ImageSegment, Segment, Speec
 from aromni.vocab.templates import OFFICIAL_CHAT_APPEND, official_chat_turn
 
 _DEFAULT = object()
+_TURN_FIELDS = {"text", "audio", "images", "sample_rate", "append_text", "audio_chunks", "seed"}
+
+
+def _image_list(images: Any) -> list[Any]:
+    """``images`` as a list: one image (a path, a PIL image, a tensor) or a list/tuple of them."""
+    if images is None:
+        return []
+    if isinstance(images, (str, bytes, os.PathLike, torch.Tensor, np.ndarray)) or hasattr(images, "mode"):
+        return [images]
+    if not isinstance(images, (list, tuple)):
+        raise InputError(f"images must be a list of images (paths, PIL images or tensors), got "
+                         f"{type(images).__name__}")
+    return list(images)
 
 
 class HistoryTruncatedWarning(UserWarning):
@@ -92,15 +108,23 @@ class ChatSession:
     """
 
     def __init__(self, model: Any, options: DecodeOptions | None = None, *,
-                 append_text: str = OFFICIAL_CHAT_APPEND, reserve_tokens: int | None = None):
+                 append_text: str | None = OFFICIAL_CHAT_APPEND, reserve_tokens: int | None = None):
         self.model = model
+        if options is not None and not isinstance(options, DecodeOptions):
+            raise ConfigError(f"chat options must be a DecodeOptions, got {type(options).__name__}",
+                              "pass a mapping of overrides to model.chat(options=...) instead")
         self.options = options or model.options("chat")
+        if append_text is not None and not isinstance(append_text, str):
+            raise InputError(f"append_text must be a string (or None), got {type(append_text).__name__}")
         self.append_text = append_text
         self.context = min(self.options.max_seq_len or model.engine.max_seq_len, model.engine.max_seq_len)
         if reserve_tokens is None:
             reserve_tokens = min(self.options.max_new_tokens, self.context // 4)
             if self.options.allow_image and model.engine.image_tokens:
                 reserve_tokens = max(reserve_tokens, model.engine.image_tokens + 2)
+        if (isinstance(reserve_tokens, bool) or not isinstance(reserve_tokens, numbers.Integral)
+                or reserve_tokens < 0):
+            raise ConfigError(f"reserve_tokens must be an integer >= 0, got {reserve_tokens!r}")
         self.reserve_tokens = int(reserve_tokens)
         self.history: list[list[int]] = []
 
@@ -110,16 +134,35 @@ class ChatSession:
     # ------------------------------------------------------------------------------------------ prompts
     def user_turn_ids(self, *, text: str | None = None, audio: Any = None, images: Sequence[Any] = (),
                       sample_rate: int | None = None, append_text: Any = _DEFAULT) -> list[int]:
-        """Ids of one user turn up to and including the assistant prefix (no ``<bos>`` in the official style)."""
+        """Ids of one user turn up to and including the assistant prefix (no ``<bos>`` in the official style).
+
+        ``audio``: a file path or a waveform with ``sample_rate`` (see :meth:`OmniModel.asr`); audio longer than
+        the context holds (with this turn's text and images, and the history dropped) is refused before it is
+        encoded, with how many seconds fit. ``images``: one image or a list (paths, PIL images, tensors)."""
+        m = self.model
         append = self.append_text if append_text is _DEFAULT else append_text
         if text is None and audio is None:
             raise InputError("a chat turn needs text or audio")
-        if text is not None and not isinstance(text, str):
-            raise InputError(f"chat text must be a string, got {type(text).__name__}")
-        if isinstance(images, (str, bytes)):
-            images = [images]
-        speech = media.audio_to_codes(self.model.speech, audio, sample_rate) if audio is not None else None
-        image_codes = [media.image_to_codes(self.model.image, im) for im in images]
+        if text is not None:
+            m.check_text(text, "chat text", self.context)
+        if append:
+            m.check_text(append, "append_text", self.context)
+        elif append is not None and not isinstance(append, str):
+            raise InputError(f"append_text must be a string (or None), got {type(append).__name__}")
+        image_codes = [media.image_to_codes(m.image, im) for im in _image_list(images)]
+        speech = None
+        if audio is not None:
+            wav = media.waveform(m.speech, audio, sample_rate)
+            head = 0 if m.style.bos_every_turn else 1
+            max_frames = self.context - 1 - head - len(self._turn_ids([], text, image_codes, append))
+            if media.frames_of(m.speech, wav) > max_frames:
+                where = "a chat turn" + (" with this text and these images" if text or image_codes else "")
+                raise media.audio_too_long(m.speech, wav, max_frames, self.context, where)
+            speech = media.encode_waveform(m.speech, wav)
+        return self._turn_ids(speech, text, image_codes, append)
+
+    def _turn_ids(self, speech: list[int] | None, text: str | None, image_codes: list[list[int]],
+                  append: str | None) -> list[int]:
         turn = official_chat_turn(speech=speech, text=text if speech is None else None, images=image_codes,
                                   append_text=append)
         if speech is not None and text is not None:  # audio and typed text in one turn: speech first, then text
@@ -159,8 +202,11 @@ class ChatSession:
     # ------------------------------------------------------------------------------------------ turns
     def stream(self, *, text: str | None = None, audio: Any = None, images: Sequence[Any] = (),
                sample_rate: int | None = None, append_text: Any = _DEFAULT, audio_chunks: bool = False,
-               seed: int | None = None) -> Iterator[ChatEvent]:
+               seed: int | None = None, **unknown: Any) -> Iterator[ChatEvent]:
         """Send a user turn and yield :class:`ChatEvent` s as the reply is generated; the last is ``"reply"``."""
+        if unknown:
+            raise InputError(f"unknown chat turn fields {sorted(unknown)}",
+                             f"known: {', '.join(sorted(_TURN_FIELDS))}")
         turn_ids = self.user_turn_ids(text=text, audio=audio, images=images, sample_rate=sample_rate,
                                       append_text=append_text)
         prompt, dropped = self.build_prompt(turn_ids)
@@ -210,6 +256,9 @@ class ChatSession:
     def send(self, **kwargs: Any) -> ChatReply:
         """Send a user turn (``text=``, ``audio=``, ``images=``, ``sample_rate=``, ``append_text=``, ``seed=``)
         and return the whole reply."""
+        unknown = sorted(set(kwargs) - _TURN_FIELDS)
+        if unknown:
+            raise InputError(f"unknown chat turn fields {unknown}", f"known: {', '.join(sorted(_TURN_FIELDS))}")
         reply = None
         for ev in self.stream(**kwargs):
             if ev.kind == "reply":

@@ -20,6 +20,7 @@ with ``options={"text": {"temperature": 0.7}}`` or the shortcut arguments.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,17 +43,28 @@ from aromni.vocab.conversation import (
     encode_conversation,
 )
 from aromni.vocab.templates import task_conversation
+from aromni.utils.device import resolve_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+#: Weight dtypes a model can run in (``float64`` works too, for checks on CPU).
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    """``None`` (as saved), a floating torch dtype, or one of the names in :data:`DTYPES` (``"torch.float16"``
+    too); :class:`ConfigError` listing the allowed ones otherwise (``torch.int64``, ``"int8"``, ``5``)."""
+    allowed = f"one of {', '.join(DTYPES)} (or torch.float32 / torch.float16 / torch.bfloat16)"
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if dtype not in FLOAT_DTYPES:
+            raise ConfigError(f"dtype {dtype} cannot hold model weights", allowed)
         return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}", f"one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else None
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}", allowed)
+    return DTYPES[name]
 
 
 @dataclass
@@ -83,7 +95,8 @@ class SpeechOutput:
     def seconds(self) -> float:
         return self.audio.numel() / self.sample_rate
 
-    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write 16-bit PCM WAV atomically; refuses to replace an existing file unless ``overwrite=True``."""
         return media.save_wav(self.audio, path, self.sample_rate, overwrite=overwrite)
 
 
@@ -99,6 +112,8 @@ class ImageOutput:
     seconds: float = 0.0
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the image atomically (format from the suffix); refuses to replace an existing file unless
+        ``overwrite=True``."""
         return media.save_png(self.image, path, overwrite=overwrite)
 
 
@@ -144,12 +159,17 @@ class OmniModel:
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
              ) -> OmniModel:
-        """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``."""
+        """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``.
+
+        Raises :class:`~aromni.errors.InputError` for a path that is not a string/Path or a device that does not
+        exist here, :class:`~aromni.errors.ConfigError` for a dtype that cannot hold weights, and
+        :class:`~aromni.errors.CheckpointError` for a missing or malformed bundle."""
         from aromni.bundle import Bundle
 
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise AromniError("device cuda requested but CUDA is not available", "pass --device cpu")
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise InputError(f"a bundle path must be a non-empty string or Path, got {type(path).__name__} "
+                             f"{path!r:.80}", "pass the bundle directory (or \"toy\")")
+        device = resolve_device(device)
         bundle = Bundle.load(path, dtype=parse_dtype(dtype), device=device)
         bundle.decoder.eval()
         return cls(bundle)
@@ -160,19 +180,67 @@ class OmniModel:
 
     # ------------------------------------------------------------------------------------------ plumbing
     def options(self, task: str, overrides: Mapping[str, Any] | None = None, **shortcuts: Any) -> DecodeOptions:
-        """The options a task call runs with: bundle defaults + official task settings + overrides."""
+        """The options a task call runs with: bundle defaults + official task settings + overrides.
+
+        The greedy tasks (``tts``, ``asr``, ``caption``) report ``text.greedy=True``; their text temperature,
+        top-p and top-k are still shown because the official greedy/sampling switch can turn sampling on
+        mid-reply (after ``<eoa>`` or ``<res>``): in TTS they apply only to the tokens after a speech span, never
+        to the speech codes. See :data:`~aromni.inference.options.TASK_OVERRIDES`. ``overrides`` must be a
+        mapping (``{"text": {"temperature": 0.7}}``); unknown keys and values of the wrong type raise
+        :class:`~aromni.errors.ConfigError`.
+        """
+        _check_mapping(overrides)
         extra = {k: v for k, v in shortcuts.items() if v is not None}
         merged = dict(overrides or {})
         merged.update(extra)
         return task_options(task, self.defaults, merged)
 
     def encode(self, conv: Conversation) -> list[int]:
+        """A :class:`~aromni.vocab.conversation.Conversation` -> prompt ids."""
         media.require(self.text, "text")
+        if not isinstance(conv, Conversation):
+            raise InputError(f"encode takes a Conversation, got {type(conv).__name__}",
+                             "build one with aromni.vocab.templates.task_conversation(...) or Conversation([...])")
         return encode_conversation(conv, self.layout, self.text, self.style).ids.tolist()
 
-    def generate(self, prompts: Sequence[Sequence[int]], options: DecodeOptions | None = None) -> GenerationStream:
-        """Low level: an iterator of engine steps for raw prompt ids."""
-        return self.engine.generate(prompts, options or self.defaults)
+    def generate(self, prompts: Sequence[Sequence[int]], options: DecodeOptions | Mapping[str, Any] | None = None
+                 ) -> GenerationStream:
+        """Low level: an iterator of engine steps for raw prompt ids (``options``: a :class:`DecodeOptions` or a
+        mapping of overrides on the bundle defaults)."""
+        if options is None:
+            options = self.defaults
+        elif isinstance(options, Mapping):
+            options = self.defaults.with_overrides(options)
+        elif not isinstance(options, DecodeOptions):
+            raise ConfigError(f"options must be a DecodeOptions or a mapping, got {type(options).__name__}",
+                              "e.g. model.options('chat') or {'max_new_tokens': 32}")
+        return self.engine.generate(prompts, options)
+
+    def context(self, options: DecodeOptions | None = None) -> int:
+        """Tokens a prompt plus its reply may hold under ``options`` (``max_seq_len`` capped by the model's)."""
+        limit = self.engine.max_seq_len
+        return min(options.max_seq_len or limit, limit) if options is not None else limit
+
+    def check_text(self, text: Any, what: str = "text", context: int | None = None, *, allow_empty: bool = False
+                   ) -> str:
+        """``text`` if it is a valid, non-blank string that could fit ``context`` tokens; :class:`InputError`
+        otherwise.
+
+        Refuses non-strings, empty or whitespace-only strings (unless ``allow_empty``), unpaired surrogates
+        (:func:`aromni.tokenizers.text.check_text`), and, before any tokenizing, a text so long that even at the
+        tokenizer's most characters per token it cannot fit the context (so a megabyte prompt fails at once with
+        the context named)."""
+        from aromni.tokenizers.text import check_text
+
+        check_text(text, what)
+        if not allow_empty and not text.strip():
+            raise InputError(f"{what} is empty", "pass some text")
+        context = self.context() if context is None else context
+        bound = getattr(self.text, "max_chars_per_token", None)
+        if isinstance(bound, int) and len(text) > context * bound:
+            raise InputError(f"{what} is {len(text):,} characters long, far more than this model's {context}-token "
+                             f"context holds (a token covers at most {bound} characters)", "shorten it")
+        return text
 
     def _task_prompt(self, task: str, **inputs: Any) -> list[int]:
         return self.encode(task_conversation(task, style=self.style.name, **inputs))
@@ -196,10 +264,11 @@ class OmniModel:
         t0 = time.perf_counter()
         texts, single = _as_list(text, "text", strings=True)
         media.require(self.speech, "speech")
+        opts = self.options("tts", options, seed=seed, max_new_tokens=max_new_tokens)
+        self._check_texts(texts, instruction, self.context(opts))
         prompts = [self._task_prompt("tts", text=t, instruction=instruction) for t in texts]
         if force_speech:
             prompts = [p + [self.layout.boa] for p in prompts]
-        opts = self.options("tts", options, seed=seed, max_new_tokens=max_new_tokens)
         gen = self.engine.generate(prompts, opts)
         streamer = SpeechStreamer(gen, self.speech, self.layout, first_chunk_frames=first_chunk_frames,
                                   chunk_frames=chunk_frames, t_start=t0, decoder_options=decoder_options)
@@ -222,12 +291,28 @@ class OmniModel:
 
     def asr(self, audio: Any, *, sample_rate: int | None = None, instruction: str | None = None,
             seed: int | None = None, options: Mapping[str, Any] | None = None) -> TextOutput | list[TextOutput]:
-        """Speech (a path or a waveform with ``sample_rate``) to text (greedy)."""
+        """Speech to text (greedy). ``audio``: a file path, or a waveform with its ``sample_rate`` — ``[T]`` or
+        channels-first ``[C, T]`` (averaged to mono), numpy, torch or a list of numbers; float samples in [-1, 1]
+        or int16/int32 PCM (see :mod:`aromni.tokenizers.speech.audio_io`). A list of paths/waveforms is a batch.
+
+        Audio longer than the context holds is refused before it is encoded, with how many seconds fit."""
         t0 = time.perf_counter()
         items, single = _as_list(audio, "audio", seq_of_numbers_is_one=True)
-        codes = [media.audio_to_codes(self.speech, a, sample_rate) for a in items]
-        prompts = [self._task_prompt("asr", speech=c, instruction=instruction) for c in codes]
-        results = self.engine.run(prompts, self.options("asr", options, seed=seed))
+        media.require(self.speech, "speech")
+        opts = self.options("asr", options, seed=seed)
+        context = self.context(opts)
+        self._check_texts([], instruction, context)
+        # Room for the codes: the prompt without them, and at least one token of transcript.
+        max_frames = context - 1 - len(self._task_prompt("asr", speech=[], instruction=instruction))
+        prompts = []
+        for i, a in enumerate(items):
+            wav = media.waveform(self.speech, a, sample_rate)
+            if media.frames_of(self.speech, wav) > max_frames:
+                err = media.audio_too_long(self.speech, wav, max_frames, context, "an ASR prompt")
+                raise err if single else InputError(f"audio {i}: {err.problem}", err.hint)
+            codes = media.encode_waveform(self.speech, wav)
+            prompts.append(self._task_prompt("asr", speech=codes, instruction=instruction))
+        results = self.engine.run(prompts, opts)
         outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0) for g in results]
         return outs[0] if single else outs
 
@@ -237,9 +322,11 @@ class OmniModel:
         """Image (a path, PIL image or tensor) to text (greedy)."""
         t0 = time.perf_counter()
         items, single = _as_list(image, "image")
+        media.require(self.image, "image")
+        opts = self.options("caption", options, seed=seed, max_new_tokens=max_new_tokens)
+        self._check_texts([], instruction, self.context(opts))
         codes = [media.image_to_codes(self.image, im) for im in items]
         prompts = [self._task_prompt("caption", image=c, instruction=instruction) for c in codes]
-        opts = self.options("caption", options, seed=seed, max_new_tokens=max_new_tokens)
         outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0)
                 for g in self.engine.run(prompts, opts)]
         return outs[0] if single else outs
@@ -251,13 +338,16 @@ class OmniModel:
         t0 = time.perf_counter()
         texts, single = _as_list(text, "text", strings=True)
         media.require(self.image, "image")
-        prompts = [self._task_prompt("t2i", text=t, instruction=instruction) for t in texts]
+        _check_mapping(options)
         img = {k: v for k, v in (("guidance_scale_text", guidance_scale_text), ("cfg", cfg),
                                  ("guidance_scale_image", guidance_scale_image)) if v is not None}
         merged = dict(options or {})
         if img:
-            merged["image"] = {**merged.get("image", {}), **img}
+            given = merged.get("image", {})
+            merged["image"] = {**given, **img} if isinstance(given, Mapping) else given
         opts = self.options("t2i", merged, seed=seed)
+        self._check_texts(texts, instruction, self.context(opts))
+        prompts = [self._task_prompt("t2i", text=t, instruction=instruction) for t in texts]
         outs = []
         for g in self.engine.run(prompts, opts):
             segs = [s for s in self._segments(g) if isinstance(s, ImageSegment)]
@@ -272,10 +362,21 @@ class OmniModel:
         """A multi-turn :class:`~aromni.inference.chat.ChatSession` (official chat format and settings)."""
         from aromni.inference.chat import ChatSession
 
+        unknown = sorted(set(kwargs) - {"append_text", "reserve_tokens"})
+        if unknown:
+            raise ConfigError(f"unknown chat settings {unknown}", "known: options, seed, append_text, reserve_tokens")
         return ChatSession(self, self.options("chat", options, seed=seed), **kwargs)
+
+    def _check_texts(self, texts: Sequence[str], instruction: Any, context: int) -> None:
+        for i, t in enumerate(texts):
+            self.check_text(t, "text" if len(texts) == 1 else f"text {i}", context)
+        if instruction is not None:
+            self.check_text(instruction, "instruction", context, allow_empty=True)
 
     def decode_segments(self, segments: Sequence[Any]) -> list[Any]:
         """Decode image and speech segments: ``[(segment, decoded)]`` with PIL images and waveforms."""
+        if isinstance(segments, (str, bytes)) or not isinstance(segments, Sequence):
+            raise InputError(f"decode_segments takes a list of segments, got {type(segments).__name__}")
         out = []
         for s in segments:
             if isinstance(s, ImageSegment) and self.image is not None and len(s.codes):
@@ -291,10 +392,17 @@ class OmniModel:
         return out
 
 
+def _check_mapping(options: Any) -> None:
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"options must be a mapping such as {{'text': {{'temperature': 0.7}}}}, got "
+                          f"{type(options).__name__} {options!r:.80}")
+
+
 def _as_list(x: Any, what: str, *, strings: bool = False, seq_of_numbers_is_one: bool = False
              ) -> tuple[list[Any], bool]:
     """Inputs as a list and whether a single item was given (``strings``: every item must be a str)."""
-    if isinstance(x, (str, Path)) or not isinstance(x, (list, tuple)) or seq_of_numbers_is_one and x and all(isinstance(v, (int, float)) for v in x):
+    if isinstance(x, (str, Path)) or not isinstance(x, (list, tuple)) or (
+            seq_of_numbers_is_one and x and all(isinstance(v, numbers.Number) for v in x)):
         items, single = [x], True
     else:
         items, single = list(x), False

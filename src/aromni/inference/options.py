@@ -6,11 +6,18 @@ top-p 0.96, repetition penalty 1.2, sampling; image temperature 1.0, top-p 0.96,
 task settings on top (greedy for ASR/TTS/caption, sampling for T2I and chat, ``<eom>`` as extra stop token).
 
 Stop tokens are named by layout role (``"eom"``) so no token id is written here; ints are accepted too.
+
+Every field is type-checked when an options object is built, whichever way it is built (``DecodeOptions(...)``,
+:meth:`DecodeOptions.from_dict`, :meth:`~DecodeOptions.with_overrides`): a ``bool`` field takes only ``True`` /
+``False`` (not ``"yes"`` or ``1``), an ``int`` field an integer (not ``5.5`` or ``True``), a ``float`` field a
+finite real number (not ``nan``, ``inf`` or a bool). Unknown keys are refused naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +41,8 @@ class TextSampling:
     greedy: bool = False
 
     def __post_init__(self) -> None:
+        _check_fields(self, "text", reals=("temperature", "top_p", "repetition_penalty"), ints=("top_k",),
+                      bools=("greedy",))
         _check_sampling("text", self.temperature, self.top_p, self.top_k)
         if self.repetition_penalty <= 0:
             raise ConfigError(f"text repetition_penalty must be > 0, got {self.repetition_penalty}",
@@ -53,12 +62,44 @@ class ImageSampling:
     guidance_scale_image: float = 1.15
 
     def __post_init__(self) -> None:
+        _check_fields(self, "image", reals=("temperature", "top_p", "guidance_scale_text", "guidance_scale_image"),
+                      ints=("top_k",), bools=("greedy", "cfg"))
         _check_sampling("image", self.temperature, self.top_p, self.top_k)
 
     @property
     def uses_cfg(self) -> bool:
         """CFG with both scales 1 equals the plain full-context logits, so it runs as one row."""
         return self.cfg and not (self.guidance_scale_text == 1.0 and self.guidance_scale_image == 1.0)
+
+
+def _check_fields(obj: Any, what: str, *, reals: Sequence[str] = (), ints: Sequence[str] = (),
+                  bools: Sequence[str] = ()) -> None:
+    """Strict types: :class:`ConfigError` naming the field unless bools are bools, ints are integers (not bools)
+    and reals are finite real numbers (not bools). Integral values of numpy types are accepted as ints."""
+    for name in bools:
+        v = getattr(obj, name)
+        if not isinstance(v, (bool, _np_bool())):
+            raise ConfigError(f"{what} option {name} must be True or False, got {v!r}",
+                              f"e.g. {{{what!r}: {{{name!r}: True}}}}")
+        setattr(obj, name, bool(v))
+    for name in ints:
+        v = getattr(obj, name)
+        if isinstance(v, (bool, _np_bool())) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"{what} option {name} must be an integer, got {v!r}")
+        setattr(obj, name, int(v))
+    for name in reals:
+        v = getattr(obj, name)
+        if isinstance(v, (bool, _np_bool())) or not isinstance(v, numbers.Real):
+            raise ConfigError(f"{what} option {name} must be a number, got {v!r}")
+        if not math.isfinite(float(v)):
+            raise ConfigError(f"{what} option {name} must be finite, got {v!r}", "nan and inf are not settings")
+        setattr(obj, name, float(v))
+
+
+def _np_bool() -> type:
+    import numpy as np
+
+    return np.bool_
 
 
 def _check_sampling(what: str, temperature: float, top_p: float, top_k: int) -> None:
@@ -105,13 +146,25 @@ class DecodeOptions:
     seed: int | Sequence[int] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.text, Mapping):
-            self.text = TextSampling(**self.text)
-        if isinstance(self.image, Mapping):
-            self.image = ImageSampling(**self.image)
+        for name, cls in (("text", TextSampling), ("image", ImageSampling)):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                setattr(self, name, dataclass_from_dict(cls, v, f"{name} options"))
+            elif not isinstance(v, cls):
+                raise ConfigError(f"{name} options must be a mapping such as {{'temperature': 0.7}}, got {v!r}")
+        if isinstance(self.extra_eos, (str, bytes)) or not isinstance(self.extra_eos, Sequence):
+            raise ConfigError(f"extra_eos must be a list of stop tokens (layout roles such as 'eom', or ids), "
+                              f"got {self.extra_eos!r}", "e.g. extra_eos=['eom']")
         self.extra_eos = tuple(self.extra_eos)
-        if isinstance(self.seed, Sequence) and not isinstance(self.seed, str):
-            self.seed = tuple(int(s) for s in self.seed)
+        for e in self.extra_eos:
+            if isinstance(e, (bool, _np_bool())) or not isinstance(e, (str, numbers.Integral)):
+                raise ConfigError(f"extra_eos entries are layout roles (str) or token ids (int), got {e!r}")
+        self.seed = _check_seed(self.seed)
+        _check_fields(self, "generation", ints=("max_new_tokens",),
+                      bools=("allow_text", "allow_image", "allow_speech", "bare_speech"))
+        for name in ("max_seq_len", "image_tokens"):
+            if getattr(self, name) is not None:
+                _check_fields(self, "generation", ints=(name,))
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.max_seq_len is not None and self.max_seq_len < 2:
@@ -120,6 +173,10 @@ class DecodeOptions:
             raise ConfigError(f"image_tokens must be >= 1, got {self.image_tokens}")
 
     def replace(self, **changes: Any) -> DecodeOptions:
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown generation options {unknown}",
+                              f"known: {', '.join(f.name for f in dataclasses.fields(self))}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +192,11 @@ class DecodeOptions:
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> DecodeOptions:
         """Apply a flat or nested dict of overrides (``{"text": {"temperature": 0.7}, "seed": 1}``)."""
+        if overrides is None:
+            return self
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"options must be a mapping such as {{'text': {{'temperature': 0.7}}}}, got "
+                              f"{type(overrides).__name__} {overrides!r:.80}")
         if not overrides:
             return self
         d = self.to_dict()
@@ -147,6 +209,14 @@ class DecodeOptions:
 
 
 #: Official per-task settings (``inference_pretrain.py`` make_opts_*, ``inference_chat.py``), as overrides.
+#:
+#: ``text.greedy=True`` (TTS, ASR, caption) is each row's *starting* mode, not a promise that nothing is ever
+#: sampled: the official switch (:mod:`aromni.inference.fsm`) keeps greedy on inside speech spans (``<boa>`` turns
+#: it on) and turns sampling on after ``<eoa>`` or ``<res>``. So in TTS the speech codes are always greedy, while
+#: ``text.temperature``/``top_p``/``top_k`` apply only to tokens after the model closes a speech span with
+#: ``<eoa>`` (typically the stop token) — the official decoder does the same. ``text.repetition_penalty`` applies
+#: in greedy mode too (it can move the argmax), to text and speech codes alike. The image settings matter only
+#: where images are allowed (T2I, chat).
 TASK_OVERRIDES: dict[str, dict[str, Any]] = {
     "tts": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_new_tokens": 1024},
     "asr": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_seq_len": 1024},
@@ -157,10 +227,28 @@ TASK_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_seed(seed: Any) -> int | tuple[int, ...] | None:
+    """``None``, an int, or a sequence of ints (one per prompt), each in ``[-2**63, 2**63)``; else
+    :class:`ConfigError`."""
+    def one(s: Any) -> int:
+        if isinstance(s, (bool, _np_bool())) or not isinstance(s, numbers.Integral):
+            raise ConfigError(f"seed must be an integer (or one integer per prompt), got {s!r}", "e.g. seed=0")
+        if not -(2**63) <= int(s) < 2**63:
+            raise ConfigError(f"seed must fit in 64 bits ([-2**63, 2**63)), got {s}")
+        return int(s)
+
+    if seed is None:
+        return None
+    if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
+        return tuple(one(s) for s in seed)
+    return one(seed)
+
+
 def task_options(task: str, base: DecodeOptions | None = None, overrides: Mapping[str, Any] | None = None
                  ) -> DecodeOptions:
     """Options for ``task`` (tts, asr, caption, t2i, chat): ``base`` (bundle defaults) + the official task
-    settings + the caller's ``overrides``."""
-    if task not in TASK_OVERRIDES:
+    settings (:data:`TASK_OVERRIDES`, which also says which fields a greedy task still uses) + the caller's
+    ``overrides``."""
+    if not isinstance(task, str) or task not in TASK_OVERRIDES:
         raise ConfigError(f"unknown task {task!r}", f"one of {', '.join(TASK_OVERRIDES)}")
     return (base or DecodeOptions()).with_overrides(TASK_OVERRIDES[task]).with_overrides(overrides)

@@ -20,8 +20,9 @@ Latency figures (:class:`StreamMetrics`, seconds from ``t_start``, the moment th
 
 from __future__ import annotations
 
+import numbers
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,8 +94,13 @@ class SpeechStreamer:
     def __init__(self, stream: GenerationStream, speech_tokenizer: Any, layout: VocabLayout, *,
                  first_chunk_frames: int = 4, chunk_frames: int = 20, t_start: float | None = None,
                  decoder_options: dict[str, Any] | None = None):
+        for name, v in (("first_chunk_frames", first_chunk_frames), ("chunk_frames", chunk_frames)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer number of code frames, got {v!r}")
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise ConfigError(f"chunk sizes must be >= 1 frame, got {first_chunk_frames} and {chunk_frames}")
+        if decoder_options is not None and not isinstance(decoder_options, Mapping):
+            raise ConfigError(f"decoder_options must be a mapping, got {type(decoder_options).__name__}")
         self.stream, self.tokenizer, self.layout = stream, speech_tokenizer, layout
         self.first_chunk_frames, self.chunk_frames = first_chunk_frames, chunk_frames
         self.t_start = time.perf_counter() if t_start is None else t_start

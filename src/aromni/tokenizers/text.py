@@ -12,7 +12,9 @@ never inject a control token. Special tokens come from the :class:`~aromni.vocab
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,25 @@ from aromni.tokenizers.base import Tokenizer
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
 
 TOKENIZER_FILE = "tokenizer.json"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: Any, what: str = "text") -> str:
+    """``text`` if it is a string of valid Unicode, else :class:`InputError` naming the problem.
+
+    Python strings may hold unpaired surrogates (``"\\ud800"``, from ``surrogateescape`` decoding or broken
+    JSON) that no encoding can write; the tokenizers library refuses them with a bare ``TypeError``. Control
+    characters are valid text and pass.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.isascii():
+        m = _SURROGATE.search(text)
+        if m is not None:
+            raise InputError(f"{what} contains an unpaired surrogate {m.group()!r} at position {m.start()}",
+                             "the string is not valid Unicode; fix its source or decode it with errors='replace'")
+    return text
 
 
 class TextTokenizer(Tokenizer):
@@ -52,16 +73,40 @@ class TextTokenizer(Tokenizer):
         return {"modality": "text", "type": self.type_name, "vocab_size": self.vocab_size}
 
     def encode(self, text: str) -> list[int]:
-        """Text -> ids (no bos/eos added; special-token strings in ``text`` stay plain text)."""
-        if not isinstance(text, str):
-            raise InputError(f"text must be a string, got {type(text).__name__}")
-        return self._tk.encode(text, add_special_tokens=False).ids
+        """Text -> ids (no bos/eos added; special-token strings in ``text`` stay plain text).
+
+        Raises :class:`InputError` for a non-string or a string with an unpaired surrogate (:func:`check_text`).
+        """
+        return self._tk.encode(check_text(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InputError(f"encode_batch takes a list of strings, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            check_text(t, f"text {i}")
         return [e.ids for e in self._tk.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        return self._tk.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        try:
+            return self._tk.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        except (TypeError, OverflowError, ValueError):  # a non-integer or negative id
+            raise InputError("decode takes a list of non-negative integer token ids") from None
+
+    @cached_property
+    def max_chars_per_token(self) -> int | None:
+        """The most characters of input text one token can stand for, or ``None`` when that is unbounded.
+
+        Without a normalizer and without fused unknown tokens, every token covers at most as many characters as
+        its vocabulary string is long (byte-level BPE: one symbol per byte), so a text of ``n`` characters needs
+        at least ``n / max_chars_per_token`` tokens. Callers use it to refuse a text that cannot fit a context
+        before tokenizing all of it. A normalizer (which may delete characters) or ``fuse_unk`` voids the bound.
+        """
+        if self._tk.normalizer is not None:
+            return None
+        model = self._tk.model
+        if getattr(model, "unk_token", None) is not None and getattr(model, "fuse_unk", False):
+            return None
+        return max((len(t) for t in self._tk.get_vocab(with_added_tokens=True)), default=1) or 1
 
     def token_to_id(self, token: str) -> int | None:
         return self._tk.token_to_id(token)

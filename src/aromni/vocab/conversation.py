@@ -80,8 +80,14 @@ class Turn:
     assistant_prefix: str | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in ("user", "assistant"):
+        if not isinstance(self.role, str) or self.role not in ("user", "assistant"):
             raise InputError(f"turn role must be 'user' or 'assistant', got {self.role!r}")
+        if not isinstance(self.segments, (list, tuple)):
+            raise InputError(f"a turn's segments must be a list, got {type(self.segments).__name__}",
+                             "e.g. Turn('user', [TextSegment('hi')])")
+        self.segments = list(self.segments)
+        if self.assistant_prefix is not None and not isinstance(self.assistant_prefix, str):
+            raise InputError(f"assistant_prefix must be a string, got {type(self.assistant_prefix).__name__}")
         for s in self.segments:
             if not isinstance(s, (TextSegment, ImageSegment, SpeechSegment)):
                 raise InputError(f"unknown segment {s!r}", "use TextSegment, ImageSegment or SpeechSegment")
@@ -103,9 +109,15 @@ class Conversation:
     task: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.turns, (list, tuple)):
+            raise InputError(f"a conversation's turns must be a list of Turn, got {type(self.turns).__name__}")
+        self.turns = list(self.turns)
         if not self.turns:
             raise InputError("a conversation needs at least one turn")
         for i, t in enumerate(self.turns):
+            if not isinstance(t, Turn):
+                raise InputError(f"turn {i} is a {type(t).__name__}, not a Turn",
+                                 "e.g. Turn('user', [TextSegment('hi')])")
             expected = "user" if i % 2 == 0 else "assistant"
             if t.role != expected:
                 raise InputError(f"turn {i} is {t.role!r}, expected {expected!r}",
@@ -201,11 +213,30 @@ class _Builder:
 def encode_segment(seg: Segment, layout: VocabLayout, tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
     """Return ``(prefix_markers, content_ids, suffix_markers)`` for one segment."""
     if isinstance(seg, TextSegment):
-        ids = list(seg.ids) if seg.ids is not None and not seg.text else tokenizer.encode(seg.text)
-        return [], ids, []
+        if seg.ids is not None and not seg.text:
+            ids = _int_array(seg.ids, "text segment ids")
+            if ids.size and (ids.min() < 0 or ids.max() >= layout.vocab_size):
+                raise InputError(f"text segment id out of range [0, {layout.vocab_size})")
+            return [], ids.tolist(), []
+        return [], tokenizer.encode(seg.text), []
     if isinstance(seg, ImageSegment):
-        return [layout.boi], list(layout.image.to_ids(np.asarray(seg.codes, dtype=np.int64))), [layout.eoi]
-    return [layout.boa], list(layout.speech.to_ids(np.asarray(seg.codes, dtype=np.int64))), [layout.eoa]
+        return [layout.boi], list(layout.image.to_ids(_int_array(seg.codes, "image codes"))), [layout.eoi]
+    return [layout.boa], list(layout.speech.to_ids(_int_array(seg.codes, "speech codes"))), [layout.eoa]
+
+
+def _int_array(values: Any, what: str) -> np.ndarray:
+    """A 1-D sequence of integers (integer-valued floats too) -> int64 array; :class:`InputError` otherwise."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):
+        arr = np.asarray([None], dtype=object)
+    if arr.ndim == 1 and arr.size == 0:
+        return arr.astype(np.int64)
+    ok = arr.ndim == 1 and (arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr)))
+                                                            and bool(np.all(arr == np.round(arr)))))
+    if not ok:
+        raise InputError(f"{what} must be a 1-D list of integers, got {arr.dtype} {tuple(arr.shape)}")
+    return arr.astype(np.int64)
 
 
 def encode_conversation(conv: Conversation, layout: VocabLayout, tokenizer: Any,

@@ -53,6 +53,11 @@ def _runs(ids: np.ndarray) -> list[list[int]]:
     return [[int(ids[a]), int(ids[b - 1]) + 1] for a, b in zip(starts, stops)]
 
 
+#: Largest vocabulary a layout may describe (Chameleon / AR-Omni use 65,536 ids); bounds what a malformed
+#: config can make us allocate.
+MAX_VOCAB = 1 << 24
+
+
 def _from_runs(runs: Iterable[Sequence[int]]) -> np.ndarray:
     parts = [np.arange(int(a), int(b), dtype=np.int64) for a, b in runs]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -308,6 +313,19 @@ class VocabLayout:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VocabLayout:
         try:
+            if not isinstance(d, Mapping):
+                raise TypeError(f"expected a mapping, got {type(d).__name__}")
+            V = int(d["vocab_size"])
+            if not 0 < V <= MAX_VOCAB:
+                raise ConfigError(f"malformed vocabulary layout: vocab_size {V} is outside [1, {MAX_VOCAB:,}]",
+                                  "regenerate the config")
+            for m in ("image", "speech"):  # bound the ranges before arrays of their size are allocated
+                r = d[m]
+                ends = ([v for run in r["runs"] for v in run] if "runs" in r
+                        else [int(r["start"]), int(r["start"]) + int(r["size"])])
+                if any(not 0 <= int(v) <= V for v in ends):
+                    raise ConfigError(f"malformed vocabulary layout: the {m} range {dict(r)} is outside [0, {V}]",
+                                      "regenerate the config")
             return cls(
                 name=str(d["name"]),
                 vocab_size=int(d["vocab_size"]),
@@ -318,7 +336,7 @@ class VocabLayout:
                 text_runs=None if d.get("text") is None else tuple((int(a), int(b)) for a, b in d["text"]),
                 reserved={k: int(v) for k, v in d.get("reserved", {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError) as e:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"malformed vocabulary layout: {e!r}", "regenerate the config") from None

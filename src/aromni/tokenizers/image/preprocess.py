@@ -24,11 +24,30 @@ def require_pil() -> Any:
     return Image
 
 
+def to_8bit(img: Any) -> Any:
+    """High-bit-depth grayscale -> ``L``, scaled rather than clipped (other modes are returned as they are).
+
+    Pillow converts ``I;16``/``I`` to 8 bits by clipping at 255, which turns a 16-bit PNG almost white. Here
+    ``I;16*`` is scaled by ``1/257`` (65535 -> 255); ``I`` (32-bit, what some 16-bit files decode to) likewise
+    when its values exceed 255, else it is taken as 8-bit. ``F`` (float) keeps Pillow's conversion (clipped to
+    0..255).
+    """
+    Image = require_pil()
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = np.clip(arr, 0, 65535) / 257.0
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def whiten_transparency(img: Any) -> Any:
-    """Any-mode PIL image -> RGB; transparent pixels are alpha-blended onto white."""
+    """Any-mode PIL image -> RGB; transparent pixels are alpha-blended onto white (16-bit grayscale is scaled to
+    8 bits first, see :func:`to_8bit`)."""
     Image = require_pil()
     if img.mode == "RGB":
         return img
+    img = to_8bit(img)
     rgba = np.array(img.convert("RGBA"))
     if not (rgba[:, :, 3] < 255).any():
         return img.convert("RGB")
@@ -59,7 +78,18 @@ def preprocess(images: Sequence[Any], size: int) -> torch.Tensor:
     """PIL images of any size and mode -> ``[B, 3, size, size]`` float32 in [-1, 1]."""
     if len(images) == 0:
         raise InputError("no images to encode", "pass at least one image")
-    return torch.stack([pil_to_tensor(resize_center_crop(whiten_transparency(im), size)) for im in images])
+    out = []
+    for im in images:
+        w, h = im.size
+        if min(w, h) <= 0:
+            raise InputError(f"image has no pixels (size {w}x{h})", "pass a non-empty image")
+        try:
+            rgb = whiten_transparency(im)
+        except (ValueError, OSError) as e:  # a mode Pillow cannot convert to RGB(A)
+            raise InputError(f"cannot convert a {im.mode!r} image to RGB ({e})",
+                             "convert it to RGB first (img.convert('RGB'))") from None
+        out.append(pil_to_tensor(resize_center_crop(rgb, size)))
+    return torch.stack(out)
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:

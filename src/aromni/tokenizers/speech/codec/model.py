@@ -145,6 +145,9 @@ class StreamingCodec(SpeechTokenizer):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, map_location: str | torch.device = "cpu",
                         **kwargs: Any) -> StreamingCodec:
+        """Load a directory written by :meth:`save_pretrained`; a missing, corrupt or mismatching file raises
+        :class:`CheckpointError` naming it."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -152,15 +155,26 @@ class StreamingCodec(SpeechTokenizer):
         if not isinstance(meta, dict) or meta.get("type") != cls.type_name or "config" not in meta:
             raise CheckpointError(f"{path / 'config.json'} does not describe an aromni_codec",
                                   "expected {'type': 'aromni_codec', 'config': {...}}")
-        if meta.get("format_version", 1) > FORMAT_VERSION:
-            raise CheckpointError(f"{path} was written by a newer aromni (format {meta['format_version']})",
-                                  "upgrade aromni")
-        model = cls(CodecConfig.from_dict(meta["config"]), **kwargs)
+        version = meta.get("format_version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CheckpointError(f"{path / 'config.json'}: format_version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{path} was written by a newer aromni (format {version})", "upgrade aromni")
+        config = CodecConfig.from_dict(meta["config"])
         weights = path / "model.safetensors"
         if not weights.is_file():
             raise CheckpointError(f"{weights}: missing", "the directory must hold config.json + model.safetensors")
         try:
             state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{weights}: not a safetensors file, or corrupt ({' '.join(str(e).split())[:200]})",
+                                  "re-save the codec") from None
+        model = cls(config, **kwargs)
+        own = model.state_dict()
+        for k, v in state.items():
+            if k in own and own[k].is_floating_point() and not v.is_floating_point():
+                raise CheckpointError(f"{weights}: {k} has dtype {v.dtype}, not a float dtype", "re-save the codec")
+        try:
             model.load_state_dict(state, strict=True)
         except (RuntimeError, OSError) as e:
             raise CheckpointError(f"{weights}: does not match the config ({str(e).splitlines()[0][:200]})",
