@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -64,6 +65,10 @@ class DecoderConfig:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"decoder config: {name} must be positive, got {getattr(self, name)}")
+        for name in ("norm_eps", "qk_norm_eps", "rope_theta"):
+            v = float(getattr(self, name))
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"decoder config: {name} must be a positive finite number, got {getattr(self, name)}")
         if self.dim % self.n_heads:
             raise ConfigError(f"decoder config: dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -89,7 +94,7 @@ class DecoderConfig:
     def preset(cls, name: str, **overrides: Any) -> DecoderConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown decoder preset {name!r}", f"one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return dataclass_from_dict(cls, {**PRESETS[name], **overrides}, "decoder config")
 
     def num_params(self) -> int:
         """Parameter count implied by the config (embedding and head counted separately unless tied)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -156,12 +157,53 @@ def load_perceptual(head: nn.Module, directory: str | Path) -> bool:
     f = Path(directory) / PERCEPTUAL
     if not f.is_file():
         return False
-    state = load_file(str(f))
+    state = _read_safetensors(f)
     own = head.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         return False
+    check_state(own, state, str(f))
     head.load_state_dict(state)
     return True
+
+
+def _read_safetensors(f: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{f}: unreadable safetensors file ({e})",
+                              "the file is truncated or corrupt; use another checkpoint") from None
+
+
+def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    """Missing / unexpected tensors, wrong shapes and non-floating dtypes of ``state`` -> :class:`CheckpointError`."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = (f"tensor {missing[0]!r} is missing" if missing else f"unexpected tensor {unexpected[0]!r}")
+        more = len(missing or unexpected) - 1
+        raise CheckpointError(f"{source}: {what}" + (f" (and {more} more)" if more else ""),
+                              "the checkpoint was written by a run with another model config")
+    for k, want in expected.items():
+        got = state[k]
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(f"{source}: {k!r} is a {type(got).__name__}, not a tensor", "use another checkpoint")
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{source}: tensor {k!r} has shape {tuple(got.shape)}, this run expects "
+                                  f"{tuple(want.shape)}", "the checkpoint was written by a run with another model config")
+        if want.is_floating_point() and not got.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {k!r} is {got.dtype}, expected a floating-point tensor "
+                                  f"({want.dtype})", "the checkpoint is damaged or not a training checkpoint")
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(state, strict=True)`` after :func:`check_state` (every mismatch a CheckpointError)."""
+    own = model.state_dict()
+    check_state(own, state, str(source))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: cannot be loaded into this run's model ({str(e).splitlines()[0]})",
+                              "the checkpoint was written by a run with another model config") from None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -174,10 +216,16 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                               "pass an OUT/checkpoints/step-* directory")
     state = {f"decoder.{k}": v for k, v in load_state(path).items()}
     if (path / PERCEPTUAL).is_file():
-        state.update({f"perceptual.{k}": v for k, v in load_file(str(path / PERCEPTUAL)).items()})
+        state.update({f"perceptual.{k}": v for k, v in _read_safetensors(path / PERCEPTUAL).items()})
     try:
         trainer = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
+    except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
+        first = (str(e).strip().splitlines() or [""])[0]
+        hint = ("the file holds arbitrary Python objects, so it was not loaded; only resume from files you trust"
+                if isinstance(e, pickle.UnpicklingError) else "the file is damaged; resume from another checkpoint")
         raise CheckpointError(f"{path / TRAINER_STATE}: cannot be read with weights_only=True ({type(e).__name__}: "
-                              f"{e})", "the file holds arbitrary Python objects or is damaged") from None
+                              f"{first})", hint) from None
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{path / TRAINER_STATE}: holds a {type(trainer).__name__}, not a training state",
+                              "the file is damaged; resume from another checkpoint")
     return state, trainer

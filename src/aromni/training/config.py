@@ -17,10 +17,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from aromni.errors import ConfigError
-from aromni.utils.config import yaml_with_overrides
+from aromni.training.distributed import resolve_device
+from aromni.utils.config import coerce_value, describe, field_types, non_finite_floats, yaml_with_overrides
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
@@ -87,7 +88,10 @@ class DataConfig:
         if self.too_long not in ("drop", "truncate"):
             raise ConfigError(f"data.too_long must be 'drop' or 'truncate', got {self.too_long!r}")
         if self.seq_len < 2 or self.micro_batch < 1 or self.bucket_window < 1 or self.pack_rows < 1:
-            raise ConfigError("data.seq_len must be >= 2 and data.micro_batch, data.bucket_window, data.pack_rows >= 1")
+            raise ConfigError("data.seq_len must be >= 2 and data.micro_batch, data.bucket_window, data.pack_rows >= 1",
+                              f"got seq_len {self.seq_len}, micro_batch {self.micro_batch}, "
+                              f"bucket_window {self.bucket_window}, pack_rows {self.pack_rows}")
+        _at_least("data.seed", self.seed, 0)
 
 
 @dataclass
@@ -109,6 +113,7 @@ class VocabExtensionConfig:
     def __post_init__(self) -> None:
         if self.init not in ("mean", "normal"):
             raise ConfigError(f"model.extend_vocab.init must be 'mean' or 'normal', got {self.init!r}")
+        _at_least("model.extend_vocab.noise_std", self.noise_std, 0)
 
 
 @dataclass
@@ -134,6 +139,17 @@ class ModelConfig:
     init_std: float = 0.02
     gradient_checkpointing: bool = False
     extend_vocab: VocabExtensionConfig = field(default_factory=VocabExtensionConfig)
+
+    def __post_init__(self) -> None:
+        if not self.init_std > 0:
+            raise ConfigError(f"model.init_std must be positive, got {self.init_std}")
+        if self.decoder and not self.init_from:
+            from aromni.training.model_init import decoder_config
+
+            try:  # validate the architecture now, not after the data is planned (the vocabulary size comes later)
+                decoder_config(self.decoder, 1)
+            except ConfigError as e:
+                raise ConfigError(f"model.decoder: {e.problem.removeprefix('decoder config: ')}", e.hint) from None
 
 
 @dataclass
@@ -234,12 +250,19 @@ class OptimConfig:
     grad_accum: int = 1
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.max_steps < 1 or self.grad_accum < 1:
-            raise ConfigError("optim.lr must be positive, optim.max_steps and optim.grad_accum >= 1")
+        if not self.lr > 0 or self.max_steps < 1 or self.grad_accum < 1:
+            raise ConfigError("optim.lr must be positive, optim.max_steps and optim.grad_accum >= 1",
+                              f"got lr {self.lr}, max_steps {self.max_steps}, grad_accum {self.grad_accum}")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("optim.warmup_ratio must be in [0, 1) and optim.min_lr_ratio in [0, 1]")
-        if len(self.betas) != 2:
-            raise ConfigError(f"optim.betas must have two values, got {self.betas}")
+            raise ConfigError("optim.warmup_ratio must be in [0, 1) and optim.min_lr_ratio in [0, 1]",
+                              f"got warmup_ratio {self.warmup_ratio}, min_lr_ratio {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two values in [0, 1), got {self.betas}")
+        _at_least("optim.warmup_steps", self.warmup_steps, 0)
+        _at_least("optim.weight_decay", self.weight_decay, 0)
+        _at_least("optim.grad_clip", self.grad_clip, 0)
+        if not self.eps > 0:
+            raise ConfigError(f"optim.eps must be positive, got {self.eps}")
 
     @property
     def warmup(self) -> int:
@@ -260,6 +283,12 @@ class CheckpointConfig:
     keep_last: int = 3
     resume: str = "auto"
     stop_after: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("every", "keep_last", "stop_after"):
+            _at_least(f"checkpoint.{name}", getattr(self, name), 0)
+        if not self.resume.strip():
+            raise ConfigError("checkpoint.resume is empty", "use auto, none, or a checkpoint directory")
 
 
 @dataclass
@@ -295,6 +324,9 @@ class LogConfig:
     progress: bool = True
     sample_ids: bool = False
 
+    def __post_init__(self) -> None:
+        _at_least("log.every", self.every, 0)
+
 
 @dataclass
 class ExportConfig:
@@ -315,6 +347,15 @@ class ExportConfig:
     speech: str = ""
     dtype: str = "float32"
     style: str = "official"
+
+    def __post_init__(self) -> None:
+        dtypes = ("float32", "bfloat16", "float16")  # aromni.training.export.DTYPES
+        if self.dtype not in dtypes:
+            raise ConfigError(f"export.dtype must be one of {', '.join(dtypes)}, got {self.dtype!r}")
+        from aromni.vocab.conversation import STYLES
+
+        if self.style not in STYLES:
+            raise ConfigError(f"export.style must be one of {', '.join(STYLES)}, got {self.style!r}")
 
 
 @dataclass
@@ -354,14 +395,42 @@ class TrainConfig:
     dist: DistConfig = field(default_factory=DistConfig)
 
     def __post_init__(self) -> None:
+        if not self.out.strip():
+            raise ConfigError("out must name a run directory, got an empty string",
+                              "e.g. out=runs/my_run (checkpoints, metrics and the bundle go there)")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        _at_least("seed", self.seed, 0)
+        _at_least("num_threads", self.num_threads, 0)
+        if self.device != "auto":  # a device this machine lacks fails here, before any data is read
+            resolve_device(self.device)
+        self._check_context()
+
+    def _check_context(self) -> None:
+        """A from-scratch decoder must hold a packed row: ``data.seq_len`` inputs within ``max_seq_len``."""
+        if not self.model.decoder or self.model.init_from:
+            return
+        from aromni.training.model_init import decoder_config
+
+        context = decoder_config(self.model.decoder, 1).max_seq_len
+        if context < self.data.seq_len:
+            raise ConfigError(f"data.seq_len {self.data.seq_len} is longer than the decoder's context "
+                              f"(model.decoder max_seq_len {context})",
+                              f"set data.seq_len <= {context} or model.decoder.max_seq_len >= {self.data.seq_len}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """A validated config from a plain mapping: unknown keys, values of the wrong type, ``nan``/``inf``
+        anywhere (``model.decoder`` included) and out-of-range values are :class:`ConfigError`."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a training config must be a mapping of settings, got {describe(d)}")
+        bad = non_finite_floats(d)
+        if bad:
+            raise ConfigError(f"{bad[0]} is not a finite number" + (f" (nor {', '.join(bad[1:])})" if bad[1:] else ""),
+                              "nan and inf are not settings; numbers beyond ~1.8e308 overflow to inf")
         return _build(cls, d, "")
 
     @classmethod
@@ -370,61 +439,28 @@ class TrainConfig:
         return cls.from_dict(yaml_with_overrides(path, overrides))
 
 
-def _build(cls: type, d: Mapping[str, Any] | None, prefix: str) -> Any:
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    """``cls`` from the mapping ``d`` (the section at dotted ``prefix``), every value checked against its field type."""
     if d is None:
         d = {}
     if not isinstance(d, Mapping):
-        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {d!r}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(fields)
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {describe(d)}")
+    types = field_types(cls)
+    unknown = set(d) - set(types)
     if unknown:
-        raise ConfigError(f"unknown config keys {sorted(prefix + k for k in unknown)}",
-                          f"known under {prefix or '<root>'}: {sorted(fields)}")
-    kwargs = {}
-    for name, value in d.items():
-        kwargs[name] = _coerce(hints[name], value, prefix + name)
+        raise ConfigError(f"unknown config keys {sorted(prefix + str(k) for k in unknown)}",
+                          f"known under {prefix.rstrip('.') or '<root>'}: {sorted(types)}")
+    kwargs = {name: coerce_value(types[name], value, prefix + name, _section) for name, value in d.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:
-        raise ConfigError(f"config section {prefix or '<root>'}: {e}") from None
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'}: {e}") from None
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    origin, args = get_origin(tp), get_args(tp)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ConfigError(f"{key}: null is not allowed")
-    if args and type(None) in args:  # Optional[X]
-        tp = next(a for a in args if a is not type(None))
-        origin, args = get_origin(tp), get_args(tp)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            value = [value] if value != "" else []
-        return [_coerce(args[0], v, key) for v in value] if args else list(value)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            out = tp(value)
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if tp is int and float(value) != out:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return out
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    return value
+def _section(cls: type, value: Any, key: str) -> Any:
+    return _build(cls, value, key + ".")

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aromni.errors import ConfigError
+from aromni.errors import ConfigError, InputError
+from aromni.utils.device import resolve_device as user_device
 
 
 @dataclass
@@ -40,9 +41,13 @@ class DistInfo:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; any other name must be a device this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        return user_device(name)
+    except InputError as e:
+        raise ConfigError(f"device: {e.problem}", e.hint) from None
 
 
 def init_distributed(strategy: str, backend: str, device: str) -> DistInfo:

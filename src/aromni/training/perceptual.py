@@ -59,15 +59,24 @@ def load_table(source: str | Path) -> torch.Tensor:
         raise ConfigError(f"perceptual.table: {path} does not exist",
                           "pass an image tokenizer directory, a bundle, or a .safetensors/.pt file with one tensor")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e})",
+                                  "the file is truncated or corrupt; save the [n_codes, d_e] table again") from None
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: not loadable with weights_only=True ({type(e).__name__})",
-                                  "the file holds arbitrary Python objects; save the tensor alone") from None
+        except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
+            if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():
+                raise CheckpointError(f"{path}: holds arbitrary pickled Python objects, not just tensors, so "
+                                      "torch.load(weights_only=True) refused it", "save the [n_codes, d_e] tensor alone"
+                                      ) from None
+            raise CheckpointError(f"{path}: not a readable PyTorch file (weights_only load: {type(e).__name__})",
+                                  "the file is truncated or corrupt; save the [n_codes, d_e] table again") from None
         tensors = obj if isinstance(obj, dict) else {"table": obj}
     tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.dim() == 2}
     if len(tensors) != 1:
@@ -76,7 +85,11 @@ def load_table(source: str | Path) -> torch.Tensor:
             raise CheckpointError(f"{path}: expected exactly one 2-D tensor, found {sorted(tensors)}",
                                   "save the [n_codes, d_e] table alone")
         tensors = hit
-    return next(iter(tensors.values())).float()
+    (key, table), = tensors.items()
+    if not table.is_floating_point():
+        raise CheckpointError(f"{path}: tensor {key!r} is stored as {table.dtype}, expected a floating-point tensor",
+                              "save the [n_codes, d_e] code-embedding table as float32")
+    return table.float()
 
 
 def _table_from_dir(path: Path) -> torch.Tensor:

@@ -7,19 +7,25 @@ checkpoint if any -> wrap (DDP / FSDP2) -> AdamW + linear schedule -> steps -> c
 One optimizer step: the rank's ``grad_accum`` micro-batches are read first, so the loss normalisers of the whole
 global step are known (:class:`~aromni.training.losses.StepTotals`); each micro-batch is forwarded and
 back-propagated (gradient sync only on the last); gradients are clipped; AdamW and the schedule step.
+
+A step whose loss or gradient norm is not finite (nan / inf: the run diverged) stops the run with a
+:class:`~aromni.errors.TrainingDivergedError` before the optimizer applies it; the weights are checked again
+before every checkpoint and the export, so neither is ever written from a diverged model and the last
+checkpoint stays a good one to resume from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aromni.errors import ConfigError, InputError
+from aromni.errors import AromniError, CheckpointError, ConfigError, InputError, TrainingDivergedError
 from aromni.training import checkpoint as ckpt
 from aromni.training import distributed as D
 from aromni.training.config import TrainConfig
@@ -27,6 +33,7 @@ from aromni.training.data.batching import Batch
 from aromni.training.data.pipeline import build_batcher, data_layout, describe
 from aromni.training.evaluate import Evaluator
 from aromni.training.export import export_bundle
+from aromni.training.guard import diverged
 from aromni.training.losses import StepTotals, TrainingObjective
 from aromni.training.metrics import MetricsLogger
 from aromni.training.model_init import build_decoder
@@ -47,6 +54,9 @@ class Trainer:
     def setup(self) -> None:
         """Build everything :meth:`fit` needs (process group, data, model, optimizer; resumes if a checkpoint exists)."""
         cfg = self.cfg
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"out must name a run directory, but {self.out} is an existing file",
+                              "choose another out (checkpoints, metrics and the bundle go there)")
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.info = D.init_distributed(cfg.dist.strategy, cfg.dist.backend, cfg.device)
@@ -60,12 +70,19 @@ class Trainer:
         trainer_state = None
         if resume is not None:
             model_state, trainer_state = ckpt.load_checkpoint(resume)
-            self.objective.load_state_dict(model_state, strict=True)
+            ckpt.load_model_state(self.objective, model_state, resume)
         self.model = D.wrap(self.objective, self.info)
         self.opt = build_optimizer(self.objective, cfg.optim)
         self.sched = build_scheduler(self.opt, cfg.optim)
         if trainer_state is not None:
-            self._restore(trainer_state)
+            try:
+                self._restore(trainer_state)
+            except AromniError:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+                raise CheckpointError(f"{resume / ckpt.TRAINER_STATE}: damaged training state ({type(e).__name__}: "
+                                      f"{e})", "resume from an earlier checkpoint (checkpoint.resume=DIR) or start "
+                                      "a new run") from None
         self.logger = MetricsLogger(self.out, resume_step=self.step if resume else None, total=cfg.optim.max_steps,
                                     tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
                                     enabled=self.info.is_main, initial=self.step)
@@ -121,8 +138,14 @@ class Trainer:
                               f"{self.batcher.rows_per_step}", "keep micro_batch x grad_accum x processes fixed")
         ckpt.load_optimizer_state(self.objective, self.opt, state["optimizer"], self.info)
         self.sched.load_state_dict(state["scheduler"])
+        # This run's hyper-parameters win over the saved ones (identical when the config is unchanged), so a
+        # relaunch with a lower optim.lr after a divergence really trains with it. Groups: decayed, then not.
+        optim = self.cfg.optim
+        for group, wd in zip(self.opt.param_groups, (optim.weight_decay, 0.0)):
+            group.update(initial_lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), eps=optim.eps, weight_decay=wd)
+        self.sched.base_lrs = [optim.lr for _ in self.opt.param_groups]
         # Re-evaluate this run's schedule at the restored step (identical when the config is unchanged; correct
-        # when optim.max_steps or the warmup changed between runs).
+        # when optim.lr, optim.max_steps or the warmup changed between runs).
         for group, base in zip(self.opt.param_groups, self.sched.base_lrs):
             group["lr"] = base * self.sched.lr_lambdas[0](self.sched.last_epoch)
         self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
@@ -165,21 +188,43 @@ class Trainer:
         gn = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
                                             self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf"))
         gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
         ntp_sum, perc_sum = D.all_sum([ntp_sum, perc_sum], self.info)
         ntp = ntp_sum / max(totals.ntp, 1e-12)
         perc = perc_sum / max(totals.perc, 1.0)
         total = ntp + (self.cfg.perceptual.weight * perc if self.objective.perceptual is not None else 0.0)
+        if not (math.isfinite(total) and math.isfinite(float(gn))):
+            # Every rank sees the same summed loss and global norm, so every rank stops here, before the update.
+            self.opt.zero_grad(set_to_none=True)
+            what = f"loss became {total}" if not math.isfinite(total) else f"gradient norm became {float(gn)}"
+            raise self._diverged(what, self.step + 1)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
         # A step without image positions has no perceptual value (logged as null, not as a misleading 0).
         return {"loss": total, "ntp": ntp, "perc": perc if totals.perc > 0 else None,
                 "tail_ratio": stats["tail_ratio"], "lr": lr,
                 "grad_norm": float(gn), "tokens": int(stats["tokens"]), "fill": stats["fill"],
                 "perc_positions": int(stats["perc_positions"])}
 
+    # ------------------------------------------------------------------ divergence
+    def _diverged(self, what: str, step: int) -> TrainingDivergedError:
+        """The error that stops a diverged run, naming the checkpoint to resume from."""
+        # The last checkpoint may already hold blown-up (if finite) weights, hence the earlier ones.
+        return diverged(what, step, ckpt.latest_checkpoint(self.out / "checkpoints"), lr_key="optim.lr",
+                        lr=self.cfg.optim.lr, note="no bundle was exported",
+                        or_else="or from an earlier one with checkpoint.resume=DIR")
+
+    def _check_weights(self) -> None:
+        """Refuse to save or export weights holding nan / inf (each rank checks its parameters, then all agree)."""
+        bad = [torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).logical_not().any()
+               for p in self.objective.parameters()]
+        n_bad = D.all_sum([float(torch.stack(bad).sum()) if bad else 0.0], self.info)[0]
+        if n_bad:
+            raise self._diverged("the weights stopped being finite numbers", self.step)
+
     # ------------------------------------------------------------------ checkpoints and export
     def save(self) -> Path | None:
+        self._check_weights()
         state = ckpt.full_model_state(self.objective, self.info)
         osd = ckpt.full_optimizer_state(self.objective, self.opt, self.info)
         rngs = D.all_gather_object(ckpt.capture_rng(), self.info)
@@ -246,6 +291,7 @@ class Trainer:
         return last
 
     def _export(self) -> None:
+        self._check_weights()
         state = ckpt.full_model_state(self.objective, self.info)
         if self.info.is_main:
             export_bundle(self.out / "bundle", self.objective.decoder.cfg, self.layout, state, self.cfg.export)

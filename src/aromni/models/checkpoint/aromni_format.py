@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aromni.errors import CheckpointError, ConfigError, InputError
+from aromni.models.checkpoint.tensor_files import check_floating
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
@@ -84,6 +85,7 @@ def build_from_state(cfg: DecoderConfig, state: dict[str, torch.Tensor], *, dtyp
         if tuple(state[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{source}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}",
                                   "the weights and config.json come from different models")
+        check_floating(k, state[k].dtype, source)
     state = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
              for k, v in state.items()}
     model.load_state_dict(state, strict=not cfg.tie_embeddings, assign=True)

@@ -37,6 +37,7 @@ from aromni.models.checkpoint.tensor_files import (
 )
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
+from aromni.utils.config import coerce_value
 from aromni.utils.io import atomic_write_json, read_json
 
 HF, HF_ANOLE = "hf", "hf-anole"
@@ -81,6 +82,9 @@ def read_hf_config(path: Path) -> tuple[DecoderConfig, dict[str, Any]]:
             tie_embeddings=bool(raw.get("tie_word_embeddings", False)))
     except ConfigError as e:
         raise CheckpointError(f"{path / CONFIG}: {e.problem}", e.hint) from None
+    except (TypeError, ValueError) as e:  # a value that is not a number (int("abc"), float([1]))
+        raise CheckpointError(f"{path / CONFIG}: a value is not a number ({e})",
+                              "restore the original config.json") from None
     return cfg, raw
 
 
@@ -137,6 +141,7 @@ def check_keys(src: TensorSource, expected: Mapping[str, tuple[int, ...]], label
             raise CheckpointError(f"{src.file_of(key)}: {key} has shape {got}, config.json implies {shape} "
                                   f"for the {variant} layout",
                                   "config.json does not match the weights; re-export the checkpoint")
+        src.check_floating(key)
 
 
 def hf_config_dict(cfg: DecoderConfig, *, anole: bool, extra: Mapping[str, Any] | None = None,
@@ -201,7 +206,7 @@ def hf_extras(path: Path) -> tuple[dict[str, Any], Iterator[tuple[str, torch.Ten
 def _req(raw: Mapping[str, Any], key: str, path: Path) -> int:
     if raw.get(key) is None:
         raise CheckpointError(f"{path / CONFIG}: missing {key!r}", "the config.json is incomplete")
-    return int(raw[key])
+    return coerce_value(int, raw[key], key)
 
 
 def _refuse(raw: Mapping[str, Any], key: str, supported: Any, bad) -> None:

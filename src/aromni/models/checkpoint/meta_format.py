@@ -21,7 +21,7 @@ import torch
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.models.checkpoint.aromni_format import build_from_state
 from aromni.models.checkpoint.layouts import META_IGNORED, meta_shapes, meta_to_ours, ours_to_meta, rope_freqs
-from aromni.models.checkpoint.tensor_files import load_pth, write_pth
+from aromni.models.checkpoint.tensor_files import check_floating, load_pth, write_pth
 from aromni.models.config import DecoderConfig, ffn_hidden_dim
 from aromni.models.decoder import Decoder
 from aromni.utils.io import atomic_write_json, read_json
@@ -66,9 +66,9 @@ def params_to_config(merged: dict[str, Any], model_dir: Path, has_qk_norm: bool)
     if missing:
         raise CheckpointError(f"{model_dir / PARAMS}: missing {', '.join(missing)}",
                               "params.json must hold the architecture (in its \"model\" dict)")
-    dim = int(merged["dim"])
-    mult = merged.get("ffn_dim_multiplier")
     try:
+        dim = int(merged["dim"])
+        mult = merged.get("ffn_dim_multiplier")
         return DecoderConfig(
             vocab_size=int(merged["vocab_size"]), dim=dim, n_layers=int(merged["n_layers"]),
             n_heads=int(merged["n_heads"]), n_kv_heads=merged.get("n_kv_heads"),
@@ -129,6 +129,7 @@ def _check_shard(f: Path, shard: dict[str, Any], expected: dict[str, tuple[int, 
         if tuple(t.shape) != shape:
             raise CheckpointError(f"{f}: {key} has shape {tuple(t.shape)}, params.json implies {shape}",
                                   "params.json does not match the weights; restore the original params.json")
+        check_floating(key, t.dtype, str(f))
     unexpected = sorted(set(shard) - set(expected) - set(META_IGNORED))
     if unexpected:
         raise CheckpointError(f"{f}: unexpected tensor {unexpected[0]!r}"

@@ -43,6 +43,15 @@ class TensorSource:
         h = self._handles[self._where[key]]
         return tuple(h.get_slice(key).get_shape()) if hasattr(h, "get_slice") else tuple(h[key].shape)
 
+    def dtype(self, key: str) -> str:
+        """The stored dtype of ``key`` from the headers: a safetensors code (``"F32"``, ``"I8"``) or a torch name."""
+        h = self._handles[self._where[key]]
+        return str(h.get_slice(key).get_dtype()) if hasattr(h, "get_slice") else str(h[key].dtype)
+
+    def check_floating(self, key: str) -> None:
+        """:func:`check_floating` for the stored tensor ``key``."""
+        check_floating(key, self.dtype(key), str(self._where[key]))
+
     def get(self, key: str) -> torch.Tensor:
         if key not in self._where:
             raise CheckpointError(f"{self.label}: no tensor {key!r}",
@@ -53,6 +62,27 @@ class TensorSource:
         except (SafetensorError, OSError, RuntimeError) as e:
             raise CheckpointError(f"{self._where[key]}: cannot read tensor {key!r} ({e})",
                                   "the file is truncated or corrupt; download or export it again") from None
+
+
+#: safetensors dtype codes of floating-point tensors.
+FLOAT_CODES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+
+def check_floating(key: str, dtype: str | torch.dtype, source: str) -> None:
+    """Refuse a weight stored as an integer or bool tensor: :class:`CheckpointError` naming it and its dtype.
+
+    ``dtype`` is a torch dtype (or its name, ``"torch.int8"``) or a safetensors code (``"I8"``, ``"BOOL"``).
+    """
+    if isinstance(dtype, torch.dtype):
+        ok = dtype.is_floating_point
+    else:
+        name = dtype.removeprefix("torch.")
+        ok = name.upper() in FLOAT_CODES or (hasattr(torch, name) and isinstance(getattr(torch, name), torch.dtype)
+                                             and getattr(torch, name).is_floating_point)
+    if not ok:
+        raise CheckpointError(f"{source}: tensor {key!r} is stored as {dtype}, expected a floating-point tensor "
+                              "(float32, bfloat16 or float16)",
+                              "the file is damaged or holds quantized / non-weight data; export the weights again")
 
 
 def open_safetensors(files: Iterable[Path], label: str) -> TensorSource:

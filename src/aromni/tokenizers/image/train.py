@@ -10,6 +10,9 @@ Output directory::
 
 Resuming restores every piece of state that influences later steps (including the data-order generator), so
 an interrupted run continued with ``--resume`` produces the same weights as an uninterrupted one.
+
+A loss that becomes nan / inf stops the run (:class:`~aromni.errors.TrainingDivergedError`) before the optimizer
+applies it; no checkpoint or export is written from non-finite weights, so ``checkpoint.pt`` stays the last good one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from aromni.tokenizers.image.formats import read_torch_checkpoint
 from aromni.tokenizers.image.metrics import color_error, perplexity, psnr, to_uint8
 from aromni.tokenizers.image.train_config import TrainConfig
 from aromni.tokenizers.image.vqgan import VQGAN
+from aromni.training.guard import check_finite, check_weights, existing
 from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
@@ -116,6 +120,14 @@ class Trainer:
         terms["loss"] = loss.item()
         return loss, recon, q, terms
 
+    def _check(self, values: dict[str, Any]) -> None:
+        """Stop the run at a non-finite loss / gradient norm of the step being taken (before its update)."""
+        check_finite(values, self.step + 1, existing(self.out / CHECKPOINT), lr=self.cfg.lr, resumable=False)
+
+    def _check_weights(self) -> None:
+        params = list(self.model.parameters()) + (list(self.disc.parameters()) if self.disc is not None else [])
+        check_weights(params, self.step, existing(self.out / CHECKPOINT), lr=self.cfg.lr, resumable=False)
+
     def _gan_active(self) -> bool:
         return self.disc is not None and self.step >= self.cfg.gan_start
 
@@ -129,13 +141,17 @@ class Trainer:
             group["lr"] = lr_at(cfg, self.step)
         loss, recon, q, terms = self._generator_loss(x)
         self.opt.zero_grad(set_to_none=True)
+        self._check({"loss": terms["loss"]})
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip)
+            gn = torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
+                                                cfg.grad_clip)
+            self._check({"gradient norm": gn})
         self.opt.step()
         if self._gan_active():
             self.opt_d.zero_grad(set_to_none=True)
             d = hinge_d_loss(self.disc(x), self.disc(recon.detach()))
+            self._check({"discriminator loss": d.item()})
             d.backward()
             self.opt_d.step()
             terms["gan_d"] = d.item()
@@ -197,6 +213,7 @@ class Trainer:
                 "window": dict(self._window), "window_counts": self._window_counts}
 
     def save_checkpoint(self) -> Path:
+        self._check_weights()
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / CHECKPOINT) as tmp:
             torch.save(self.state(), tmp)
@@ -218,7 +235,12 @@ class Trainer:
             raise ConfigError(f"{path}: the run was trained on {raw['n_images']} images, {len(images)} given",
                               "resume with the same --images")
         trainer = cls(cfg, images, out, disable_progress=disable_progress)
-        trainer._restore(raw)
+        try:
+            trainer._restore(raw)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: damaged VQGAN training state ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})",
+                                  "start a new run (--overwrite) or restore the checkpoint") from None
         return trainer
 
     def _restore(self, raw: dict[str, Any]) -> None:
@@ -238,6 +260,7 @@ class Trainer:
     def export(self, path: Path | None = None) -> Path:
         """Write a tokenizer directory (default ``out/tokenizer``, replacing the previous export)."""
         path = path or self.out / "tokenizer"
+        self._check_weights()
         self.model.eval()
         self.model.save_pretrained(path, overwrite=True)
         self.model.train()

@@ -27,6 +27,7 @@ from aromni.toyworld.attributes import (
 from aromni.toyworld.images import random_spec, render
 from aromni.toyworld.judges.augment import augment_image
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
+from aromni.training.guard import check_finite, check_weights, existing
 from aromni.utils.io import atomic_path
 
 
@@ -93,10 +94,14 @@ def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, p
             state = torch.load(ckpt, weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{ckpt}: cannot be read ({e})", "delete it to start again") from None
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["gen"])
-        step = int(state["step"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            g.set_state(state["gen"])
+            step = int(state["step"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{ckpt}: damaged judge checkpoint ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})", "delete it to start again") from None
     t0 = time.perf_counter()
     images, labels = render_set(cfg.train_images, f"judge-train-{cfg.seed}")
     val_images, val_labels = render_set(cfg.val_images, f"judge-val-{cfg.seed}")
@@ -113,12 +118,14 @@ def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, p
         for group in opt.param_groups:
             group["lr"] = float(sched(step))
         opt.zero_grad(set_to_none=True)
+        check_finite({"loss": loss}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
         loss.backward()
         opt.step()
         step += 1
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
+            check_weights(model.parameters(), step, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
             with atomic_path(ckpt, suffix=".pt") as tmp:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
                             "step": step}, tmp)

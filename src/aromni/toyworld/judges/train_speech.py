@@ -30,6 +30,7 @@ from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, Speech
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
 from aromni.utils.extras import optional
+from aromni.training.guard import check_finite, check_weights, existing
 from aromni.utils.io import atomic_path
 
 
@@ -173,10 +174,14 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
             state = torch.load(ckpt, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's to delete
             raise CheckpointError(f"{ckpt}: cannot be read ({e})", "delete it to start again") from None
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["gen"])
-        step = int(state["step"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            g.set_state(state["gen"])
+            step = int(state["step"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{ckpt}: damaged judge checkpoint ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})", "delete it to start again") from None
     train_rows = speech_rows(world, "train", cfg.max_train_clips, cfg.seed)
     train = load_clips(world, train_rows)
     replies = reply_paths(world, "train")
@@ -208,8 +213,10 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
         corrupt = float(torch.rand((), generator=g)) >= cfg.clean_fraction and step >= cfg.clean_start * cfg.steps
         loss = _step(model, [mels[i] for i in idx], [texts[i] for i in idx], word_id, g, corrupt)
         opt.zero_grad(set_to_none=True)
+        check_finite({"loss": loss}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        check_finite({"gradient norm": gn}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
         opt.step()
         step += 1
         bar.update()
@@ -219,6 +226,7 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
                 f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "corrupt": corrupt,
                                     "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:
+            check_weights(model.parameters(), step, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
             with atomic_path(ckpt, suffix=".pt") as tmp:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
                             "step": step}, tmp)

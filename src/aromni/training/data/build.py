@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from aromni.errors import AromniError, ConfigError, InputError
 from aromni.training.data.shards import MANIFEST, write_manifest
@@ -43,6 +42,7 @@ from aromni.training.data.sources.worker import (
     run_in_process,
     set_inherited,
 )
+from aromni.utils.config import dataclass_from_dict, describe, read_yaml
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
 
 BUILDER_VERSION = 1
@@ -57,7 +57,8 @@ class BuildConfig:
         sources: list of source mappings (``type``, ``paths``, ``split``, ...; see
             ``aromni.training.data.sources``).
         out: output directory (the CLI's ``--out`` overrides it).
-        bundle: bundle directory whose layout, tokenizers and prompt style to use (weights are not loaded).
+        bundle: bundle directory whose layout, tokenizers and prompt style to use (weights are not loaded);
+            ``toy`` (when no such directory exists) is the toy-world bundle shipped with the package.
         tokenizers: ``{text|image|speech: DIR}``, replacing or adding to the bundle's.
         layout: without a bundle: a layout JSON file, ``aromni-7b`` or ``compact`` (sized from tokenizers).
         style: prompt style (``official`` / ``paper``); default the bundle's, else ``official``.
@@ -76,7 +77,7 @@ class BuildConfig:
     sources: list[dict[str, Any]]
     out: str | None = None
     bundle: str | None = None
-    tokenizers: dict[str, str] | None = None
+    tokenizers: dict[str, str | None] | None = None
     layout: Any = None
     style: str | None = None
     max_len: int = 4096
@@ -111,8 +112,15 @@ class BuildConfig:
         known = {f.name for f in dataclasses.fields(cls)} - {"base"}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"data config: unknown keys {sorted(unknown)}", f"known keys: {sorted(known)}")
-        cfg = cls(**d)
+            raise ConfigError(f"data config: unknown keys {sorted(str(k) for k in unknown)}",
+                              f"known keys: {sorted(known)}")
+        if not d.get("sources"):
+            raise ConfigError("data config needs a `sources:` list of what to tokenize",
+                              "e.g. sources: [{type: text, paths: [corpus.txt]}] (see docs/data.md)")
+        if not isinstance(d["sources"], list) or not all(isinstance(s, dict) for s in d["sources"]):
+            raise ConfigError("data config: `sources:` must be a list of mappings (type, paths, ...)",
+                              f"got {describe(d['sources'])} (see docs/data.md)")
+        cfg = dataclass_from_dict(cls, d, "data config", noun="keys")
         root = Path(os.path.expanduser(str(cfg.root)))
         cfg.base = (root if root.is_absolute() else Path(config_dir) / root).resolve()
         return cfg
@@ -120,13 +128,7 @@ class BuildConfig:
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such config file")
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        return cls.from_dict(d, config_dir=path.parent)
+        return cls.from_dict(read_yaml(path), config_dir=path.parent)
 
     def resolve(self, p: str | Path) -> Path:
         p = Path(os.path.expanduser(str(p)))
@@ -471,23 +473,40 @@ def build(
 def format_report(manifest: dict[str, Any], root: str | Path = "") -> str:
     """Human-readable summary of a build: rows and tokens per split, task and group; skipped records."""
     lines = [f"shards: {root}" if root else "shards:"]
-    for split, sp in sorted(manifest.get("splits", {}).items()):
-        lines.append(
-            f"  {split}: {sp['rows']:,} samples, {sp['tokens']:,} tokens "
-            f"({sp['response_tokens']:,} response) in {sp.get('shards', '?')} shard(s)"
-        )
+    gen = (manifest.get("report") or {}).get("generator") if isinstance(manifest.get("report"), dict) else None
+    if gen:
+        lines[0] += f" (written by {gen})"
+    splits = manifest.get("splits")
+    for split, sp in sorted(splits.items() if isinstance(splits, dict) else []):
+        sp = sp if isinstance(sp, dict) else {}
+        line = f"  {split}: {_count(sp.get('rows'))} samples"
+        if "tokens" in sp:  # older synthetic corpora and hand-written manifests count rows only
+            line += f", {_count(sp['tokens'])} tokens ({_count(sp.get('response_tokens'))} response)"
+        lines.append(line + f" in {sp.get('shards', '?')} shard(s)")
         for key in ("tasks", "groups"):
-            parts = ", ".join(f"{k} {v['rows']:,} ({v['tokens']:,} tok)" for k, v in sorted(sp[key].items()))
-            lines.append(f"    {key}: {parts}")
+            if isinstance(sp.get(key), dict) and sp[key]:
+                parts = ", ".join(f"{k} {_count(_get(v, 'rows'))} ({_count(_get(v, 'tokens'))} tok)"
+                                  for k, v in sorted(sp[key].items()))
+                lines.append(f"    {key}: {parts}")
     rep = manifest.get("report", {})
-    lines.append(f"records read: {rep.get('records', 0):,}; samples written: {rep.get('samples', 0):,}")
+    rep = rep if isinstance(rep, dict) else {}
+    lines.append(f"records read: {_count(rep.get('records', 0))}; samples written: {_count(rep.get('samples', 0))}")
     skipped = rep.get("skipped", {})
-    if not skipped:
+    if not skipped or not isinstance(skipped, dict):
         lines.append("skipped: none")
     else:
-        lines.append("skipped (" + rep.get("note", "") + "):")
+        lines.append("skipped (" + str(rep.get("note", "")) + "):")
         for reason, n in skipped.items():
-            lines.append(f"  {reason}: {n:,}")
-            for ex in rep.get("examples", {}).get(reason, []):
+            lines.append(f"  {reason}: {_count(n)}")
+            for ex in _get(rep.get("examples"), reason) or []:
                 lines.append(f"      e.g. {ex}")
     return "\n".join(lines)
+
+
+def _get(d: Any, key: str) -> Any:
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def _count(n: Any) -> str:
+    """A count as the report prints it (``1,234``; ``?`` when the manifest does not say)."""
+    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else "?"

@@ -140,13 +140,41 @@ def write_synthetic_shards(out: str | Path, *, n_train: int = 2000, n_val: int =
     splits = {}
     for split, n in (("train", n_train), ("validation", n_val)):
         w = ShardWriter(out, split, rows_per_shard=1024)
+        stats = _SplitStats()
         for i in range(n):
-            w.add(world.sample(tasks[i % len(tasks)], rng, i))
+            sample = world.sample(tasks[i % len(tasks)], rng, i)
+            stats.add(sample)
+            w.add(sample)
         w.close()
-        splits[split] = {"rows": w.written}
+        splits[split] = {**stats.to_dict(), "shards": w.index}
     world.tok.save_pretrained(out / "text_tokenizer")
     with atomic_path(out / "image_codebook.safetensors") as tmp:
         save_file({"table": world.codebook()}, str(tmp))
-    write_manifest(out, world.layout, splits, {"generator": "aromni.training.data.synthetic", "seed": seed},
-                   extra={"text_tokenizer": "text_tokenizer"})
+    total = n_train + n_val
+    report = {"generator": "aromni.training.data.synthetic", "seed": seed, "records": total, "samples": total,
+              "skipped": {}}
+    write_manifest(out, world.layout, splits, report, extra={"text_tokenizer": "text_tokenizer"})
     return world
+
+
+class _SplitStats:
+    """Rows and tokens per split, task and group: the manifest summary ``aromni data build`` writes too."""
+
+    def __init__(self) -> None:
+        self.rows = self.tokens = self.response = 0
+        self.buckets: dict[str, dict[str, dict[str, int]]] = {"tasks": {}, "groups": {}}
+
+    def add(self, sample: Sample) -> None:
+        n = len(sample)
+        self.rows += 1
+        self.tokens += n
+        self.response += int(sample.response.sum())
+        for key, name in (("tasks", sample.task), ("groups", sample.group)):
+            b = self.buckets[key].setdefault(name, {"rows": 0, "tokens": 0})
+            b["rows"] += 1
+            b["tokens"] += n
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rows": self.rows, "tokens": self.tokens, "response_tokens": self.response,
+                "tasks": dict(sorted(self.buckets["tasks"].items())),
+                "groups": dict(sorted(self.buckets["groups"].items()))}

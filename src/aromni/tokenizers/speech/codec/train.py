@@ -13,6 +13,9 @@ Output directory::
     tokenizer/             the exported codec (config.json "type": "aromni_codec" + model.safetensors)
     summary.json           final figures
 
+A loss or gradient norm that becomes nan / inf stops the run (:class:`~aromni.errors.TrainingDivergedError`) before
+the update; no checkpoint or export is written from non-finite weights.
+
 Resuming (``--resume``) restores model, optimisers, step, RNG and data position, so the resumed run is the run
 that was interrupted, to the bit.
 """
@@ -43,6 +46,7 @@ from aromni.tokenizers.speech.codec.losses import (
 )
 from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.training.guard import check_finite, check_weights, existing
 from aromni.utils.config import apply_overrides, dataclass_from_dict, yaml_with_overrides
 from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
@@ -172,8 +176,21 @@ class CodecTrainer:
         self.train_seconds = 0.0
 
     # --- checkpoints --------------------------------------------------------------------------------------------
+    def _last_checkpoint(self) -> Path | None:
+        return existing(self.out / "checkpoint") if self.out is not None else None
+
+    def _check(self, values: dict[str, Any]) -> None:
+        """Stop the run at a non-finite loss / gradient norm of the step being taken (before its update)."""
+        check_finite(values, self.step + 1, self._last_checkpoint(), lr=self.cfg.lr)
+
+    def _check_weights(self) -> None:
+        params = list(self.model.parameters()) + (list(self.disc.parameters()) if self.disc is not None else [])
+        check_weights(params, self.step, self._last_checkpoint(), lr=self.cfg.lr)
+
     def save_checkpoint(self) -> None:
         from safetensors.torch import save_file
+
+        self._check_weights()
 
         state = {"opt": self.opt.state_dict(), "data_gen": self.data_gen.get_state(),
                  "torch_rng": torch.get_rng_state()}
@@ -191,18 +208,28 @@ class CodecTrainer:
         ckpt = self.out / "checkpoint"
         meta = read_json(ckpt / "trainer.json")
         try:
-            self.model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+            weights = load_file(str(ckpt / "model.safetensors"))
+            own = self.model.state_dict()
+            bad = next((k for k, v in weights.items()
+                        if k in own and own[k].is_floating_point() and not v.is_floating_point()), None)
+            if bad is not None:
+                raise CheckpointError(f"{ckpt / 'model.safetensors'}: tensor {bad!r} is stored as "
+                                      f"{weights[bad].dtype}, expected a floating-point tensor",
+                                      "the checkpoint is corrupt; start again with --overwrite")
+            self.model.load_state_dict(weights, strict=True)
             state = torch.load(ckpt / "trainer.pt", weights_only=True)
+            self.opt.load_state_dict(state["opt"])
+            if self.disc is not None and "disc" in state:
+                self.disc.load_state_dict(state["disc"])
+                self.opt_d.load_state_dict(state["opt_d"])
+            self.data_gen.set_state(state["data_gen"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step, self.train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+        except CheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 - UnpicklingError, SafetensorError, RuntimeError (shapes), OSError
-            raise CheckpointError(f"{ckpt}: cannot resume ({' '.join(str(e).split())[:200]})",
+            raise CheckpointError(f"{ckpt}: cannot resume ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
                                   "the checkpoint holds arbitrary objects, is corrupt, or the config changed") from None
-        self.opt.load_state_dict(state["opt"])
-        if self.disc is not None and "disc" in state:
-            self.disc.load_state_dict(state["disc"])
-            self.opt_d.load_state_dict(state["opt_d"])
-        self.data_gen.set_state(state["data_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step, self.train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
 
     # --- training -----------------------------------------------------------------------------------------------
     def _batch(self) -> torch.Tensor:
@@ -231,8 +258,10 @@ class CodecTrainer:
             adv, fm = self._gan_terms(out.audio[: cfg.gan_batch], out.target[: cfg.gan_batch], logs)
             loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
         self.opt.zero_grad(set_to_none=True)
+        self._check({"loss": loss.item()})
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self._check({"gradient norm": gnorm})
         self.opt.step()
         logs.update(loss=loss.item(), grad_norm=gnorm.item(), perplexity=out.quant.perplexity,
                     restarted=out.quant.restarted, lr=self.opt.param_groups[0]["lr"])
@@ -244,6 +273,7 @@ class CodecTrainer:
         d_real, _ = self.disc(real)
         d_fake, _ = self.disc(fake.detach())
         loss_d = discriminator_hinge(d_real, d_fake)
+        self._check({"discriminator loss": loss_d.item()})
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -297,6 +327,7 @@ class CodecTrainer:
 
     def finish(self) -> dict[str, Any]:
         """Export the tokenizer and write ``summary.json``."""
+        self._check_weights()
         self.model.eval()
         self.model.save_pretrained(self.out / "tokenizer", overwrite=True)
         summary = {"step": self.step, "train_minutes": self.train_seconds / 60,

@@ -64,13 +64,32 @@ def _layout_from(value: Any, base: Path, toks: dict[str, Any]) -> VocabLayout:
     raise ConfigError(f"layout {value!r} must be a JSON file, 'aromni-7b', 'compact' or a mapping")
 
 
+def _bundle_dir(value: str, base: Path) -> Path:
+    """The bundle directory ``value`` names (relative to ``base``); ``toy`` is the shipped toy bundle unless a
+    ``toy`` directory exists there (as for ``aromni.load("toy")``)."""
+    bundle = Path(value) if Path(value).is_absolute() else base / value
+    if value == "toy" and not bundle.exists():
+        from aromni.toyworld.demo import find_bundle
+
+        shipped = find_bundle()
+        if shipped is None:
+            raise ConfigError("bundle: toy names the shipped toy bundle, which this installation lacks",
+                              "point bundle: at a bundle directory (e.g. one `aromni toyworld train` wrote)")
+        return shipped
+    if not (bundle / "config.json").is_file():
+        raise ConfigError(f"bundle: {bundle} is not a bundle directory (no config.json)",
+                          "point bundle: at a bundle directory (relative paths start at `root`), or use "
+                          "bundle: toy for the shipped toy bundle")
+    return bundle
+
+
 def resolve(cfg: dict[str, Any], base: Path) -> tuple[dict[str, Path], Any, str | None]:
     """(tokenizer dirs, layout value, bundle style) from the ``bundle`` / ``tokenizers`` / ``layout`` keys."""
     dirs: dict[str, Path] = {}
     layout: Any = None
     style = None
     if cfg.get("bundle"):
-        bundle = Path(cfg["bundle"]) if Path(cfg["bundle"]).is_absolute() else base / cfg["bundle"]
+        bundle = _bundle_dir(str(cfg["bundle"]), base)
         raw = read_json(bundle / "config.json")
         meta = raw.get("bundle") if isinstance(raw, dict) else None
         if not isinstance(meta, dict) or "layout" not in raw:
