@@ -1,45 +1,164 @@
-"""Flags every task command shares (model, device, sampling, CFG, seed, output) and their handling."""
+"""Flags every task command shares (model, device, sampling, CFG, seed, output) and their handling.
+
+Flag values are checked by argparse ``type`` functions (:func:`positive_int`, :func:`finite_float`,
+:func:`device_arg`, ...), so a bad value is refused before any work with one ``error: ...`` line and exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from aromni.errors import ConfigError, InputError
+from aromni.utils.device import resolve_device
+
+#: The stderr line of a task command that fell back to the shipped toy bundle.
+TOY_NOTE = "using the shipped toy bundle (pass --model BUNDLE or set AROMNI_MODEL)"
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+# ------------------------------------------------------------------------------------------------ flag types
+def _typed(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from ``check(text) -> value``, which raises InputError/ValueError with the message."""
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except (InputError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"expected {what}, got {text!r} (not a finite number)")
+    return x
+
+
+@_typed
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    n = _int(text, "an integer >= 1")
+    if n < 1:
+        raise ValueError(f"expected an integer >= 1, got {n}")
+    return n
+
+
+@_typed
+def nonneg_int(text: str) -> int:
+    """An integer >= 0."""
+    n = _int(text, "an integer >= 0")
+    if n < 0:
+        raise ValueError(f"expected an integer >= 0, got {n}")
+    return n
+
+
+@_typed
+def seed_int(text: str) -> int:
+    """A random seed in [0, 2**63) (a batch row ``b`` uses ``seed + b``, which must fit torch's 64 bits)."""
+    n = _int(text, "an integer seed")
+    if not 0 <= n < 2**63:
+        raise ValueError(f"expected a seed in [0, 2^63), got {n}")
+    return n
+
+
+@_typed
+def finite_float(text: str) -> float:
+    """A finite number (no inf / nan)."""
+    return _float(text, "a finite number")
+
+
+@_typed
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    x = _float(text, "a finite number > 0")
+    if x <= 0:
+        raise ValueError(f"expected a number > 0, got {text}")
+    return x
+
+
+@_typed
+def probability(text: str) -> float:
+    """A number in (0, 1] (nucleus mass)."""
+    x = _float(text, "a number in (0, 1]")
+    if not 0 < x <= 1:
+        raise ValueError(f"expected a number in (0, 1], got {text}")
+    return x
+
+
+@_typed
+def text_arg(text: str) -> str:
+    """Non-blank text (a prompt)."""
+    if not text.strip():
+        raise ValueError("the text is empty")
+    return text
+
+
+device_arg = _typed(resolve_device)
+device_arg.__name__ = "device"
+
+
+# ------------------------------------------------------------------------------------------------ flags
+def add_model_args(p: argparse.ArgumentParser, *, toy_default: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=os.environ.get("AROMNI_MODEL"),
-                   help="bundle directory (default: $AROMNI_MODEL)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    default = "$AROMNI_MODEL, else the shipped toy bundle" if toy_default else "$AROMNI_MODEL"
+    g.add_argument("--model", default=None,
+                   help=f"bundle directory, or 'toy' for the shipped toy bundle (default: {default})")
+    g.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:1, mps (default: cpu)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: as stored)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; 1 is fastest for small models on busy machines)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch (default: 1 for small models such as the toy bundle, whose "
+                        "latency grows several-fold with more threads on a busy machine; torch's default otherwise)")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, *, images: bool = True) -> None:
+#: Help of the text/speech sampling flags (``add_sampling_args(help=...)`` replaces entries, e.g. for TTS).
+SAMPLING_HELP = {
+    "max_new_tokens": "generated tokens at most",
+    "temperature": "text/speech temperature (official 1.2)",
+    "top_p": "text/speech nucleus mass in (0, 1] (official 0.96)",
+    "top_k": "text/speech top-k, 0 = off (default)",
+    "repetition_penalty": "text/speech penalty > 0 (official 1.2; 1 = off)",
+    "greedy": "greedy text/speech decoding (--no-greedy samples; default: the task's)",
+}
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, images: bool = True,
+                      help: Mapping[str, str] | None = None) -> None:
+    h = {**SAMPLING_HELP, **(help or {})}
     g = p.add_argument_group("decoding (defaults: the bundle's, then the official task settings)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="generated tokens at most")
-    g.add_argument("--temperature", type=float, default=None, help="text/speech temperature (official 1.2)")
-    g.add_argument("--top-p", type=float, default=None, help="text/speech nucleus mass (official 0.96)")
-    g.add_argument("--top-k", type=int, default=None, help="text/speech top-k, 0 = off (default)")
-    g.add_argument("--repetition-penalty", type=float, default=None, help="text/speech penalty (official 1.2)")
-    g.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=None,
-                   help="greedy text/speech decoding (--no-greedy samples; default: the task's)")
+    g.add_argument("--seed", type=seed_int, default=None, help="random seed (reproducible sampling)")
+    g.add_argument("--max-new-tokens", type=positive_int, default=None, help=h["max_new_tokens"])
+    g.add_argument("--temperature", type=positive_float, default=None, help=h["temperature"])
+    g.add_argument("--top-p", type=probability, default=None, help=h["top_p"])
+    g.add_argument("--top-k", type=nonneg_int, default=None, help=h["top_k"])
+    g.add_argument("--repetition-penalty", type=positive_float, default=None, help=h["repetition_penalty"])
+    g.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=None, help=h["greedy"])
     if images:
-        g.add_argument("--image-temperature", type=float, default=None, help="image temperature (official 1.0)")
-        g.add_argument("--image-top-p", type=float, default=None, help="image nucleus mass (official 0.96)")
-        g.add_argument("--image-top-k", type=int, default=None, help="image top-k, 0 = off (default)")
+        g.add_argument("--image-temperature", type=positive_float, default=None,
+                       help="image temperature (official 1.0)")
+        g.add_argument("--image-top-p", type=probability, default=None, help="image nucleus mass (official 0.96)")
+        g.add_argument("--image-top-k", type=nonneg_int, default=None, help="image top-k, 0 = off (default)")
         g.add_argument("--image-greedy", action="store_true", default=None, help="argmax image codes")
-        g.add_argument("--guidance-scale-text", type=float, default=None, help="CFG text scale (official 3.07)")
-        g.add_argument("--guidance-scale-image", type=float, default=None,
+        g.add_argument("--guidance-scale-text", type=finite_float, default=None, help="CFG text scale (official 3.07)")
+        g.add_argument("--guidance-scale-image", type=finite_float, default=None,
                        help="CFG image scale (official 1.15; t2i 1.32)")
         g.add_argument("--no-cfg", action="store_true", help="no classifier-free guidance (one row per image)")
 
@@ -48,10 +167,11 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
 
 
-def add_task_args(p: argparse.ArgumentParser, *, images: bool = True) -> None:
+def add_task_args(p: argparse.ArgumentParser, *, images: bool = True,
+                  sampling_help: Mapping[str, str] | None = None) -> None:
     """Model, decoding and output flags of a task command."""
     add_model_args(p)
-    add_sampling_args(p, images=images)
+    add_sampling_args(p, images=images, help=sampling_help)
     add_output_args(p)
 
 
@@ -92,38 +212,132 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v != {}}
 
 
-def load_model(args: argparse.Namespace) -> Any:
-    if not args.model:
-        raise InputError("no model given", "pass --model BUNDLE or set AROMNI_MODEL")
+# ------------------------------------------------------------------------------------------------ the model
+def resolve_model(spec: str | None, *, toy_default: bool = True) -> Path:
+    """The bundle directory of ``--model``: the flag, else ``$AROMNI_MODEL``, else (``toy_default``) the shipped
+    toy bundle, with a note on stderr. ``'toy'`` names the shipped bundle unless a ``./toy`` exists, as in
+    :func:`aromni.load`."""
+    if not spec:
+        spec = os.environ.get("AROMNI_MODEL") or None
+        if spec is None:
+            if not toy_default:
+                raise InputError("no model given", "pass --model BUNDLE (or 'toy') or set AROMNI_MODEL")
+            path = _shipped_toy()
+            note(TOY_NOTE)
+            return path
+    if spec == "toy" and not Path(spec).exists():
+        return _shipped_toy()
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"{spec}: not a bundle (no such directory)",
+                         "pass a bundle directory, 'toy' for the shipped toy bundle, or set AROMNI_MODEL")
+    return path
+
+
+def _shipped_toy() -> Path:
+    from aromni.toyworld.demo import find_bundle
+
+    bundle = find_bundle()
+    if bundle is None:
+        raise InputError("no model given and this installation ships no toy bundle",
+                         "pass --model BUNDLE or set AROMNI_MODEL")
+    return bundle
+
+
+#: Decoders under this many parameters run on one CPU thread unless --threads says otherwise.
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def default_threads(n_params: int, device: Any = "cpu") -> int | None:
+    """CPU threads for a decoder of ``n_params`` parameters when ``--threads`` is not given (``None``: leave
+    torch's default, which is also what an explicit ``OMP_NUM_THREADS`` sets).
+
+    Measured with the shipped toy bundle (5.8 M parameters) through the CLI on a 2-core machine, 4 alternating
+    runs each (``aromni tts --stream`` first audio / ``aromni asr`` time):
+    idle machine (load ~1.6 from other jobs): 1 thread 45-51 ms / 110-117 ms, 2 threads 40-59 ms / 89-97 ms
+    (one outlier run at 1059 ms first audio);
+    one extra busy core: 1 thread 49-67 ms / 0.12-0.56 s, 2 threads 0.22-1.8 s / 0.30-5.0 s.
+    Two threads save ~20 % on an idle machine and cost 3-30x when a core is busy, so small models get one.
+    """
+    import torch
+
+    if torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return 1 if n_params < SMALL_MODEL_PARAMS else None
+
+
+def load_model(args: argparse.Namespace, *, toy_default: bool = True) -> Any:
+    """The :class:`~aromni.inference.omni.OmniModel` of ``--model`` on ``--device`` in ``--dtype``, with
+    ``--threads`` (or :func:`default_threads`) set. Sets ``args.model_path`` to the bundle directory."""
+    import torch
+
     from aromni.inference.omni import OmniModel
 
+    path = resolve_model(getattr(args, "model", None), toy_default=toy_default)
+    args.model_path = path
+    device = args.device if not isinstance(args.device, str) else resolve_device(args.device)
     if getattr(args, "threads", None):
-        if args.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
-    return OmniModel.load(args.model, device=args.device, dtype=args.dtype)
+    model = OmniModel.load(path, device=device, dtype=args.dtype)
+    if not getattr(args, "threads", None):
+        n = default_threads(sum(p.numel() for p in model.bundle.decoder.parameters()), device)
+        if n is not None:
+            torch.set_num_threads(n)
+    return model
 
 
+# ------------------------------------------------------------------------------------------------ outputs
 def check_output_path(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
     """Refuse to overwrite silently and reject a wrong extension before any compute is spent."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise InputError(f"{path}: expected a {' or '.join(suffixes)} file name")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory", "pass a file path")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists", "choose another path or pass --overwrite")
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     return path
+
+
+def make_dir(path: Path) -> Path:
+    """``mkdir -p`` with a one-line error (a file in the way, no permission)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a directory", "choose another output location")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the directory {path} ({e.strerror or e})") from None
+    return path
+
+
+def safe_print(text: str, file: TextIO | None = None, *, end: str = "\n", flush: bool = False) -> None:
+    """``print`` that never fails on text the stream cannot encode (a lone surrogate, a non-UTF-8 terminal):
+    such characters are written as backslash escapes."""
+    file = file if file is not None else sys.stdout
+    try:
+        print(text, file=file, end=end, flush=flush)
+    except UnicodeEncodeError:
+        enc = getattr(file, "encoding", None) or "utf-8"
+        print(text.encode(enc, "backslashreplace").decode(enc, "replace"), file=file, end=end, flush=flush)
+
+
+def dumps_line(payload: Any) -> str:
+    """One JSON line: non-ASCII kept as is, unless it cannot be encoded (lone surrogates), then escaped."""
+    text = json.dumps(payload, ensure_ascii=False, default=_jsonable)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(payload, ensure_ascii=True, default=_jsonable)
+    return text
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
     """Print ``payload`` as JSON with ``--json``, else the human-readable line."""
     if getattr(args, "json", False):
-        print(json.dumps(payload, ensure_ascii=False, default=_jsonable))
+        safe_print(dumps_line(payload))
     else:
-        print(human)
+        safe_print(human)
     sys.stdout.flush()
 
 
@@ -137,3 +351,23 @@ def _jsonable(x: Any) -> Any:
 
 def rounded(d: dict[str, Any], digits: int = 4) -> dict[str, Any]:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------------------------ notes
+_NOTES: list[str] = []
+
+
+def note(message: str) -> None:
+    """An informational stderr line. On a terminal it shows at once; otherwise it is held until the command
+    succeeds (:func:`flush_notes`), so a failing command still prints exactly one ``error:`` line."""
+    if sys.stderr.isatty():
+        safe_print(message, sys.stderr)
+    else:
+        _NOTES.append(message)
+
+
+def flush_notes(show: bool = True) -> None:
+    held, _NOTES[:] = list(_NOTES), []
+    if show:
+        for m in held:
+            safe_print(m, sys.stderr)

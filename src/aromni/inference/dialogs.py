@@ -19,11 +19,16 @@ Each turn directory is built aside and renamed into place when complete, and ``b
 atomically after every turn, so an interrupted or failing run keeps every finished turn. A failing turn
 (unreadable file, too long for the context, ...) records its error in its ``meta.json`` and the log, and the
 runner goes on with the next turn.
+
+A ``dialog_id`` names a folder directly inside the output directory: ids that are empty, start with ``.``, hold a
+path separator or control characters, or are too long are refused before anything runs (they could otherwise write
+outside it). The runner refuses a non-empty output directory unless ``overwrite=True``, which first removes the
+outputs of an earlier run there (``batch_log.json`` and the dialog folders it or this run names; other files stay).
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +37,15 @@ from typing import Any
 from aromni.errors import AromniError, InputError
 from aromni.inference import media
 from aromni.inference.chat import ChatReply, ChatSession
-from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text
+from aromni.utils.io import (
+    JSONNestingError,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    loads_json,
+    read_json,
+    read_text,
+)
 from aromni.vocab.conversation import ImageSegment, SpeechSegment
 from aromni.vocab.templates import OFFICIAL_CHAT_APPEND
 
@@ -42,54 +55,156 @@ IGNORED_OFFICIAL_FIELDS = {"speaker_wav", "prompt_text", "silence_head_sec", "si
                            "silence_head_tokens", "silence_tail_tokens"}
 
 
+#: The run log's file name; no dialog may take it.
+LOG_NAME = "batch_log.json"
+#: Longest dialog id in UTF-8 bytes (file systems allow 255 per name; the runner adds no suffix to it).
+MAX_DIALOG_ID_BYTES = 200
+
+
 def read_dialog_file(path: str | Path) -> Any:
     """JSON, or JSONL (one object per line) when the file is not a single JSON document."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such dialog file", "check the path")
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read the dialog file ({e})") from None
+    text = read_text(path, "dialog file").strip()
     if not text:
         raise InputError(f"{path}: the dialog file is empty")
     if text[0] in "[{":
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
+            return loads_json(text, str(path))
+        except JSONNestingError:
+            raise
+        except InputError:
             pass  # maybe JSONL whose first line is an object
     items = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON or JSONL ({e.msg})", "one JSON object per line") from None
+                items.append(loads_json(line, f"{path}:{n}"))
+            except JSONNestingError:
+                raise
+            except InputError as e:
+                raise InputError(e.problem.replace("not valid JSON", "not valid JSON or JSONL", 1),
+                                 "one JSON object per line") from None
     return items
 
 
+def check_dialog_id(did: Any, where: str) -> str:
+    """``did`` if it is a safe folder name directly inside the output directory, else an :class:`InputError`."""
+    if not isinstance(did, str):
+        raise InputError(f"{where}: 'dialog_id' must be a string, got {type(did).__name__}")
+    shown = repr(did) if len(did) <= 60 else repr(did[:57]) + "..."
+    problem = None
+    if not did.strip():
+        problem = "is empty"
+    elif did.startswith("."):
+        problem = "starts with '.'"
+    elif "/" in did or "\\" in did:
+        problem = "contains a path separator"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in did):
+        problem = "contains control characters"
+    elif did == LOG_NAME:
+        problem = "is the name of the run log"
+    else:
+        try:
+            size = len(did.encode("utf-8"))
+        except UnicodeEncodeError:
+            problem = "is not valid Unicode (a lone surrogate)"
+        else:
+            if size > MAX_DIALOG_ID_BYTES:
+                problem = f"is too long ({size} bytes; at most {MAX_DIALOG_ID_BYTES})"
+    if problem:
+        raise InputError(f"{where}: dialog_id {shown} {problem}",
+                         "a dialog_id names a folder inside --output-dir: use letters, digits, '-', '_' and '.'")
+    return did
+
+
+def _dialog_id_of(d: dict[str, Any], i: int, source: str) -> str:
+    did = d.get("dialog_id")
+    if did is None:
+        return f"dialog_{i:04d}"
+    if isinstance(did, int) and not isinstance(did, bool):
+        did = str(did)
+    return check_dialog_id(did, f"{source}: dialog {i}")
+
+
+def _check_turn_ids(dialog: dict[str, Any], where: str) -> None:
+    # A turn's own dialog_id starts a new dialog folder: refuse an unsafe one before anything runs. (A non-string
+    # one fails its turn in check_turn.)
+    for j, t in enumerate(dialog["turns"], 1):
+        if isinstance(t, dict) and isinstance(t.get("dialog_id"), str) and t["dialog_id"]:
+            check_dialog_id(t["dialog_id"], f"{where} turn {j}")
+
+
 def normalize_dialogs(data: Any, source: str = "input") -> list[dict[str, Any]]:
-    """The official accepted shapes -> ``[{"dialog_id": str, "turns": [dict, ...]}]``; wrong types fail clearly."""
+    """The official accepted shapes -> ``[{"dialog_id": str, "turns": [dict, ...]}]``; wrong types and unsafe
+    dialog ids fail clearly."""
     if isinstance(data, dict):
         if "turns" not in data:
             raise InputError(f"{source}: a JSON object must have a 'turns' list", 'e.g. {"dialog_id": "d1", "turns": [...]}')
         data = [data]
     if not isinstance(data, list) or not data:
         raise InputError(f"{source}: expected a dialog object, a list of dialogs or a list of turns, got "
-                         f"{type(data).__name__}")
+                         f"{type(data).__name__}" + (" (empty)" if isinstance(data, list) else ""))
     if all(isinstance(d, dict) and "turns" in d for d in data):
         dialogs = []
         for i, d in enumerate(data):
             if not isinstance(d["turns"], list):
                 raise InputError(f"{source}: dialog {i} has 'turns' of type {type(d['turns']).__name__}, not a list")
-            dialogs.append({"dialog_id": str(d.get("dialog_id", f"dialog_{i:04d}")), "turns": list(d["turns"])})
-        return dialogs
-    if any(isinstance(d, dict) and "turns" in d for d in data):
+            dialogs.append({"dialog_id": _dialog_id_of(d, i, source), "turns": list(d["turns"])})
+    elif any(isinstance(d, dict) and "turns" in d for d in data):
         raise InputError(f"{source}: mixes dialogs (with 'turns') and bare turns", "use one shape per file")
-    for i, d in enumerate(data):
-        if not isinstance(d, dict):
-            raise InputError(f"{source}: item {i} is {type(d).__name__}, not a JSON object (a dialog or a turn)")
-    return [{"dialog_id": "dialog_0000", "turns": list(data)}]
+    else:
+        for i, d in enumerate(data):
+            if not isinstance(d, dict):
+                raise InputError(f"{source}: item {i} is {type(d).__name__}, not a JSON object (a dialog or a turn)")
+        dialogs = [{"dialog_id": "dialog_0000", "turns": list(data)}]
+    for d in dialogs:
+        _check_turn_ids(d, f"{source}: dialog {d['dialog_id']!r}")
+    return dialogs
+
+
+def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output directory that is a file, or that is not empty without ``overwrite`` (changes nothing)."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory", "choose a new or empty --output-dir")
+    if out.is_dir() and not overwrite:
+        try:
+            busy = any(out.iterdir())
+        except OSError as e:
+            raise InputError(f"{out}: cannot list the output directory ({e.strerror or e})") from None
+        if busy:
+            raise InputError(f"{out} already exists and is not empty",
+                             "choose another --output-dir, or pass --overwrite to replace the outputs of a run there")
+    return out
+
+
+def _previous_dialog_ids(out: Path) -> set[str]:
+    try:
+        log = read_json(out / LOG_NAME)
+    except InputError:
+        return set()
+    if not isinstance(log, list):
+        return set()
+    return {m["dialog_id"] for m in log if isinstance(m, dict) and isinstance(m.get("dialog_id"), str)}
+
+
+def remove_previous_outputs(out: Path, dialogs: Sequence[dict[str, Any]] = ()) -> None:
+    """Delete what a dialog run writes in ``out``: ``batch_log.json`` and the dialog folders named by it or by
+    ``dialogs`` (never anything else, and never outside ``out``)."""
+    names = _previous_dialog_ids(out)
+    for d in dialogs:
+        names.add(d["dialog_id"])
+        names.update(t["dialog_id"] for t in d["turns"]
+                     if isinstance(t, dict) and isinstance(t.get("dialog_id"), str))
+    for name in names:
+        try:
+            check_dialog_id(name, "")
+        except InputError:
+            continue
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    (out / LOG_NAME).unlink(missing_ok=True)
 
 
 def check_turn(t: Any, where: str) -> tuple[dict[str, Any], list[str]]:
@@ -121,15 +236,19 @@ class DialogRunner:
         base_dir: folder against which relative input paths resolve.
         options: decoding options for the chat (default: the model's chat options).
         save_tokens: also write ``output_tokens.json`` per turn.
+        overwrite: run into a non-empty ``output_dir``, replacing the outputs of an earlier run there (see
+            :func:`remove_previous_outputs`); without it a non-empty directory is refused.
     """
 
     def __init__(self, model: Any, output_dir: str | Path, *, base_dir: str | Path | None = None,
-                 options: Any = None, save_tokens: bool = False):
+                 options: Any = None, save_tokens: bool = False, overwrite: bool = False):
         self.model, self.output_dir = model, Path(output_dir)
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.session = ChatSession(model, options)
         self.save_tokens = save_tokens
+        self.overwrite = overwrite
         self.log: list[dict[str, Any]] = []
+        self._prepared = False
 
     def _resolve(self, p: str | None) -> str | None:
         if not p:
@@ -140,30 +259,57 @@ class DialogRunner:
         return str(path)
 
     def run(self, dialogs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Run every dialog; return the log (one meta dict per turn)."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        """Run every dialog; return the log (one meta dict per turn). The first call checks (and with
+        ``overwrite`` clears) the output directory; later calls add to this runner's outputs."""
+        if not self._prepared:
+            self._prepare(dialogs)
         for d in dialogs:
             did = d["dialog_id"]
             self.session.reset()
             current = did
             for i, t in enumerate(d["turns"], 1):
-                if isinstance(t, dict) and t.get("dialog_id") and str(t["dialog_id"]) != current:
-                    current = str(t["dialog_id"])  # official: a new dialog id starts a fresh history
+                if isinstance(t, dict) and isinstance(t.get("dialog_id"), str) and t["dialog_id"] \
+                        and t["dialog_id"] != current:
+                    current = t["dialog_id"]  # official: a new dialog id starts a fresh history
                     self.session.reset()
                 meta = self.run_turn(t, current, where=f"dialog {did!r} turn {i}")
                 self.log.append(meta)
-                atomic_write_json(self.output_dir / "batch_log.json", self.log)
-        atomic_write_json(self.output_dir / "batch_log.json", self.log)
+                atomic_write_json(self.output_dir / LOG_NAME, self.log)
+        atomic_write_json(self.output_dir / LOG_NAME, self.log)
         return self.log
+
+    def _prepare(self, dialogs: Sequence[dict[str, Any]]) -> None:
+        out = check_output_dir(self.output_dir, self.overwrite)
+        if out.is_dir() and self.overwrite:
+            remove_previous_outputs(out, dialogs)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{out}: cannot create the output directory ({e.strerror or e})") from None
+        self._prepared = True
+
+    def _dialog_dir(self, dialog_id: str, where: str) -> Path:
+        # normalize_dialogs already refused unsafe ids; check again for callers that skipped it, and make sure the
+        # folder resolves directly inside the output directory.
+        check_dialog_id(dialog_id, where)
+        path = self.output_dir / dialog_id
+        if path.resolve().parent != self.output_dir.resolve():
+            raise InputError(f"{where}: dialog_id {dialog_id!r} does not name a folder inside {self.output_dir}")
+        return path
 
     def run_turn(self, t: Any, dialog_id: str, *, where: str) -> dict[str, Any]:
         """Run one turn; never raises for a bad turn (the error goes into the returned meta)."""
-        dialog_dir = self.output_dir / dialog_id
-        index = 1 + (sum(1 for p in dialog_dir.iterdir() if p.is_dir() and p.name.startswith("turn_"))
-                     if dialog_dir.is_dir() else 0)
         uid = uuid.uuid4().hex[:8]
+        meta: dict[str, Any] = {"dialog_id": dialog_id, "turn_index": None, "run_uid": uid}
+        try:
+            dialog_dir = self._dialog_dir(dialog_id, where)
+            index = 1 + (sum(1 for p in dialog_dir.iterdir() if p.is_dir() and p.name.startswith("turn_"))
+                         if dialog_dir.is_dir() else 0)
+        except (InputError, OSError) as e:
+            meta["error"] = _describe(e)  # no folder to write its meta.json into: the error is in the log only
+            return meta
+        meta["turn_index"] = index
         turn_dir = dialog_dir / f"turn_{index:04d}_{uid}"
-        meta: dict[str, Any] = {"dialog_id": dialog_id, "turn_index": index, "run_uid": uid}
         try:
             turn, notes = check_turn(t, where)
             meta.update(self._inputs_meta(turn, notes))
@@ -178,9 +324,12 @@ class DialogRunner:
                 meta["error"] = None
                 atomic_write_json(tmp / "meta.json", meta)
         except (AromniError, OSError, ValueError, RuntimeError) as e:
-            meta["error"] = str(e) if isinstance(e, AromniError) else f"{type(e).__name__}: {e}"
-            with atomic_dir(turn_dir, overwrite=True) as tmp:
-                atomic_write_json(tmp / "meta.json", meta)
+            meta["error"] = _describe(e)
+            try:
+                with atomic_dir(turn_dir, overwrite=True) as tmp:
+                    atomic_write_json(tmp / "meta.json", meta)
+            except OSError as e2:
+                meta["error"] += f" (and its meta.json could not be written: {_describe(e2)})"
         return meta
 
     def _inputs_meta(self, turn: dict[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -210,3 +359,11 @@ class DialogRunner:
         return {"decoded_text_file": str(final / "decoded_text.txt"), "saved_images": images,
                 "saved_audios": audios, "stop_reason": reply.stop_reason, "generated_tokens": len(reply.tokens),
                 "prompt_tokens": reply.prompt_tokens, "dropped_history_turns": reply.dropped_turns}
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, AromniError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return f"{type(e).__name__}: {e.strerror}" + (f": {e.filename}" if e.filename else "")
+    return f"{type(e).__name__}: {e}"

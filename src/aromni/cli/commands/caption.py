@@ -1,23 +1,41 @@
-"""``aromni caption``: image to text (greedy, official caption prompt)."""
+"""``aromni caption``: image to text (greedy, official caption prompt). Several files, folders or globs (or
+``--input requests.jsonl``) run in batches and print one JSON line per input (see :mod:`aromni.cli.batch`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from aromni.cli import common
+from aromni.cli import batch, common
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caption", help="describe an image")
-    p.add_argument("--image", required=True, help="image file (png, jpeg, webp, ...)")
+    p = sub.add_parser("caption", help="describe images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", nargs="+", metavar="IMAGE",
+                     help="image file(s), folder(s) or glob(s) (png, jpeg, webp, ...)")
+    batch.add_input_arg(src, "image", '{"image": "photo.png"}')
     p.add_argument("--instruction", default=None, help="override the task instruction")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     common.add_task_args(p, images=False)
+    batch.add_batch_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.input is not None:
+        requests = batch.read_requests(args.input, "image")
+    else:
+        paths, is_batch = batch.expand_paths(args.image, batch.IMAGE_SUFFIXES, "image")
+        if not is_batch and args.output is None:
+            return run_one(args, paths[0])
+        requests = [batch.Request(i, p) for i, p in enumerate(paths)]
+    return batch.text_task(args, requests, "image", lambda m, xs: m.caption(
+        xs, instruction=args.instruction, options=common.overrides(args)), "caption")
+
+
+def run_one(args: argparse.Namespace, image: str) -> int:
     model = common.load_model(args)
-    out = model.caption(args.image, instruction=args.instruction, options=common.overrides(args))
-    common.emit(args, {"image": args.image, "text": out.text, "stop_reason": out.stop_reason,
+    out = model.caption(image, instruction=args.instruction, options=common.overrides(args))
+    common.emit(args, {"image": image, "text": out.text, "stop_reason": out.stop_reason,
                        "seconds": round(out.seconds, 3)}, out.text)
     return 0

@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("--model", required=True, type=Path, help="tokenizer directory (aromni_codec or any speech type)")
     r.add_argument("inputs", nargs="+", type=Path, help="audio files")
     r.add_argument("--out", type=Path, help="write <name>.rec.wav files into this directory")
-    r.add_argument("--chunk", type=int, default=0, help="decode with the stream decoder, this many frames a push")
+    r.add_argument("--overwrite", action="store_true", help="replace existing <name>.rec.wav files in --out")
+    r.add_argument("--chunk", type=common.nonneg_int, default=0,
+                   help="decode with the stream decoder, this many frames a push (0: offline)")
     r.set_defaults(func=_reconstruct)
 
 
@@ -53,6 +55,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if not isinstance(tok, SpeechTokenizer):
         raise InputError(f"{args.model} is a {tok.modality} tokenizer, not a speech codec")
     mel = LogMel(MelConfig(sample_rate=tok.sample_rate))
+    if args.out is not None:  # refuse to replace files before any work
+        common.make_dir(args.out)
+        for path in args.inputs:
+            common.check_output_path(args.out / f"{path.stem}.rec.wav", args.overwrite, (".wav",))
     for path in args.inputs:
         wav = load_audio(path, tok.sample_rate)
         with torch.no_grad():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from aromni.cli.common import positive_float, positive_int
 from aromni.errors import InputError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -27,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, choices=TARGETS, help="output layout")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating-point weights (default: keep)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
-    p.add_argument("--shards", type=int, default=None,
+    p.add_argument("--shards", type=positive_int, default=None,
                    help="meta only: model-parallel shards to write (default: the source's count, else 1)")
-    p.add_argument("--max-shard-gb", type=float, default=5.0,
+    p.add_argument("--max-shard-gb", type=positive_float, default=5.0,
                    help="hf/hf-anole only: split safetensors files above this size (default 5)")
     p.set_defaults(func=run)
 

@@ -19,11 +19,13 @@ from aromni.utils.io import atomic_write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from aromni.cli.common import positive_int, seed_int
+
     p = sub.add_parser("demo", help="run the shipped toy model through every task (or a random-weight smoke run)")
     p.add_argument("--out", default="demo_out", help="directory for the outputs (default: demo_out)")
     p.add_argument("--model", default=None, help="bundle to run: a directory, or 'toy' (default: the shipped toy bundle)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads for torch (default 1: the toy model is fastest on one thread)")
     p.add_argument("--random", action="store_true", help="skip the bundle and run the random-weight decoder check")
     p.set_defaults(func=run)

@@ -12,18 +12,18 @@ from aromni.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from aromni.cli.common import add_model_args
+    from aromni.cli.common import add_model_args, positive_int, seed_int
 
     p = sub.add_parser("eval", help="evaluate a bundle (toy world: ASR, TTS, captions, T2I, S→I, VQA, chat, latency)")
-    add_model_args(p)
+    add_model_args(p, toy_default=False)
     p.add_argument("--suite", default="toy", choices=["toy"], help="which suite (default: toy)")
     p.add_argument("--world", required=False, help="toy world directory (`aromni toyworld build`)")
     p.add_argument("--split", default="test", help="world split (default: test)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="samples per task (default: per-task defaults sized for a few minutes on 2 cores)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the sampled tasks (default: 0)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: 8)")
+    p.add_argument("--seed", type=seed_int, default=0, help="base seed of the sampled tasks (default: 0)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generation batch (default: 8)")
     p.add_argument("--judges", default=None, help="judge directory with speech/ and image/ (default: shipped)")
     p.add_argument("--report", default=None, metavar="DIR", help="write report.md, figures, metrics.json here")
     p.add_argument("--runs", default=None, metavar="DIR",
@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else TASKS
-    model = load_model(args)
+    model = load_model(args, toy_default=False)
     cfg = EvalConfig(split=args.split, limits=args.limit, tasks=tasks, seed=args.seed, batch_size=args.batch_size,
                      judges=args.judges, progress=not args.quiet)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    log(f"evaluating {args.model} on {args.world} ({args.split})")
+    log(f"evaluating {args.model_path} on {args.world} ({args.split})")
     result = run_suite(model, args.world, cfg, log=log)
     others = []
     for name, path in ablation:
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if report is not None:
         from aromni.toyworld.report import find_runs, write_report
 
-        main_name = args.name or Path(args.model).name
+        main_name = args.name or Path(args.model_path).name
         rows = [(main_name, result), *others] if others else []
-        md = write_report(result, report, runs=find_runs(args.model, args.runs), ablation=rows,
+        md = write_report(result, report, runs=find_runs(args.model_path, args.runs), ablation=rows,
                           overwrite=args.overwrite)
         log(f"wrote {md}")
     if args.json:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if others:
             from aromni.toyworld.report import ablation_rows
 
-            data["ablation"] = ablation_rows([(args.name or Path(args.model).name, result), *others])
+            data["ablation"] = ablation_rows([(args.name or Path(args.model_path).name, result), *others])
         print(json.dumps(data, indent=2))
     else:
         _print_table(result)

@@ -8,10 +8,12 @@ import argparse
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from aromni.cli.common import check_output_path
     from aromni.errors import InputError
     from aromni.training.metrics import read_metrics
     from aromni.training.plot import plot_metrics
 
+    check_output_path(args.out, args.overwrite, FIGURE_SUFFIXES)
     runs = {}
     for f in args.metrics:
         path = Path(f)
@@ -27,11 +29,24 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp")
+
+
+def _smoothing(text: str) -> float:
+    from aromni.cli.common import finite_float
+
+    x = finite_float(text)
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return x
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot", help="plot training loss curves from metrics.jsonl files")
     p.add_argument("metrics", nargs="+", help="metrics.jsonl files (or run directories); one line per run")
-    p.add_argument("--out", required=True, help="output image (.png)")
-    p.add_argument("--smooth", type=float, default=0.9, help="EMA smoothing in [0, 1) (default 0.9)")
+    p.add_argument("--out", required=True, help="output image (.png, .pdf, .svg, .jpg, .webp)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--smooth", type=_smoothing, default=0.9, help="EMA smoothing in [0, 1) (default 0.9)")
     p.add_argument("--keys", default="loss,ntp,perc", help="metrics to draw, comma-separated")
     p.add_argument("--title", default=None)
     p.set_defaults(func=_plot)

@@ -1,28 +1,61 @@
-"""``aromni t2i``: text to image (sampling with classifier-free guidance; official scales 3.07 / 1.32)."""
+"""``aromni t2i``: text to image (sampling with classifier-free guidance; official scales 3.07 / 1.32).
+
+Several ``--text`` values (with ``--out-dir``) or ``--input requests.jsonl`` run in batches; see
+:mod:`aromni.cli.batch`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from aromni.cli import common
+from aromni.cli import batch, common
+from aromni.errors import InputError
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("t2i", help="generate an image from text")
-    p.add_argument("--text", required=True, help="what to draw")
-    p.add_argument("--out", required=True, help="output image file (.png, .jpg, .webp)")
+    p = sub.add_parser("t2i", help="generate images from text")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
+                     help="what to draw (several: one image each)")
+    batch.add_input_arg(src, "text", '{"text": "a red circle", "out": "circle.png"}')
+    p.add_argument("--out", default=None, help="output image file (.png, .jpg, .webp) of a single --text")
     p.add_argument("--instruction", default=None, help="override the task instruction")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     common.add_task_args(p)
+    batch.add_batch_args(p, media_out=".png")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = common.check_output_path(args.out, args.overwrite, (".png", ".jpg", ".jpeg", ".webp"))
+    if args.input is None and len(args.text) == 1 and args.out_dir is None and args.output is None:
+        if args.out is None:
+            raise InputError("t2i needs --out FILE.png", "e.g. --out image.png")
+        return run_one(args, args.text[0])
+    if args.input is not None:
+        requests = batch.read_requests(args.input, "text", with_out=True)
+        base = Path(args.input).resolve().parent
+    else:
+        requests, base = [batch.Request(i, t) for i, t in enumerate(args.text)], None
+    batch.take_single_out(requests, args)
+    batch.plan_outputs(requests, args.out_dir, SUFFIXES, overwrite=args.overwrite, base=base)
+
+    def save(model: Any, img: Any, path: Path) -> dict[str, Any]:
+        img.save(path, overwrite=True)
+        return {"codes": len(img.codes), "complete": img.complete, "stop_reason": img.stop_reason}
+
+    return batch.media_task(args, requests, lambda m, texts: m.t2i(
+        texts, instruction=args.instruction, options=common.overrides(args)), save, "t2i")
+
+
+def run_one(args: argparse.Namespace, text: str) -> int:
+    out = common.check_output_path(args.out, args.overwrite, SUFFIXES)
     model = common.load_model(args)
-    img = model.t2i(args.text, instruction=args.instruction, options=common.overrides(args))
+    img = model.t2i(text, instruction=args.instruction, options=common.overrides(args))
     img.save(out, overwrite=True)
-    common.emit(args, {"text": args.text, "out": str(out), "codes": len(img.codes), "complete": img.complete,
+    common.emit(args, {"text": text, "out": str(out), "codes": len(img.codes), "complete": img.complete,
                        "stop_reason": img.stop_reason, "seconds": round(img.seconds, 3)},
                 f"wrote {out} ({img.image.size[0]}x{img.image.size[1]})")
     return 0

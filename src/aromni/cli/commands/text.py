@@ -20,6 +20,8 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    from aromni.cli.common import positive_int
+
     p = subparsers.add_parser("text", help="text BPE tokenizer: train")
     sub = p.add_subparsers(dest="text_command", metavar="SUBCOMMAND", required=True)
     t = sub.add_parser("train", help="train a byte-level BPE on text / .jsonl files",
@@ -29,12 +31,12 @@ def register(subparsers: Any) -> None:
     t.add_argument("--corpus", required=True, nargs="+", type=Path, metavar="FILE",
                    help="text files (one sample per line) and/or .jsonl files (a 'text' field per line)")
     t.add_argument("--out", required=True, type=Path, help="tokenizer directory to write")
-    t.add_argument("--vocab-size", required=True, type=int,
+    t.add_argument("--vocab-size", required=True, type=positive_int,
                    help="total ids: special + reserved tokens + 256 bytes + merges")
     t.add_argument("--layout", default="compact",
                    help="'compact' (default: 16 specials/reserved ids) or a layout JSON file (a VocabLayout dict, "
                         "or a file with a 'layout' key) whose specials and reserved ids are 0..k-1")
-    t.add_argument("--min-frequency", type=int, default=2, help="least count of a pair to merge (default 2)")
+    t.add_argument("--min-frequency", type=positive_int, default=2, help="least count of a pair to merge (default 2)")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
@@ -124,11 +126,14 @@ def read_corpus(paths: list[Path]) -> list[str]:
 
 def _jsonl_text(line: str, path: Path, n: int) -> str:
     from aromni.errors import InputError
+    from aromni.utils.io import loads_json
 
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{n}: not valid JSON ({e.msg})", "each line of a .jsonl file is one object") from None
+    except (RecursionError, ValueError):
+        rec = loads_json(line, f"{path}:{n}")  # raises the clear error (nested too deeply, huge number, ...)
     if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
         raise InputError(f"{path}:{n}: no string 'text' field",
                          "a .jsonl corpus line is {\"text\": ...}; use a plain .txt file for other text")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -54,6 +53,10 @@ def _judges_eval(args: argparse.Namespace) -> int:
 
     from aromni.toyworld.judges.measure import measure_judges
 
+    if args.json:
+        from aromni.cli.common import check_output_path
+
+        check_output_path(args.json, args.overwrite, (".json",))
     torch.set_num_threads(args.threads)
     report = measure_judges(args.world, args.judges, args.split)
     text = json.dumps(report, indent=2)
@@ -66,31 +69,33 @@ def _judges_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from aromni.cli.common import positive_int, seed_int
+
     tw = subparsers.add_parser("toyworld", help="procedural tri-modal toy world: build it, train/score its judges, run the recipe and its ablations")
     sub = tw.add_subparsers(dest="toyworld_command", metavar="SUBCOMMAND")
-    tw.set_defaults(func=lambda a: (tw.print_help(sys.stderr), 1)[1])
+    tw.set_defaults(func=lambda a: (tw.print_help(), 0)[1])
 
     b = sub.add_parser("build", help="generate a world directory (images, speech, dialog records, manifest)")
     b.add_argument("--out", required=True, help="world directory to create")
     b.add_argument("--size", default="small", choices=["smoke", "small", "full"])
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    b.add_argument("--seed", type=seed_int, default=0)
+    b.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="worker processes")
     b.add_argument("--overwrite", action="store_true", help="replace an existing directory or unfinished build")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
 
     j = sub.add_parser("judges", help="train or score the speech and image judges")
     jsub = j.add_subparsers(dest="judges_command", metavar="ACTION")
-    j.set_defaults(func=lambda a: (j.print_help(sys.stderr), 1)[1])
+    j.set_defaults(func=lambda a: (j.print_help(), 0)[1])
 
     t = jsub.add_parser("train", help="train the judges (resumable); writes OUT/speech and OUT/image")
     t.add_argument("--world", help="a built world (needed for the speech judge)")
     t.add_argument("--out", required=True)
     t.add_argument("--only", choices=["speech", "image"], default=None)
-    t.add_argument("--speech-steps", type=int, default=5000)
-    t.add_argument("--image-steps", type=int, default=1000)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    t.add_argument("--speech-steps", type=positive_int, default=5000)
+    t.add_argument("--image-steps", type=positive_int, default=1000)
+    t.add_argument("--seed", type=seed_int, default=0)
+    t.add_argument("--threads", type=positive_int, default=1, help="torch threads (the machine is shared)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_judges_train)
 
@@ -99,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--judges", default=None, help="directory with speech/ and image/ (default: shipped judges)")
     e.add_argument("--split", default="test", choices=["train", "validation", "test"])
     e.add_argument("--json", default=None, help="also write the report here")
-    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    e.add_argument("--threads", type=positive_int, default=1)
     e.set_defaults(func=_judges_eval)
 
     r = sub.add_parser("train", help="the whole recipe: world -> tokenizers -> shards -> pretrain -> SFT -> eval")

@@ -1,39 +1,95 @@
-"""``aromni tts``: text to speech (greedy, official TTS prompt); ``--stream`` decodes audio while generating."""
+"""``aromni tts``: text to speech (greedy, official TTS prompt); ``--stream`` decodes audio while generating.
+
+Several ``--text`` values (with ``--out-dir``) or ``--input requests.jsonl`` run in batches; see
+:mod:`aromni.cli.batch`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from aromni.cli import common
+from aromni.cli import batch, common
+from aromni.errors import AromniError, InputError
+
+#: What the sampling flags really do in TTS. The finite-state decoder picks speech codes greedily inside a
+#: <boa> ... <eoa> span whatever the flags say (greedy switches on at <boa>, off at <eoa>), and the TTS task
+#: decodes text greedily by default. So temperature / top-p / top-k never change a speech span: they reach only
+#: the tokens outside speech spans, after an <eoa> (stop, text, or another span) and, with --no-greedy, before
+#: the first <boa> (a reply that starts with text; never with --force-speech, whose prompt ends with <boa>).
+_OUTSIDE = ("only tokens outside speech spans: after an <eoa>, and before the first <boa> with --no-greedy; "
+            "speech codes are always chosen greedily, so it never changes the speech itself")
+TTS_SAMPLING_HELP = {
+    "temperature": f"text temperature > 0 (official 1.2); in TTS it affects {_OUTSIDE}",
+    "top_p": f"text nucleus mass in (0, 1] (official 0.96); in TTS it affects {_OUTSIDE}",
+    "top_k": f"text top-k, 0 = off (default); in TTS it affects {_OUTSIDE}",
+    "repetition_penalty": "penalty > 0 on ids already in the context (official 1.2; 1 = off); unlike the flags "
+                          "above it also applies to speech codes and can change the greedy choice",
+    "greedy": "TTS starts greedy (default); --no-greedy samples a reply that starts with text. Speech codes are "
+              "greedy either way, and tokens after an <eoa> are sampled either way (the official switch)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tts", help="synthesise speech from text")
-    p.add_argument("--text", required=True, help="the text to speak")
-    p.add_argument("--out", required=True, help="output .wav file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
+                     help="the text to speak (several: one file each)")
+    batch.add_input_arg(src, "text", '{"text": "hello there", "out": "hello.wav"}')
+    p.add_argument("--out", default=None, help="output .wav file of a single --text")
     p.add_argument("--stream", action="store_true",
-                   help="decode audio chunks while the speech tokens are generated (reports latency)")
-    p.add_argument("--first-chunk-frames", type=int, default=4, help="codes in the first streamed chunk")
-    p.add_argument("--chunk-frames", type=int, default=20, help="codes per later streamed chunk")
+                   help="decode audio chunks while the speech tokens are generated (reports latency; one --text)")
+    p.add_argument("--first-chunk-frames", type=common.positive_int, default=4,
+                   help="codes in the first streamed chunk")
+    p.add_argument("--chunk-frames", type=common.positive_int, default=20, help="codes per later streamed chunk")
     p.add_argument("--instruction", default=None, help="override the task instruction")
     p.add_argument("--force-speech", action="store_true",
                    help="end the prompt with <boa> so the reply starts with speech (not the official prompt)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    common.add_task_args(p, images=False)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    common.add_task_args(p, images=False, sampling_help=TTS_SAMPLING_HELP)
+    batch.add_batch_args(p, media_out=".wav")
     p.set_defaults(func=run)
 
 
+def _kw(args: argparse.Namespace) -> dict[str, Any]:
+    return {"instruction": args.instruction, "options": common.overrides(args),
+            "first_chunk_frames": args.first_chunk_frames, "chunk_frames": args.chunk_frames,
+            "force_speech": args.force_speech}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.input is None and len(args.text) == 1 and args.out_dir is None and args.output is None:
+        if args.out is None:
+            raise InputError("tts needs --out FILE.wav", "e.g. --out speech.wav")
+        return run_one(args, args.text[0])
+    if args.stream:
+        raise InputError("--stream runs a single --text", "drop --stream to synthesise several inputs")
+    if args.input is not None:
+        requests = batch.read_requests(args.input, "text", with_out=True)
+        base = Path(args.input).resolve().parent
+    else:
+        requests, base = [batch.Request(i, t) for i, t in enumerate(args.text)], None
+    batch.take_single_out(requests, args)
+    batch.plan_outputs(requests, args.out_dir, (".wav",), overwrite=args.overwrite, base=base)
+
+    def save(model: Any, speech: Any, path: Path) -> dict[str, Any]:
+        speech.save(path, overwrite=True)
+        return {"seconds": round(speech.seconds, 3), "sample_rate": speech.sample_rate,
+                "speech_codes": len(speech.codes), "stop_reason": speech.stop_reason}
+
+    return batch.media_task(args, requests, lambda m, texts: m.tts(texts, **_kw(args)), save, "tts")
+
+
+def run_one(args: argparse.Namespace, text: str) -> int:
     out = common.check_output_path(args.out, args.overwrite, (".wav",))
     model = common.load_model(args)
-    ov = common.overrides(args)
-    kw = {"instruction": args.instruction, "options": ov, "first_chunk_frames": args.first_chunk_frames,
-          "chunk_frames": args.chunk_frames, "force_speech": args.force_speech}
+    kw = _kw(args)
     if args.stream:
-        stream = model.tts(args.text, stream=True, **kw)
+        stream = model.tts(text, stream=True, **kw)
         chunks = []
         for c in stream:
             chunks.append(c.audio)
@@ -42,20 +98,18 @@ def run(args: argparse.Namespace) -> int:
                       f"at {c.time - stream.t_start:.3f} s", file=sys.stderr)
         audio = torch.cat(chunks) if chunks else torch.zeros(0)
         if audio.numel() == 0:
-            from aromni.errors import AromniError
-
             raise AromniError(f"the model produced no speech tokens (stop: {stream.results[0].stop_reason})",
                               "check that the bundle was trained for TTS")
         metrics = stream.metrics[0].to_dict()
         stop, n_codes, exact = stream.results[0].stop_reason, stream.metrics[0].speech_codes, stream.exact
     else:
-        speech = model.tts(args.text, **kw)
+        speech = model.tts(text, **kw)
         audio, metrics, stop, n_codes, exact = speech.audio, speech.metrics, speech.stop_reason, len(speech.codes), None
     from aromni.inference.media import save_wav
 
     save_wav(audio, out, model.speech.sample_rate, overwrite=True)
     seconds = audio.numel() / model.speech.sample_rate
-    payload = {"text": args.text, "out": str(out), "seconds": round(seconds, 3), "sample_rate": model.speech.sample_rate,
+    payload = {"text": text, "out": str(out), "seconds": round(seconds, 3), "sample_rate": model.speech.sample_rate,
                "speech_codes": n_codes, "stop_reason": stop, "streamed": args.stream, "latency": common.rounded(metrics)}
     if exact is not None:
         payload["stream_exact"] = exact

@@ -25,8 +25,9 @@ def register(subparsers: Any) -> None:
     e = sub.add_parser("eval", help="reconstruct images and report PSNR / colour error")
     e.add_argument("--model", required=True, type=Path, help="tokenizer directory")
     e.add_argument("--images", required=True, help="directory or glob of images")
-    e.add_argument("--limit", type=int, default=0, help="use at most this many images (0: all)")
+    e.add_argument("--limit", type=common.nonneg_int, default=0, help="use at most this many images (0: all)")
     e.add_argument("--save", type=Path, help="write input|reconstruction pairs as PNGs into this directory")
+    e.add_argument("--overwrite", action="store_true", help="replace existing PNGs in --save")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("convert", help="Meta's vqgan.yaml + vqgan.ckpt (or an HF Chameleon dir) -> tokenizer dir")
@@ -96,6 +97,10 @@ def _eval(args: argparse.Namespace) -> int:
     model = load_tokenizer(args.model)
     paths = find_images(args.images)
     paths = paths[: args.limit] if args.limit > 0 else paths
+    if args.save is not None:  # refuse to replace files before any work
+        common.make_dir(args.save)
+        for path in paths:
+            common.check_output_path(args.save / f"{path.stem}_recon.png", args.overwrite, (".png",))
     data = load_images(paths, model.image_size)
     recs, codes = [], []
     for i in range(0, len(data), 32):
