@@ -43,8 +43,9 @@ apt:
 demo: setup
 	$(VENV)/bin/aromni demo --out demo_out
 
+# The fuzz suite (tests/fuzz) writes its case counts per input family and outcome to $(VENV)/fuzz_report.json.
 test: setup-dev
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	AROMNI_FUZZ_REPORT=$(abspath $(VENV))/fuzz_report.json $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The full toy-world recipe (about 2 hours on 2 CPU cores); see README "Toy world".
 toy: setup-dev
