@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aromni.utils.extras import optional
 from aromni.utils.io import atomic_write_text
 
 
@@ -56,6 +57,7 @@ class MetricsLogger:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
+            optional("tensorboard", extra="train", feature="TensorBoard logging (log.tensorboard)")
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=initial + 1)

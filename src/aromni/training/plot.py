@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from aromni.errors import InputError
+from aromni.utils.extras import optional
 from aromni.utils.io import atomic_path
 
 
@@ -25,10 +26,8 @@ def plot_metrics(runs: dict[str, list[dict[str, Any]]], out: str | Path, *, smoo
                  keys: Sequence[str] = ("loss", "ntp", "perc"), title: str | None = None) -> Path:
     """Draw one panel per metric in ``keys`` (raw faint, smoothed solid, held-out ``val_<key>`` as markers),
     one line per run; write a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    optional("matplotlib", extra="train", feature="loss plots").use("Agg")
+    plt = optional("matplotlib.pyplot", extra="train", feature="loss plots")
 
     present = [k for k in keys if any(k in r for recs in runs.values() for r in recs)]
     if not present:
