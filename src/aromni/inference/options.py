@@ -20,10 +20,12 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.vocab.tasks import Task, served_tasks
 
 
 @dataclass
@@ -208,23 +210,10 @@ class DecodeOptions:
         return DecodeOptions.from_dict(d)
 
 
-#: Official per-task settings (``inference_pretrain.py`` make_opts_*, ``inference_chat.py``), as overrides.
-#:
-#: ``text.greedy=True`` (TTS, ASR, caption) is each row's *starting* mode, not a promise that nothing is ever
-#: sampled: the official switch (:mod:`aromni.inference.fsm`) keeps greedy on inside speech spans (``<boa>`` turns
-#: it on) and turns sampling on after ``<eoa>`` or ``<res>``. So in TTS the speech codes are always greedy, while
-#: ``text.temperature``/``top_p``/``top_k`` apply only to tokens after the model closes a speech span with
-#: ``<eoa>`` (typically the stop token) — the official decoder does the same. ``text.repetition_penalty`` applies
-#: in greedy mode too (it can move the argmax), to text and speech codes alike. The image settings matter only
-#: where images are allowed (T2I, chat).
-TASK_OVERRIDES: dict[str, dict[str, Any]] = {
-    "tts": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_new_tokens": 1024},
-    "asr": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_seq_len": 1024},
-    "caption": {"text": {"greedy": True}, "allow_image": False, "extra_eos": ["eom"], "max_new_tokens": 128},
-    # T2I: image only (txt=False), CLI/README image scale 1.32, image temperature 1.0.
-    "t2i": {"allow_text": False, "extra_eos": ["eom"], "image": {"guidance_scale_image": 1.32, "temperature": 1.0}},
-    "chat": {"extra_eos": ["eom"]},
-}
+#: Official per-task settings (``inference_pretrain.py`` make_opts_*, ``inference_chat.py``), as overrides: the
+#: decode policies of the task registry (:mod:`aromni.vocab.tasks`), by task name.
+TASK_OVERRIDES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {t.name: t.decode for t in served_tasks() if t.decode is not None})
 
 
 def _check_seed(seed: Any) -> int | tuple[int, ...] | None:
@@ -244,11 +233,11 @@ def _check_seed(seed: Any) -> int | tuple[int, ...] | None:
     return one(seed)
 
 
-def task_options(task: str, base: DecodeOptions | None = None, overrides: Mapping[str, Any] | None = None
-                 ) -> DecodeOptions:
-    """Options for ``task`` (tts, asr, caption, t2i, chat): ``base`` (bundle defaults) + the official task
-    settings (:data:`TASK_OVERRIDES`, which also says which fields a greedy task still uses) + the caller's
-    ``overrides``."""
-    if not isinstance(task, str) or task not in TASK_OVERRIDES:
+def task_options(task: str | Task, base: DecodeOptions | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> DecodeOptions:
+    """Options for ``task`` (a served task of :mod:`aromni.vocab.tasks` or its name): ``base`` (bundle defaults)
+    + the task's official decode policy + the caller's ``overrides``."""
+    name = task.name if isinstance(task, Task) else task
+    if not isinstance(name, str) or name not in TASK_OVERRIDES:
         raise ConfigError(f"unknown task {task!r}", f"one of {', '.join(TASK_OVERRIDES)}")
-    return (base or DecodeOptions()).with_overrides(TASK_OVERRIDES[task]).with_overrides(overrides)
+    return (base or DecodeOptions()).with_overrides(TASK_OVERRIDES[name]).with_overrides(overrides)

@@ -22,6 +22,7 @@ from typing import Any
 from aromni.errors import ConfigError
 from aromni.training.distributed import resolve_device
 from aromni.utils.config import coerce_value, describe, field_types, non_finite_floats, yaml_with_overrides
+from aromni.vocab.tasks import tail_weighted_tasks
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
@@ -175,7 +176,7 @@ class LossConfig:
 
     mode: str = "pretrain"
     weighted_ntp: bool = True
-    tail_tasks: list[str] = field(default_factory=lambda: ["caption", "asr"])
+    tail_tasks: list[str] = field(default_factory=lambda: list(tail_weighted_tasks()))
     tail_weight: float = 2.0
     segment_weight: float = 1.0
     normalize: str = "weight"

@@ -19,7 +19,8 @@ the layout's markers (:func:`derive_spans`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -28,17 +29,10 @@ from aromni.training.data.shards import Sample
 from aromni.training.data.sources.base import BadRecord, group_of
 from aromni.vocab.conversation import OFFICIAL, PromptStyle, Span, get_style
 from aromni.vocab.layout import VocabLayout
+from aromni.vocab.tasks import ALIASES
 
-#: Official task name -> ours. ``image_to_text`` (image-first documents) trains like captioning.
-OFFICIAL_TASKS: dict[str, str] = {
-    "image_caption": "caption",
-    "speech_to_text": "asr",
-    "text_to_image": "t2i",
-    "text_to_speech": "tts",
-    "image_to_text": "caption",
-    "speech_to_image": "s2i",
-    "text_to_text": "text",
-}
+#: Official task name -> ours (the aliases of the task registry; ``image_to_text`` documents train like captioning).
+OFFICIAL_TASKS: Mapping[str, str] = MappingProxyType({alias: task.name for alias, task in ALIASES.items()})
 
 IGNORE_INDEX = -100
 

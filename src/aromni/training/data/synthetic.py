@@ -27,7 +27,8 @@ from aromni.training.data.shards import Sample, ShardWriter, write_manifest
 from aromni.utils.io import atomic_path
 from aromni.vocab.conversation import Conversation, TextSegment, Turn, encode_conversation
 from aromni.vocab.layout import VocabLayout
-from aromni.vocab.templates import TASKS, task_conversation
+from aromni.vocab.tasks import TASKS
+from aromni.vocab.templates import task_conversation
 
 COLORS = ("red", "green", "blue", "yellow", "black", "white")
 SHAPES = ("circle", "square", "triangle", "star")
