@@ -204,20 +204,28 @@ def _by_module(functions: list[str]) -> dict[str, list[str]]:
 
 
 def task_names(mods: dict[str, Path]) -> set[str]:
-    """Task names and official aliases, read from the registry's dict literals."""
+    """Task names and official aliases: the ``Task("name", ..., aliases=(...))`` entries of the registry
+    (``vocab/tasks.py``), or, in checkouts before it, the keys and values of the old task tables."""
     names: set[str] = set()
-    for reg in ("aromni.vocab.templates", "aromni.vocab.tasks", "aromni.training.data.official_jsonl",
+    for reg in ("aromni.vocab.tasks", "aromni.vocab.templates", "aromni.training.data.official_jsonl",
                 "aromni.inference.options"):
         path = mods.get(reg)
         if path is None:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Task":
+                if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    names.add(node.args[0].value)
+                for kw in node.keywords:
+                    if kw.arg == "aliases" and isinstance(kw.value, ast.Tuple):
+                        names.update(e.value for e in kw.value.elts if isinstance(e, ast.Constant))
+                continue
             target = None
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
                 target, value = node.target.id, node.value
             elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 target, value = node.targets[0].id, node.value
-            if target in ("TASKS", "TASK_OVERRIDES", "OFFICIAL_TASKS", "REGISTRY") and isinstance(value, ast.Dict):
+            if target in ("TASKS", "TASK_OVERRIDES", "OFFICIAL_TASKS") and isinstance(value, ast.Dict):
                 for k, v in zip(value.keys, value.values):
                     for x in (k, v):
                         if isinstance(x, ast.Constant) and isinstance(x.value, str):
