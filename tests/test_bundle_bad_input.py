@@ -13,8 +13,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "inference"))
 
 import aromni  # noqa: E402
-from aromni.bundle import Bundle  # noqa: E402
-from aromni.errors import CheckpointError  # noqa: E402
+import aromni.bundle as bundle_mod  # noqa: E402
+from aromni.bundle import NAMED_BUNDLES, Bundle, resolve_bundle  # noqa: E402
+from aromni.errors import CheckpointError, InputError  # noqa: E402
+from aromni.toyworld.demo import find_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,19 @@ def test_weights_of_the_wrong_shape(copy):
     _refused(copy, "missing")
     shutil.copy(copy / "image" / "model.safetensors", copy / "model.safetensors")
     _refused(copy, "model.safetensors|tensor")
+
+
+def test_named_bundles_resolve_without_the_toy_world(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if find_bundle() is not None:  # the registry names the directory the toy world ships
+        assert resolve_bundle("toy") == NAMED_BUNDLES["toy"] == find_bundle()
+    (tmp_path / "toy").mkdir()  # a local ./toy wins over the name
+    assert resolve_bundle("toy") == type(NAMED_BUNDLES["toy"])("toy")
+    assert resolve_bundle(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_a_named_bundle_that_is_not_shipped_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(bundle_mod.NAMED_BUNDLES, "toy", tmp_path / "missing")
+    with pytest.raises(InputError, match="ships no toy bundle"):
+        bundle_mod.resolve_bundle("toy")

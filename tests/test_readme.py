@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aromni.toyworld.demo import find_bundle
+from aromni.bundle import NAMED_BUNDLES
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S | re.M)
@@ -22,7 +22,7 @@ def test_readme_has_the_python_api_blocks():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     code = BLOCKS[index]
-    if 'aromni.load("toy"' in code and find_bundle() is None:
+    if 'aromni.load("toy"' in code and not (NAMED_BUNDLES["toy"] / "config.json").is_file():
         pytest.skip("no toy bundle shipped in this installation")
     for f in DEMO_INPUTS.iterdir():
         shutil.copy(f, tmp_path / f.name)

@@ -25,16 +25,37 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from aromni.errors import AromniError, CheckpointError
+from aromni.errors import AromniError, CheckpointError, InputError
+from aromni.inference.options import DecodeOptions
 from aromni.models.checkpoint.aromni_format import build_from_state, load_state, read_config, save_decoder
 from aromni.models.decoder import Decoder
-from aromni.tokenizers.base import Tokenizer, load_tokenizer
-from aromni.utils.io import atomic_write_json, read_json
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer, load_tokenizer
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import PromptStyle, get_style
 from aromni.vocab.layout import VocabLayout
 
 BUNDLE_VERSION = 1
 MODALITIES = ("text", "image", "speech")
+
+#: Bundles known by name (``aromni.load("toy")``, ``--model toy``): name -> directory. The toy bundle ships
+#: inside the package (``aromni/toyworld/assets/bundle``); its path is computed here without importing the toy
+#: world.
+NAMED_BUNDLES: dict[str, Path] = {"toy": Path(__file__).resolve().parent / "toyworld" / "assets" / "bundle"}
+
+
+def resolve_bundle(name_or_path: str | Path) -> Path:
+    """The directory of a bundle: a path, or a name of :data:`NAMED_BUNDLES` when no such path exists here
+    (``"toy"`` opens ``./toy`` if there is one). A named bundle that this installation does not ship raises
+    :class:`InputError`."""
+    path = Path(name_or_path)
+    name = str(name_or_path)
+    if name in NAMED_BUNDLES and not _exists(path):
+        shipped = NAMED_BUNDLES[name]
+        if not _is_file(shipped / "config.json"):
+            raise InputError(f"this installation ships no {name} bundle",
+                             "train one with `aromni toyworld train` and pass its bundle directory")
+        return shipped
+    return path
 
 
 @dataclass
@@ -52,11 +73,11 @@ class Bundle:
 
     decoder: Decoder
     layout: VocabLayout
-    text: Any = None
-    image: Any = None
-    speech: Any = None
+    text: Tokenizer | None = None
+    image: ImageTokenizer | None = None
+    speech: SpeechTokenizer | None = None
     style: PromptStyle = field(default_factory=lambda: get_style("official"))
-    generation: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, JSONValue] = field(default_factory=dict)
     path: Path | None = None
 
     @classmethod
@@ -88,8 +109,6 @@ class Bundle:
             style = get_style(meta.get("prompt_style", "official"))
         generation = dict(meta.get("generation") or {})
         with _as_checkpoint_error(cfg_file, "bundle.generation: "):
-            from aromni.inference.options import DecodeOptions
-
             DecodeOptions().with_overrides(generation)  # refuse bad saved defaults here, naming the file
         with _as_checkpoint_error(path / "model.safetensors"):
             decoder = build_from_state(cfg, load_state(path), dtype=dtype, device=device, source=str(path))
@@ -171,6 +190,13 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _is_dir(p: Path) -> bool:
     try:
         return p.is_dir()
@@ -178,9 +204,10 @@ def _is_dir(p: Path) -> bool:
         return False
 
 
-def save_bundle(path: str | Path, decoder: Decoder, layout: VocabLayout, *, text: Any = None, image: Any = None,
-                speech: Any = None, style: str | PromptStyle = "official", generation: dict[str, Any] | None = None,
-                dtype: torch.dtype | None = None, extra: dict[str, Any] | None = None) -> None:
+def save_bundle(path: str | Path, decoder: Decoder, layout: VocabLayout, *, text: Tokenizer | None = None,
+                image: ImageTokenizer | None = None, speech: SpeechTokenizer | None = None,
+                style: str | PromptStyle = "official", generation: dict[str, JSONValue] | None = None,
+                dtype: torch.dtype | None = None, extra: dict[str, JSONValue] | None = None) -> None:
     """Write a bundle directory (weights in ``dtype`` when given, e.g. ``torch.float16`` for shipping)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -200,7 +227,3 @@ def save_bundle(path: str | Path, decoder: Decoder, layout: VocabLayout, *, text
     bundle_meta = {"version": BUNDLE_VERSION, "prompt_style": get_style(style).name, "tokenizers": subdirs,
                    "generation": generation or {}}
     save_decoder(decoder, path, layout=layout, dtype=dtype, extra={"bundle": bundle_meta, **(extra or {})})
-
-
-def read_bundle_config(path: str | Path) -> dict[str, Any]:
-    return read_json(Path(path) / "config.json")

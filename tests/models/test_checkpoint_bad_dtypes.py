@@ -157,7 +157,7 @@ def test_reduce_payload_in_training_state_and_perceptual_table_never_runs(tmp_pa
     step = tmp_path / "step-00000001"
     save_checkpoint(random_decoder(tiny_config(), seed=0), step, "aromni")
     torch.save({"step": 1, "evil": Payload(marker)}, step / TRAINER_STATE)
-    with pytest.raises(CheckpointError, match="arbitrary Python objects"):
+    with pytest.raises(CheckpointError, match="arbitrary (pickled )?Python objects"):
         load_checkpoint(step)
     for suffix in (".pt", ".ckpt", ".pth"):
         torch.save({"table": Payload(marker)}, tmp_path / f"table{suffix}")

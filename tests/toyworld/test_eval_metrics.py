@@ -63,7 +63,7 @@ def test_answer_rules(attribute, answer, expected):
 def test_answer_rule_matches_the_grammar_answers():
     a = ImageAttrs(**TRUTH)
     for attr, (_, template) in {**grammar.IMAGE_QUESTIONS, **grammar.FOLLOWUP_QUESTIONS}.items():
-        answer = grammar._fill(template, a)
+        answer = grammar.fill_template(template, a)
         assert M.answer_correct(attr, answer, TRUTH), (attr, answer)
     with pytest.raises(ValueError):
         M.answer_correct("weight", "it is heavy", TRUTH)

@@ -9,7 +9,7 @@ import pytest
 from evalparts import bundle_fixture, speaking_model  # noqa: F401 (fixtures)
 
 from aromni.cli.main import main
-from aromni.toyworld.evaluation import TASKS, EvalConfig, run_suite
+from aromni.toyworld.evaluation import TASKS, SuiteConfig, run_suite
 from aromni.toyworld.evaluation.targets import ROWS
 
 
@@ -90,7 +90,7 @@ def test_cli_report_json_and_ablation(bundle, smoke_world, tmp_path, capsys):
 def test_speech_outputs_are_judged_and_timed(bundle, smoke_world):
     """With a decoder biased to speak, generated speech reaches the judge and the streaming clock."""
     model = speaking_model(bundle)
-    res = run_suite(model, smoke_world, EvalConfig(limits=2, tasks=("tts", "vqa_speech", "streaming"),
+    res = run_suite(model, smoke_world, SuiteConfig(limits=2, tasks=("tts", "vqa_speech", "streaming"),
                                                    progress=False), log=lambda s: None)
     tts, stream = res.tasks["tts"], res.tasks["streaming"]
     assert tts["no_speech"] == 0 and tts["seconds_generated"] > 0

@@ -2,6 +2,7 @@ import collections
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,10 @@ def test_trainers_run_save_and_resume(smoke_world, tmp_path):
     assert len(SpeechJudge.load(tmp_path / "speech").transcribe([np.zeros(16000, dtype=np.float32)])) == 1
     logged = [json.loads(line) for line in (tmp_path / "speech" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)
+
+
+def test_speech_judge_resumes_bitwise_after_sigkill(smoke_world, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+    from sigkill import check_sigkill_resume
+
+    check_sigkill_resume("speech_judge", tmp_path, smoke_world)

@@ -40,9 +40,9 @@ def check_world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slice_eval(check_world):
-    from aromni.toyworld.evaluation import EvalConfig, run_suite
+    from aromni.toyworld.evaluation import SuiteConfig, run_suite
 
-    cfg = EvalConfig(tasks=TASKS, limits=N, progress=False, keep_examples=0)
+    cfg = SuiteConfig(tasks=TASKS, limits=N, progress=False, keep_examples=0)
     return run_suite(str(BUNDLE), check_world, cfg, log=lambda s: None).tasks
 
 

@@ -6,10 +6,10 @@ from aromni.errors import ConfigError, InputError
 from aromni.inference.options import DecodeOptions
 from aromni.models.config import DecoderConfig
 from aromni.tokenizers.image.config import VQGANConfig
-from aromni.tokenizers.image.train_config import TrainConfig as VQGANTrainConfig
 from aromni.tokenizers.speech.codec.config import CodecConfig
-from aromni.tokenizers.speech.codec.train import CodecTrainConfig
 from aromni.tokenizers.speech.wavtokenizer.config import WavTokenizerConfig
+from aromni.training.recipes.codec_config import CodecTrainConfig
+from aromni.training.recipes.vqgan_config import VQGANTrainConfig
 from aromni.utils.config import (
     apply_override,
     apply_overrides,

@@ -28,11 +28,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TypeVar
+
+from tqdm import tqdm
 
 from aromni.cli import common
 from aromni.errors import AromniError, InputError
-from aromni.utils.io import atomic_write_text, read_jsonl
+from aromni.inference.omni import OmniModel, TextOutput
+from aromni.inference.options import DecodeOptions
+from aromni.utils.io import JSONValue, atomic_write_text, read_jsonl
+from aromni.vocab.tasks import Task
+
+#: One output of a batched call (a TextOutput, a SpeechOutput, an ImageOutput, ...).
+R = TypeVar("R")
+M = TypeVar("M")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -47,7 +57,7 @@ class Request:
     index: int
     value: str
     out: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # {"id": ...} from a requests file
+    extra: dict[str, JSONValue] = field(default_factory=dict)  # {"id": ...} from a requests file
 
 
 # ------------------------------------------------------------------------------------------------ flags
@@ -64,7 +74,7 @@ def add_batch_args(p: argparse.ArgumentParser, *, media_out: str | None = None) 
                             f"0001{media_out}, ... by input index, unless a request gives 'out')")
 
 
-def add_input_arg(g: Any, field_name: str, example: str) -> None:
+def add_input_arg(g: argparse._ActionsContainer, field_name: str, example: str) -> None:
     g.add_argument("--input", default=None, metavar="REQUESTS.jsonl",
                    help=f"one JSON object per line, e.g. {example}; relative paths resolve against the file's "
                         "folder")
@@ -180,13 +190,11 @@ def check_results_path(path: str | None, overwrite: bool) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------ running
-def run_batches(requests: list[Request], call: Callable[[list[Request]], list[Any]], batch_size: int,
-                desc: str) -> list[tuple[Any, str | None]]:
+def run_batches(requests: list[Request], call: Callable[[list[Request]], list[R]], batch_size: int,
+                desc: str) -> list[tuple[R | None, str | None]]:
     """``[(output, None) or (None, error)]`` per request, in order. ``call(chunk)`` returns one output per
     request of the chunk; a chunk that raises is retried one request at a time."""
-    from tqdm import tqdm
-
-    results: list[tuple[Any, str | None]] = []
+    results: list[tuple[R | None, str | None]] = []
     with tqdm(total=len(requests), desc=desc, unit="input", disable=not sys.stderr.isatty(),
               file=sys.stderr) as bar:
         for start in range(0, len(requests), batch_size):
@@ -235,14 +243,16 @@ class StagedFiles:
     def __enter__(self) -> StagedFiles:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         for tmp, _ in self.staged:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self.staged = []
 
 
-def finish(args: argparse.Namespace, records: list[dict[str, Any]], human: Callable[[dict[str, Any]], str],
+def finish(args: argparse.Namespace, records: list[dict[str, JSONValue]],
+           human: Callable[[dict[str, JSONValue]], str],
            results_path: Path | None) -> int:
     """Write or print the result lines; raise the one-line error when some inputs failed."""
     failed = sum(1 for r in records if r.get("error"))
@@ -260,20 +270,44 @@ def finish(args: argparse.Namespace, records: list[dict[str, Any]], human: Calla
     return 0
 
 
-def text_task(args: argparse.Namespace, requests: list[Request], field_name: str,
-              call: Callable[[Any, list[str]], list[Any]], desc: str) -> int:
-    """ASR / caption over ``requests``: ``call(model, values)`` returns one TextOutput per value."""
+#: ``call(model, options, inputs)``: one TextOutput per input (a path, or a list of paths).
+MediaToText = Callable[[OmniModel, DecodeOptions, str | list[str]], TextOutput | list[TextOutput]]
+
+
+def media_to_text(args: argparse.Namespace, field_name: str, suffixes: Sequence[str], task: Task,
+                  call: MediaToText) -> int:
+    """``aromni asr`` / ``aromni caption``: one file (the single-input output, unchanged), or a batch from several
+    files, folders, globs or ``--input requests.jsonl`` (JSONL results)."""
+    if args.input is not None:
+        requests = read_requests(args.input, field_name)
+    else:
+        paths, is_batch = expand_paths(getattr(args, field_name), suffixes, field_name)
+        if not is_batch and args.output is None:
+            model = common.load_model(args)
+            out = call(model, common.decode_options(args, task, model), paths[0])
+            common.emit(args, {field_name: paths[0], "text": out.text, "stop_reason": out.stop_reason,
+                               "seconds": round(out.seconds, 3)}, out.text)
+            return 0
+        requests = [Request(i, p) for i, p in enumerate(paths)]
+    return text_task(args, requests, field_name, task, call)  # type: ignore[arg-type]
+
+
+def text_task(args: argparse.Namespace, requests: list[Request], field_name: str, task: Task,
+              call: Callable[[OmniModel, DecodeOptions, list[str]], list[TextOutput]]) -> int:
+    """ASR / caption over ``requests``: ``call(model, options, values)`` returns one TextOutput per value (the
+    options are built once from the flags)."""
     results_path = check_results_path(args.output, getattr(args, "overwrite", False))
     model = common.load_model(args)
+    options = common.decode_options(args, task, model)
 
-    def run(chunk: list[Request]) -> list[Any]:
+    def run(chunk: list[Request]) -> list[tuple[TextOutput, float]]:
         t0 = time.perf_counter()
-        outs = call(model, [r.value for r in chunk])
+        outs = call(model, options, [r.value for r in chunk])
         return [(o, time.perf_counter() - t0) for o in outs]
 
     records = []
-    for r, (res, err) in zip(requests, run_batches(requests, run, args.batch_size, desc)):
-        rec: dict[str, Any] = {"index": r.index, **r.extra, field_name: r.value}
+    for r, (res, err) in zip(requests, run_batches(requests, run, args.batch_size, task.name)):
+        rec: dict[str, JSONValue] = {"index": r.index, **r.extra, field_name: r.value}
         if err is None:
             out, seconds = res
             rec.update(text=out.text, stop_reason=out.stop_reason, seconds=round(seconds, 3))
@@ -284,16 +318,19 @@ def text_task(args: argparse.Namespace, requests: list[Request], field_name: str
         rec["text"] if "error" not in rec else f"error: {rec['error']}"), results_path)
 
 
-def media_task(args: argparse.Namespace, requests: list[Request], call: Callable[[Any, list[str]], list[Any]],
-               save: Callable[[Any, Any, Path], dict[str, Any]], desc: str) -> int:
-    """TTS / T2I over ``requests`` (outputs already planned): ``call(model, texts)`` returns one output per text;
-    ``save(model, output, tmp_path)`` writes it and returns the record fields."""
+def media_task(args: argparse.Namespace, requests: list[Request], task: Task,
+               call: Callable[[OmniModel, DecodeOptions, list[str]], list[M]],
+               save: Callable[[OmniModel, M, Path], dict[str, JSONValue]]) -> int:
+    """TTS / T2I over ``requests`` (outputs already planned): ``call(model, options, texts)`` returns one output
+    per text (the options are built once from the flags); ``save(model, output, tmp_path)`` writes it and returns
+    the record fields."""
     results_path = check_results_path(args.output, args.overwrite)
     model = common.load_model(args)
+    options = common.decode_options(args, task, model)
     with StagedFiles() as staged:
 
-        def run(chunk: list[Request]) -> list[Any]:
-            outs = call(model, [r.value for r in chunk])
+        def run(chunk: list[Request]) -> list[tuple[dict[str, JSONValue], Path]]:
+            outs = call(model, options, [r.value for r in chunk])
             done = []
             for r, o in zip(chunk, outs):
                 tmp = staged.path_for(r.out)
@@ -301,8 +338,8 @@ def media_task(args: argparse.Namespace, requests: list[Request], call: Callable
             return done
 
         records, ready = [], []
-        for r, (res, err) in zip(requests, run_batches(requests, run, args.batch_size, desc)):
-            rec: dict[str, Any] = {"index": r.index, **r.extra, "text": r.value}
+        for r, (res, err) in zip(requests, run_batches(requests, run, args.batch_size, task.name)):
+            rec: dict[str, JSONValue] = {"index": r.index, **r.extra, "text": r.value}
             if err is None:
                 rec.update(out=str(r.out), **res[0])
                 ready.append((res[1], r.out))

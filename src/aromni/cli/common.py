@@ -13,19 +13,29 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypeVar
 
+import torch
+
+from aromni.bundle import NAMED_BUNDLES, resolve_bundle
 from aromni.errors import ConfigError, InputError
+from aromni.inference.omni import OmniModel
+from aromni.inference.options import DecodeOptions, task_options
 from aromni.utils.device import resolve_device
+from aromni.utils.io import JSONValue
+from aromni.vocab.tasks import Task
 
 #: The stderr line of a task command that fell back to the shipped toy bundle.
 TOY_NOTE = "using the shipped toy bundle (pass --model BUNDLE or set AROMNI_MODEL)"
 
 
 # ------------------------------------------------------------------------------------------------ flag types
-def _typed(check: Callable[[str], Any]) -> Callable[[str], Any]:
+V = TypeVar("V")
+
+
+def _typed(check: Callable[[str], V]) -> Callable[[str], V]:
     """An argparse type from ``check(text) -> value``, which raises InputError/ValueError with the message."""
-    def parse(text: str) -> Any:
+    def parse(text: str) -> V:
         try:
             return check(text)
         except (InputError, ValueError) as e:
@@ -194,22 +204,22 @@ def check_train_run_args(args: argparse.Namespace) -> None:
                           "the run's settings come from its checkpoint; pass changes as key=value (steps=N)")
 
 
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Decoding overrides from the flags that were given."""
+def decode_options(args: argparse.Namespace, task: Task, model: OmniModel) -> DecodeOptions:
+    """The decoding options of a task command, built once: the bundle's defaults and the task's official
+    settings (:func:`~aromni.inference.options.task_options`), then the flags that were given."""
     text = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
             "repetition_penalty": args.repetition_penalty, "greedy": args.greedy}
-    out: dict[str, Any] = {"text": {k: v for k, v in text.items() if v is not None}}
     image = {"temperature": getattr(args, "image_temperature", None), "top_p": getattr(args, "image_top_p", None),
              "top_k": getattr(args, "image_top_k", None), "greedy": getattr(args, "image_greedy", None),
              "guidance_scale_text": getattr(args, "guidance_scale_text", None),
              "guidance_scale_image": getattr(args, "guidance_scale_image", None)}
-    out["image"] = {k: v for k, v in image.items() if v is not None}
     if getattr(args, "no_cfg", False):
-        out["image"]["cfg"] = False
-    for key in ("seed", "max_new_tokens"):
-        if getattr(args, key, None) is not None:
-            out[key] = getattr(args, key)
-    return {k: v for k, v in out.items() if v != {}}
+        image["cfg"] = False
+    top = {key: getattr(args, key, None) for key in ("seed", "max_new_tokens")}
+    given = {k: v for k, v in top.items() if v is not None}
+    return task_options(task, model.defaults).updated(
+        text={k: v for k, v in text.items() if v is not None},
+        image={k: v for k, v in image.items() if v is not None}, **given)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -225,8 +235,8 @@ def resolve_model(spec: str | None, *, toy_default: bool = True) -> Path:
             path = _shipped_toy()
             note(TOY_NOTE)
             return path
-    if spec == "toy" and not Path(spec).exists():
-        return _shipped_toy()
+    if spec in NAMED_BUNDLES and not Path(spec).exists():
+        return _shipped_toy(spec)
     path = Path(spec)
     if not path.exists():
         raise InputError(f"{spec}: not a bundle (no such directory)",
@@ -234,21 +244,19 @@ def resolve_model(spec: str | None, *, toy_default: bool = True) -> Path:
     return path
 
 
-def _shipped_toy() -> Path:
-    from aromni.toyworld.demo import find_bundle
-
-    bundle = find_bundle()
-    if bundle is None:
-        raise InputError("no model given and this installation ships no toy bundle",
-                         "pass --model BUNDLE or set AROMNI_MODEL")
-    return bundle
+def _shipped_toy(name: str = "toy") -> Path:
+    try:
+        return resolve_bundle(name)
+    except InputError:
+        raise InputError(f"no model given and this installation ships no {name} bundle",
+                         "pass --model BUNDLE or set AROMNI_MODEL") from None
 
 
 #: Decoders under this many parameters run on one CPU thread unless --threads says otherwise.
 SMALL_MODEL_PARAMS = 50_000_000
 
 
-def default_threads(n_params: int, device: Any = "cpu") -> int | None:
+def default_threads(n_params: int, device: str | torch.device = "cpu") -> int | None:
     """CPU threads for a decoder of ``n_params`` parameters when ``--threads`` is not given (``None``: leave
     torch's default, which is also what an explicit ``OMP_NUM_THREADS`` sets).
 
@@ -259,20 +267,14 @@ def default_threads(n_params: int, device: Any = "cpu") -> int | None:
     one extra busy core: 1 thread 49-67 ms / 0.12-0.56 s, 2 threads 0.22-1.8 s / 0.30-5.0 s.
     Two threads save ~20 % on an idle machine and cost 3-30x when a core is busy, so small models get one.
     """
-    import torch
-
     if torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return None
     return 1 if n_params < SMALL_MODEL_PARAMS else None
 
 
-def load_model(args: argparse.Namespace, *, toy_default: bool = True) -> Any:
+def load_model(args: argparse.Namespace, *, toy_default: bool = True) -> OmniModel:
     """The :class:`~aromni.inference.omni.OmniModel` of ``--model`` on ``--device`` in ``--dtype``, with
     ``--threads`` (or :func:`default_threads`) set. Sets ``args.model_path`` to the bundle directory."""
-    import torch
-
-    from aromni.inference.omni import OmniModel
-
     path = resolve_model(getattr(args, "model", None), toy_default=toy_default)
     args.model_path = path
     device = args.device if not isinstance(args.device, str) else resolve_device(args.device)
@@ -322,7 +324,7 @@ def safe_print(text: str, file: TextIO | None = None, *, end: str = "\n", flush:
         print(text.encode(enc, "backslashreplace").decode(enc, "replace"), file=file, end=end, flush=flush)
 
 
-def dumps_line(payload: Any) -> str:
+def dumps_line(payload: JSONValue) -> str:
     """One JSON line: non-ASCII kept as is, unless it cannot be encoded (lone surrogates), then escaped."""
     text = json.dumps(payload, ensure_ascii=False, default=_jsonable)
     try:
@@ -332,7 +334,7 @@ def dumps_line(payload: Any) -> str:
     return text
 
 
-def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+def emit(args: argparse.Namespace, payload: dict[str, JSONValue], human: str) -> None:
     """Print ``payload`` as JSON with ``--json``, else the human-readable line."""
     if getattr(args, "json", False):
         safe_print(dumps_line(payload))
@@ -341,7 +343,7 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
     sys.stdout.flush()
 
 
-def _jsonable(x: Any) -> Any:
+def _jsonable(x: object) -> JSONValue:
     if isinstance(x, Path):
         return str(x)
     if hasattr(x, "tolist"):
@@ -349,7 +351,7 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def rounded(d: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+def rounded(d: Mapping[str, JSONValue], digits: int = 4) -> dict[str, JSONValue]:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in d.items()}
 
 

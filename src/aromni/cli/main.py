@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from aromni import __version__
+from aromni.cli import commands, common
 from aromni.errors import AromniError
 
 
@@ -28,12 +30,10 @@ class Parser(argparse.ArgumentParser):
     usage and the message on two lines). Subcommand parsers inherit the class."""
 
     def error(self, message: str) -> NoReturn:
-        from aromni.cli.common import safe_print
-
         message = " ".join(str(message).split())
         if not message.endswith(")"):  # a message with its own hint needs no pointer to --help
             message += f" (see `{self.prog} --help`)"
-        safe_print(f"error: {self.prog}: {message}", sys.stderr)
+        common.safe_print(f"error: {self.prog}: {message}", sys.stderr)
         raise SystemExit(2)
 
 
@@ -41,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="aromni", description="AR-Omni: any-to-any autoregressive generation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from aromni.cli import commands
-
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -52,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from aromni.cli import common
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -62,8 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise  # --help (argparse exits 0 after printing it)
     if args.version:
-        from aromni import __version__
-
         print(__version__)
         return 0
     if not getattr(args, "func", None):
@@ -92,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    from aromni.cli import common
-
     if os.environ.get("AROMNI_DEBUG"):
         raise  # noqa: PLE0704 - re-raise the exception being handled
     common.flush_notes(show=False)

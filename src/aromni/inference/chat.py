@@ -18,26 +18,56 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from aromni.errors import ConfigError, InputError
 from aromni.inference import media
+from aromni.inference.engine import Engine
 from aromni.inference.events import IncrementalText, SegmentAssembler
+from aromni.inference.media import AudioInput, ImageInput
 from aromni.inference.options import DecodeOptions
 from aromni.inference.streaming import SpeechStreamer
-from aromni.vocab.conversation import Conversation, ImageSegment, Segment, SpeechSegment, TextSegment
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer
+from aromni.vocab.conversation import Conversation, ImageSegment, PromptStyle, Segment, SpeechSegment, TextSegment
+from aromni.vocab.layout import VocabLayout
+from aromni.vocab.tasks import CHAT, Task
 from aromni.vocab.templates import OFFICIAL_CHAT_APPEND, official_chat_turn
+
+#: A decoded segment: a PIL image, a waveform ``[T]``, or ``None`` (text).
+Decoded = object
+
+
+class ChatModel(Protocol):
+    """What a chat session uses of its model: :class:`~aromni.inference.omni.OmniModel` is one (it is named
+    by this protocol rather than imported, since ``OmniModel.chat`` builds sessions)."""
+
+    layout: VocabLayout
+    style: PromptStyle
+    engine: Engine
+    text: Tokenizer | None
+    image: ImageTokenizer | None
+    speech: SpeechTokenizer | None
+
+    def options(self, task: str | Task, overrides: Mapping[str, object] | None = None,
+                **shortcuts: object) -> DecodeOptions: ...
+
+    def encode(self, conv: Conversation) -> list[int]: ...
+
+    def check_text(self, text: object, what: str = "text", context: int | None = None, *,
+                   allow_empty: bool = False) -> str: ...
+
+    def decode_segments(self, segments: Sequence[Segment]) -> list[tuple[Segment, Decoded]]: ...
 
 _DEFAULT = object()
 _TURN_FIELDS = {"text", "audio", "images", "sample_rate", "append_text", "audio_chunks", "seed"}
 
 
-def _image_list(images: Any) -> list[Any]:
+def _image_list(images: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:
     """``images`` as a list: one image (a path, a PIL image, a tensor) or a list/tuple of them."""
     if images is None:
         return []
@@ -69,14 +99,14 @@ class ChatReply:
 
     tokens: list[int]
     segments: list[Segment]
-    decoded: list[tuple[Segment, Any]]
+    decoded: list[tuple[Segment, Decoded]]
     text: str
     stop_reason: str | None
     dropped_turns: int = 0
     prompt_tokens: int = 0
 
     @property
-    def images(self) -> list[Any]:
+    def images(self) -> list[Decoded]:
         return [d for s, d in self.decoded if isinstance(s, ImageSegment) and d is not None]
 
     @property
@@ -91,7 +121,7 @@ class ChatEvent:
     (the final :class:`ChatReply`)."""
 
     kind: str
-    value: Any
+    value: Decoded
     segment: Segment | None = field(default=None, repr=False)
 
 
@@ -107,13 +137,13 @@ class ChatSession:
             a quarter of the context, but at least one image when images are enabled: 1026 for the 7B model).
     """
 
-    def __init__(self, model: Any, options: DecodeOptions | None = None, *,
+    def __init__(self, model: ChatModel, options: DecodeOptions | None = None, *,
                  append_text: str | None = OFFICIAL_CHAT_APPEND, reserve_tokens: int | None = None):
         self.model = model
         if options is not None and not isinstance(options, DecodeOptions):
             raise ConfigError(f"chat options must be a DecodeOptions, got {type(options).__name__}",
                               "pass a mapping of overrides to model.chat(options=...) instead")
-        self.options = options or model.options("chat")
+        self.options = options or model.options(CHAT)
         if append_text is not None and not isinstance(append_text, str):
             raise InputError(f"append_text must be a string (or None), got {type(append_text).__name__}")
         self.append_text = append_text
@@ -132,8 +162,9 @@ class ChatSession:
         self.history = []
 
     # ------------------------------------------------------------------------------------------ prompts
-    def user_turn_ids(self, *, text: str | None = None, audio: Any = None, images: Sequence[Any] = (),
-                      sample_rate: int | None = None, append_text: Any = _DEFAULT) -> list[int]:
+    def user_turn_ids(self, *, text: str | None = None, audio: AudioInput | None = None,
+                      images: ImageInput | Sequence[ImageInput] = (), sample_rate: int | None = None,
+                      append_text: object = _DEFAULT) -> list[int]:
         """Ids of one user turn up to and including the assistant prefix (no ``<bos>`` in the official style).
 
         ``audio``: a file path or a waveform with ``sample_rate`` (see :meth:`OmniModel.asr`); audio longer than
@@ -200,9 +231,10 @@ class ChatSession:
         self.history.append(turn_ids + body)
 
     # ------------------------------------------------------------------------------------------ turns
-    def stream(self, *, text: str | None = None, audio: Any = None, images: Sequence[Any] = (),
-               sample_rate: int | None = None, append_text: Any = _DEFAULT, audio_chunks: bool = False,
-               seed: int | None = None, **unknown: Any) -> Iterator[ChatEvent]:
+    def stream(self, *, text: str | None = None, audio: AudioInput | None = None,
+               images: ImageInput | Sequence[ImageInput] = (), sample_rate: int | None = None,
+               append_text: object = _DEFAULT, audio_chunks: bool = False, seed: int | None = None,
+               **unknown: object) -> Iterator[ChatEvent]:
         """Send a user turn and yield :class:`ChatEvent` s as the reply is generated; the last is ``"reply"``."""
         if unknown:
             raise InputError(f"unknown chat turn fields {sorted(unknown)}",
@@ -216,7 +248,7 @@ class ChatSession:
         asm = SegmentAssembler(m.layout, m.text, image_tokens=m.engine.image_tokens)
         inc = IncrementalText(m.text) if m.text is not None else None
         streamer = SpeechStreamer(gen, m.speech, m.layout) if audio_chunks and m.speech is not None else None
-        decoded: list[tuple[Segment, Any]] = []
+        decoded: list[tuple[Segment, Decoded]] = []
         for step in gen:
             tok = step.tokens[0]
             if tok < 0:
@@ -253,7 +285,7 @@ class ChatSession:
         text_out = "".join(s.text for s in segments if isinstance(s, TextSegment)).strip()
         yield ChatEvent("reply", ChatReply(g.tokens, segments, decoded, text_out, g.stop_reason, dropped, len(prompt)))
 
-    def send(self, **kwargs: Any) -> ChatReply:
+    def send(self, **kwargs: object) -> ChatReply:
         """Send a user turn (``text=``, ``audio=``, ``images=``, ``sample_rate=``, ``append_text=``, ``seed=``)
         and return the whole reply."""
         unknown = sorted(set(kwargs) - _TURN_FIELDS)
@@ -266,11 +298,11 @@ class ChatSession:
         assert reply is not None
         return reply
 
-    def _decode(self, seg: Segment) -> tuple[Segment, Any]:
+    def _decode(self, seg: Segment) -> tuple[Segment, Decoded]:
         return self.model.decode_segments([seg])[0]
 
     @staticmethod
-    def _segment_events(seg: Segment, value: Any) -> Iterator[ChatEvent]:
+    def _segment_events(seg: Segment, value: Decoded) -> Iterator[ChatEvent]:
         if value is None:
             return
         kind = "image" if isinstance(seg, ImageSegment) else "speech"

@@ -32,12 +32,13 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import AromniError, InputError
 from aromni.inference import media
-from aromni.inference.chat import ChatReply, ChatSession
+from aromni.inference.chat import ChatModel, ChatReply, ChatSession
+from aromni.inference.options import DecodeOptions
 from aromni.utils.io import (
+    JSONValue,
     JSONNestingError,
     atomic_dir,
     atomic_write_json,
@@ -61,7 +62,7 @@ LOG_NAME = "batch_log.json"
 MAX_DIALOG_ID_BYTES = 200
 
 
-def read_dialog_file(path: str | Path) -> Any:
+def read_dialog_file(path: str | Path) -> JSONValue:
     """JSON, or JSONL (one object per line) when the file is not a single JSON document."""
     path = Path(path)
     text = read_text(path, "dialog file").strip()
@@ -87,7 +88,7 @@ def read_dialog_file(path: str | Path) -> Any:
     return items
 
 
-def check_dialog_id(did: Any, where: str) -> str:
+def check_dialog_id(did: object, where: str) -> str:
     """``did`` if it is a safe folder name directly inside the output directory, else an :class:`InputError`."""
     if not isinstance(did, str):
         raise InputError(f"{where}: 'dialog_id' must be a string, got {type(did).__name__}")
@@ -117,7 +118,7 @@ def check_dialog_id(did: Any, where: str) -> str:
     return did
 
 
-def _dialog_id_of(d: dict[str, Any], i: int, source: str) -> str:
+def _dialog_id_of(d: dict[str, JSONValue], i: int, source: str) -> str:
     did = d.get("dialog_id")
     if did is None:
         return f"dialog_{i:04d}"
@@ -126,7 +127,7 @@ def _dialog_id_of(d: dict[str, Any], i: int, source: str) -> str:
     return check_dialog_id(did, f"{source}: dialog {i}")
 
 
-def _check_turn_ids(dialog: dict[str, Any], where: str) -> None:
+def _check_turn_ids(dialog: dict[str, JSONValue], where: str) -> None:
     # A turn's own dialog_id starts a new dialog folder: refuse an unsafe one before anything runs. (A non-string
     # one fails its turn in check_turn.)
     for j, t in enumerate(dialog["turns"], 1):
@@ -134,7 +135,7 @@ def _check_turn_ids(dialog: dict[str, Any], where: str) -> None:
             check_dialog_id(t["dialog_id"], f"{where} turn {j}")
 
 
-def normalize_dialogs(data: Any, source: str = "input") -> list[dict[str, Any]]:
+def normalize_dialogs(data: JSONValue, source: str = "input") -> list[dict[str, JSONValue]]:
     """The official accepted shapes -> ``[{"dialog_id": str, "turns": [dict, ...]}]``; wrong types and unsafe
     dialog ids fail clearly."""
     if isinstance(data, dict):
@@ -188,7 +189,7 @@ def _previous_dialog_ids(out: Path) -> set[str]:
     return {m["dialog_id"] for m in log if isinstance(m, dict) and isinstance(m.get("dialog_id"), str)}
 
 
-def remove_previous_outputs(out: Path, dialogs: Sequence[dict[str, Any]] = ()) -> None:
+def remove_previous_outputs(out: Path, dialogs: Sequence[dict[str, JSONValue]] = ()) -> None:
     """Delete what a dialog run writes in ``out``: ``batch_log.json`` and the dialog folders named by it or by
     ``dialogs`` (never anything else, and never outside ``out``)."""
     names = _previous_dialog_ids(out)
@@ -207,7 +208,7 @@ def remove_previous_outputs(out: Path, dialogs: Sequence[dict[str, Any]] = ()) -
     (out / LOG_NAME).unlink(missing_ok=True)
 
 
-def check_turn(t: Any, where: str) -> tuple[dict[str, Any], list[str]]:
+def check_turn(t: object, where: str) -> tuple[dict[str, JSONValue], list[str]]:
     """Validate one turn's field types; return it and the notes about ignored fields."""
     if not isinstance(t, dict):
         raise InputError(f"{where}: a turn must be a JSON object, got {type(t).__name__}")
@@ -240,14 +241,14 @@ class DialogRunner:
             :func:`remove_previous_outputs`); without it a non-empty directory is refused.
     """
 
-    def __init__(self, model: Any, output_dir: str | Path, *, base_dir: str | Path | None = None,
-                 options: Any = None, save_tokens: bool = False, overwrite: bool = False):
+    def __init__(self, model: ChatModel, output_dir: str | Path, *, base_dir: str | Path | None = None,
+                 options: DecodeOptions | None = None, save_tokens: bool = False, overwrite: bool = False):
         self.model, self.output_dir = model, Path(output_dir)
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.session = ChatSession(model, options)
         self.save_tokens = save_tokens
         self.overwrite = overwrite
-        self.log: list[dict[str, Any]] = []
+        self.log: list[dict[str, JSONValue]] = []
         self._prepared = False
 
     def _resolve(self, p: str | None) -> str | None:
@@ -258,7 +259,7 @@ class DialogRunner:
             path = self.base_dir / path
         return str(path)
 
-    def run(self, dialogs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def run(self, dialogs: Sequence[dict[str, JSONValue]]) -> list[dict[str, JSONValue]]:
         """Run every dialog; return the log (one meta dict per turn). The first call checks (and with
         ``overwrite`` clears) the output directory; later calls add to this runner's outputs."""
         if not self._prepared:
@@ -278,7 +279,7 @@ class DialogRunner:
         atomic_write_json(self.output_dir / LOG_NAME, self.log)
         return self.log
 
-    def _prepare(self, dialogs: Sequence[dict[str, Any]]) -> None:
+    def _prepare(self, dialogs: Sequence[dict[str, JSONValue]]) -> None:
         out = check_output_dir(self.output_dir, self.overwrite)
         if out.is_dir() and self.overwrite:
             remove_previous_outputs(out, dialogs)
@@ -297,10 +298,10 @@ class DialogRunner:
             raise InputError(f"{where}: dialog_id {dialog_id!r} does not name a folder inside {self.output_dir}")
         return path
 
-    def run_turn(self, t: Any, dialog_id: str, *, where: str) -> dict[str, Any]:
+    def run_turn(self, t: object, dialog_id: str, *, where: str) -> dict[str, JSONValue]:
         """Run one turn; never raises for a bad turn (the error goes into the returned meta)."""
         uid = uuid.uuid4().hex[:8]
-        meta: dict[str, Any] = {"dialog_id": dialog_id, "turn_index": None, "run_uid": uid}
+        meta: dict[str, JSONValue] = {"dialog_id": dialog_id, "turn_index": None, "run_uid": uid}
         try:
             dialog_dir = self._dialog_dir(dialog_id, where)
             index = 1 + (sum(1 for p in dialog_dir.iterdir() if p.is_dir() and p.name.startswith("turn_"))
@@ -332,14 +333,14 @@ class DialogRunner:
                 meta["error"] += f" (and its meta.json could not be written: {_describe(e2)})"
         return meta
 
-    def _inputs_meta(self, turn: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    def _inputs_meta(self, turn: dict[str, JSONValue], notes: list[str]) -> dict[str, JSONValue]:
         wav = turn.get("wav_path") or turn.get("audio_path")
         images = [self._resolve(p) for p in turn.get("image_paths") or []]
         append = turn.get("user_append_text")
         return {"text": turn.get("text"), "wav_path": self._resolve(wav), "image_paths": images or None,
                 "user_append_text": OFFICIAL_CHAT_APPEND if append is None else append, "notes": notes}
 
-    def _write_outputs(self, reply: ChatReply, tmp: Path, final: Path, uid: str) -> dict[str, Any]:
+    def _write_outputs(self, reply: ChatReply, tmp: Path, final: Path, uid: str) -> dict[str, JSONValue]:
         atomic_write_text(tmp / "decoded_text.txt", reply.text + "\n")
         images, audios = [], []
         sr = self.model.speech.sample_rate if self.model.speech is not None else None

@@ -10,9 +10,9 @@ into printable deltas (holding back bytes of a character that is not complete ye
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from aromni.inference.engine import NO_TOKEN, Step
+from aromni.tokenizers.base import Tokenizer
 from aromni.vocab.conversation import ImageSegment, Segment, SpeechSegment, TextSegment
 from aromni.vocab.layout import VocabLayout
 
@@ -29,7 +29,7 @@ class SegmentAssembler:
         image_tokens: expected codes per image (fewer marks the image incomplete).
     """
 
-    def __init__(self, layout: VocabLayout, tokenizer: Any = None, *, stop_at: Sequence[int] | None = None,
+    def __init__(self, layout: VocabLayout, tokenizer: Tokenizer | None = None, *, stop_at: Sequence[int] | None = None,
                  image_tokens: int | None = None):
         self.layout, self.tokenizer, self.image_tokens = layout, tokenizer, image_tokens
         self.stops = set((layout.eos, layout.eom) if stop_at is None else stop_at)
@@ -115,7 +115,7 @@ class SegmentAssembler:
         return out + self.finish()
 
 
-def iter_segments(steps: Iterable[Step], layout: VocabLayout, tokenizer: Any = None, *, n_rows: int | None = None,
+def iter_segments(steps: Iterable[Step], layout: VocabLayout, tokenizer: Tokenizer | None = None, *, n_rows: int | None = None,
                   image_tokens: int | None = None) -> Iterator[tuple[int, Segment]]:
     """Yield ``(row, segment)`` as each segment of each row completes, then the rows' remaining segments."""
     asm: list[SegmentAssembler] = []
@@ -135,7 +135,7 @@ def iter_segments(steps: Iterable[Step], layout: VocabLayout, tokenizer: Any = N
 class IncrementalText:
     """Growing text ids -> printable deltas. ``push(ids)`` returns the new text since the last call."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.ids: list[int] = []
         self.emitted = ""

@@ -8,22 +8,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TypeVar, Union
 
 import numpy as np
 import torch
 
 from aromni.errors import AromniError, InputError
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer
+from aromni.tokenizers.image.image_io import load_image, save_image
+from aromni.tokenizers.image.preprocess import to_pil
+from aromni.tokenizers.speech.audio_io import check_sample_rate, load_audio, waveform_from_array
+from aromni.tokenizers.speech.audio_io import save_wav as write_wav
+
+#: An image input: a file path, a PIL image (``PIL.Image.Image``; Pillow is an optional extra, so it is not named
+#: here) or a float tensor ``[3, H, W]`` / ``[1, 3, H, W]`` in [-1, 1].
+ImageInput = Union[str, os.PathLike, torch.Tensor, object]
+#: An audio input: a file path, or a waveform ``[T]`` / ``[C, T]`` (numpy, torch or a list of numbers).
+AudioInput = Union[str, os.PathLike, torch.Tensor, np.ndarray, Sequence[float]]
+#: Speech or image codes: a list, array or tensor of integers ``[F]``.
+Codes = Union[Sequence[int], np.ndarray, torch.Tensor]
+T = TypeVar("T", bound=Tokenizer)
 
 
-def require(tokenizer: Any, modality: str) -> Any:
+def require(tokenizer: T | None, modality: str) -> T:
     if tokenizer is None:
         raise AromniError(f"this bundle has no {modality} tokenizer", f"use a bundle that includes one for {modality}")
     return tokenizer
 
 
 # ------------------------------------------------------------------------------------------------ images
-def image_to_codes(tokenizer: Any, image: Any) -> list[int]:
+def image_to_codes(tokenizer: ImageTokenizer | None, image: ImageInput) -> list[int]:
     """A path, a PIL image or a float tensor ``[3, H, W]``/``[1, 3, H, W]`` in [-1, 1] -> codes ``[h*w]``.
 
     Raises :class:`InputError` for anything else (``None``, numbers, bytes, numpy arrays, tensors of the wrong
@@ -32,8 +47,6 @@ def image_to_codes(tokenizer: Any, image: Any) -> list[int]:
     tok = require(tokenizer, "image")
     image = check_image(image)
     if isinstance(image, (str, os.PathLike)):
-        from aromni.tokenizers.image.image_io import load_image
-
         image = load_image(image)
     if isinstance(image, torch.Tensor) and image.dim() == 3:
         image = image[None]
@@ -43,7 +56,7 @@ def image_to_codes(tokenizer: Any, image: Any) -> list[int]:
     return codes[0].tolist()
 
 
-def check_image(image: Any) -> Any:
+def check_image(image: ImageInput) -> ImageInput:
     """``image`` if it is a path, a PIL image or a finite float tensor ``[3, H, W]`` / ``[1, 3, H, W]``;
     :class:`InputError` naming the problem otherwise."""
     if isinstance(image, (str, os.PathLike)):
@@ -77,16 +90,14 @@ def check_image(image: Any) -> Any:
     raise InputError(f"an image must be a file path, a PIL image or a tensor [3, H, W], got {type(image).__name__}")
 
 
-def codes_to_image(tokenizer: Any, codes: Any) -> Any:
-    """Codes ``[h*w]`` -> an RGB PIL image."""
+def codes_to_image(tokenizer: ImageTokenizer | None, codes: Codes) -> object:
+    """Codes ``[h*w]`` -> an RGB PIL image (``PIL.Image.Image``)."""
     tok = require(tokenizer, "image")
     out = tok.decode(_codes_tensor(codes))
-    from aromni.tokenizers.image.preprocess import to_pil
-
     return to_pil(out.float().cpu())[0]
 
 
-def _codes_tensor(codes: Any) -> torch.Tensor:
+def _codes_tensor(codes: Codes) -> torch.Tensor:
     """Codes ``[F]`` (a list or array of integers) -> int64 ``[1, F]``; :class:`InputError` for anything else."""
     if isinstance(codes, torch.Tensor):
         codes = codes.detach().cpu().numpy()
@@ -99,20 +110,16 @@ def _codes_tensor(codes: Any) -> torch.Tensor:
     return torch.as_tensor(arr.astype(np.int64))[None]
 
 
-def save_png(image: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def save_png(image: ImageInput, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write an image atomically; refuses to replace an existing file unless ``overwrite=True``."""
-    from aromni.tokenizers.image.image_io import save_image
-
     return save_image(image, path, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------------ speech
-def waveform(tokenizer: Any, audio: Any, sample_rate: Any = None) -> torch.Tensor:
+def waveform(tokenizer: SpeechTokenizer | None, audio: AudioInput, sample_rate: object = None) -> torch.Tensor:
     """A path, or a waveform (numpy, torch or a list; ``[T]`` or channels-first ``[C, T]``) at ``sample_rate`` ->
     mono float32 ``[T']`` at the speech tokenizer's rate. See :mod:`aromni.tokenizers.speech.audio_io` for the
     accepted arrays; anything else raises :class:`InputError` naming the problem."""
-    from aromni.tokenizers.speech.audio_io import check_sample_rate, load_audio, waveform_from_array
-
     tok = require(tokenizer, "speech")
     if isinstance(audio, (str, os.PathLike)):
         if isinstance(audio, str) and not audio:
@@ -123,12 +130,12 @@ def waveform(tokenizer: Any, audio: Any, sample_rate: Any = None) -> torch.Tenso
     return waveform_from_array(audio, sample_rate, tok.sample_rate)
 
 
-def frames_of(tokenizer: Any, wav: torch.Tensor) -> int:
+def frames_of(tokenizer: SpeechTokenizer, wav: torch.Tensor) -> int:
     """Codes the speech tokenizer makes of ``wav [T]``: ``ceil(T / hop)``."""
     return -(-int(wav.shape[-1]) // int(tokenizer.hop_length))
 
 
-def encode_waveform(tokenizer: Any, wav: torch.Tensor) -> list[int]:
+def encode_waveform(tokenizer: SpeechTokenizer | None, wav: torch.Tensor) -> list[int]:
     """Mono ``wav [T]`` at the tokenizer's rate -> speech codes ``[ceil(T / hop)]``."""
     tok = require(tokenizer, "speech")
     p = next(tok.parameters(), None) if hasattr(tok, "parameters") else None
@@ -137,13 +144,13 @@ def encode_waveform(tokenizer: Any, wav: torch.Tensor) -> list[int]:
         return tok.encode(wav[None])[0].tolist()
 
 
-def audio_to_codes(tokenizer: Any, audio: Any, sample_rate: Any = None) -> list[int]:
+def audio_to_codes(tokenizer: SpeechTokenizer | None, audio: AudioInput, sample_rate: object = None) -> list[int]:
     """A path, or a waveform ``[T]`` / ``[C, T]`` (numpy, torch or a list) at ``sample_rate`` -> speech codes
     ``[F]`` (see :func:`waveform`)."""
     return encode_waveform(tokenizer, waveform(tokenizer, audio, sample_rate))
 
 
-def audio_too_long(tokenizer: Any, wav: torch.Tensor, max_frames: int, context: int, where: str) -> InputError:
+def audio_too_long(tokenizer: SpeechTokenizer, wav: torch.Tensor, max_frames: int, context: int, where: str) -> InputError:
     """The error for audio that does not fit: its length and how many seconds of audio the context holds."""
     tok = tokenizer
     seconds = wav.shape[-1] / tok.sample_rate
@@ -156,7 +163,7 @@ def audio_too_long(tokenizer: Any, wav: torch.Tensor, max_frames: int, context: 
                       "trim or split the audio")
 
 
-def codes_to_audio(tokenizer: Any, codes: Any) -> torch.Tensor:
+def codes_to_audio(tokenizer: SpeechTokenizer | None, codes: Codes) -> torch.Tensor:
     """Speech codes ``[F]`` -> waveform ``[F * hop]`` (float32, CPU)."""
     tok = require(tokenizer, "speech")
     codes_t = _codes_tensor(codes)
@@ -173,9 +180,7 @@ def save_wav(wav: torch.Tensor, path: str | os.PathLike[str], sample_rate: int, 
              overwrite: bool = False) -> Path:
     """Write 16-bit PCM atomically; ``normalize`` scales the peak to 1.0 as the official chat runner does.
     Refuses to replace an existing file unless ``overwrite=True`` (as :func:`save_png`)."""
-    from aromni.tokenizers.speech.audio_io import save_wav as _save
-
     path = Path(path)
     if path.exists() and not path.is_dir() and not overwrite:
         raise InputError(f"{path} already exists", "choose another path or pass overwrite=True (--overwrite)")
-    return _save(path, wav, sample_rate, normalize=normalize, peak=1.0)
+    return write_wav(path, wav, sample_rate, normalize=normalize, peak=1.0)

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
 import torch
 
+from aromni.bundle import save_bundle
 from aromni.errors import CheckpointError, InputError
 from aromni.inference.options import DecodeOptions
+from aromni.models.checkpoint.auto import detect_format, load_decoder
+from aromni.tokenizers.image.vqgan import VQGAN
+from aromni.tokenizers.speech.wavtokenizer.model import WavTokenizer
+from aromni.tokenizers.text import TextTokenizer
+from aromni.utils.io import JSONValue, atomic_dir
+from aromni.vocab.layout import VocabLayout
 
 
-def official_generation_defaults() -> dict[str, Any]:
+def official_generation_defaults() -> dict[str, JSONValue]:
     """The official ``Options`` defaults (as our option names) plus ``bare_speech``."""
     d = DecodeOptions(bare_speech=True).to_dict()
     for key in ("seed", "image_tokens", "max_seq_len"):
@@ -35,8 +40,6 @@ def official_generation_defaults() -> dict[str, Any]:
 
 def find_release_files(root: Path, decoder: Path | None) -> dict[str, Path]:
     """Locate the decoder and tokenizer files of a release; raise a clear error for what is missing."""
-    from aromni.models.checkpoint.auto import detect_format
-
     if not root.is_dir():
         raise InputError(f"{root}: no such directory", "pass the AR-Omni release root (models/7b + tokenizer/)")
     files = {"text": root / "tokenizer" / "text_tokenizer.json", "vqgan_yaml": root / "tokenizer" / "vqgan.yaml",
@@ -54,14 +57,6 @@ def import_official(aromni_dir: str | Path, wavtokenizer_config: str | Path, wav
                     out: str | Path, *, decoder: str | Path | None = None, dtype: torch.dtype | None = None,
                     overwrite: bool = False, log: Callable[[str], None] = print) -> Path:
     """Convert an official release into a bundle directory at ``out`` (built aside, moved into place at the end)."""
-    from aromni.bundle import save_bundle
-    from aromni.models.checkpoint.auto import load_decoder
-    from aromni.tokenizers.image.vqgan import VQGAN
-    from aromni.tokenizers.speech.wavtokenizer.model import WavTokenizer
-    from aromni.tokenizers.text import TextTokenizer
-    from aromni.utils.io import atomic_dir
-    from aromni.vocab.layout import VocabLayout
-
     root, out = Path(aromni_dir), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} already exists and is not empty", "choose another path or pass --overwrite")

@@ -15,7 +15,9 @@
 Each task builds the official prompt (:mod:`aromni.vocab.templates`, or the paper's when the bundle says so),
 applies the official task decoding settings (:func:`~aromni.inference.options.task_options`) on top of the bundle's
 generation defaults, and accepts a list of inputs for a batched call. Sampling options can be overridden per call
-with ``options={"text": {"temperature": 0.7}}`` or the shortcut arguments.
+with ``options={"text": {"temperature": 0.7}}`` (converted once, on top of those defaults) or the shortcut
+arguments; ``options=`` also takes a ready :class:`~aromni.inference.options.DecodeOptions` (e.g.
+``model.options("tts").updated(seed=1)``), which is used as it is.
 """
 
 from __future__ import annotations
@@ -38,12 +40,21 @@ from aromni.inference.streaming import AudioChunk, SpeechStreamer, StreamMetrics
 from aromni.vocab.conversation import (
     Conversation,
     ImageSegment,
+    Segment,
     SpeechSegment,
     TextSegment,
     encode_conversation,
 )
-from aromni.vocab.templates import task_conversation
+from aromni.bundle import Bundle
+from aromni.inference.chat import ChatSession, Decoded
+from aromni.inference.media import AudioInput, ImageInput
+from aromni.tokenizers.text import check_text as check_text_chars
 from aromni.utils.device import resolve_device
+from aromni.vocab.tasks import ASR, CAPTION, CHAT, T2I, TTS, Task
+from aromni.vocab.templates import task_conversation
+
+#: What a task call accepts as ``options``: ready options, a mapping of overrides, or nothing.
+OptionsArg = DecodeOptions | Mapping[str, object] | None
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -89,7 +100,7 @@ class SpeechOutput:
     codes: list[int]
     tokens: list[int]
     stop_reason: str | None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -104,7 +115,7 @@ class SpeechOutput:
 class ImageOutput:
     """A generated image (PIL) with its codes; ``complete`` is False when the code span was cut short."""
 
-    image: Any
+    image: Decoded  # a PIL image
     codes: list[int]
     tokens: list[int]
     stop_reason: str | None
@@ -148,7 +159,7 @@ class TTSStream:
 class OmniModel:
     """A bundle ready for every task. Build with :meth:`load`."""
 
-    def __init__(self, bundle: Any):
+    def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.layout, self.style = bundle.layout, bundle.style
         self.text, self.image, self.speech = bundle.text, bundle.image, bundle.speech
@@ -164,8 +175,6 @@ class OmniModel:
         Raises :class:`~aromni.errors.InputError` for a path that is not a string/Path or a device that does not
         exist here, :class:`~aromni.errors.ConfigError` for a dtype that cannot hold weights, and
         :class:`~aromni.errors.CheckpointError` for a missing or malformed bundle."""
-        from aromni.bundle import Bundle
-
         if not isinstance(path, (str, Path)) or not str(path):
             raise InputError(f"a bundle path must be a non-empty string or Path, got {type(path).__name__} "
                              f"{path!r:.80}", "pass the bundle directory (or \"toy\")")
@@ -179,7 +188,8 @@ class OmniModel:
         return self.engine.device
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def options(self, task: str, overrides: Mapping[str, Any] | None = None, **shortcuts: Any) -> DecodeOptions:
+    def options(self, task: str | Task, overrides: Mapping[str, object] | None = None,
+                **shortcuts: object) -> DecodeOptions:
         """The options a task call runs with: bundle defaults + official task settings + overrides.
 
         The greedy tasks (``tts``, ``asr``, ``caption``) report ``text.greedy=True``; their text temperature,
@@ -195,6 +205,21 @@ class OmniModel:
         merged.update(extra)
         return task_options(task, self.defaults, merged)
 
+    def _resolve(self, task: Task, options: OptionsArg, *, image: Mapping[str, object] | None = None,
+                 **shortcuts: object) -> DecodeOptions:
+        """The options of one task call: a :class:`DecodeOptions` is taken as is (with the given shortcut
+        arguments applied); a mapping of overrides is converted once, on top of the bundle and task defaults."""
+        given = {k: v for k, v in shortcuts.items() if v is not None}
+        image = {k: v for k, v in (image or {}).items() if v is not None}
+        if isinstance(options, DecodeOptions):
+            return options.updated(image=image, **given)
+        _check_mapping(options)
+        merged = dict(options or {})
+        if image:
+            prior = merged.get("image", {})
+            merged["image"] = {**prior, **image} if isinstance(prior, Mapping) else prior
+        return self.options(task, merged, **given)
+
     def encode(self, conv: Conversation) -> list[int]:
         """A :class:`~aromni.vocab.conversation.Conversation` -> prompt ids."""
         media.require(self.text, "text")
@@ -203,8 +228,7 @@ class OmniModel:
                              "build one with aromni.vocab.templates.task_conversation(...) or Conversation([...])")
         return encode_conversation(conv, self.layout, self.text, self.style).ids.tolist()
 
-    def generate(self, prompts: Sequence[Sequence[int]], options: DecodeOptions | Mapping[str, Any] | None = None
-                 ) -> GenerationStream:
+    def generate(self, prompts: Sequence[Sequence[int]], options: OptionsArg = None) -> GenerationStream:
         """Low level: an iterator of engine steps for raw prompt ids (``options``: a :class:`DecodeOptions` or a
         mapping of overrides on the bundle defaults)."""
         if options is None:
@@ -221,7 +245,7 @@ class OmniModel:
         limit = self.engine.max_seq_len
         return min(options.max_seq_len or limit, limit) if options is not None else limit
 
-    def check_text(self, text: Any, what: str = "text", context: int | None = None, *, allow_empty: bool = False
+    def check_text(self, text: object, what: str = "text", context: int | None = None, *, allow_empty: bool = False
                    ) -> str:
         """``text`` if it is a valid, non-blank string that could fit ``context`` tokens; :class:`InputError`
         otherwise.
@@ -230,9 +254,7 @@ class OmniModel:
         (:func:`aromni.tokenizers.text.check_text`), and, before any tokenizing, a text so long that even at the
         tokenizer's most characters per token it cannot fit the context (so a megabyte prompt fails at once with
         the context named)."""
-        from aromni.tokenizers.text import check_text
-
-        check_text(text, what)
+        check_text_chars(text, what)
         if not allow_empty and not text.strip():
             raise InputError(f"{what} is empty", "pass some text")
         context = self.context() if context is None else context
@@ -242,10 +264,10 @@ class OmniModel:
                              f"context holds (a token covers at most {bound} characters)", "shorten it")
         return text
 
-    def _task_prompt(self, task: str, **inputs: Any) -> list[int]:
+    def _task_prompt(self, task: Task, **inputs: Any) -> list[int]:
         return self.encode(task_conversation(task, style=self.style.name, **inputs))
 
-    def _segments(self, g: Generation) -> list[Any]:
+    def _segments(self, g: Generation) -> list[Segment]:
         asm = SegmentAssembler(self.layout, self.text, image_tokens=self.engine.image_tokens)
         asm.resume_from(g.prompt)
         return asm.feed(g.tokens)
@@ -255,8 +277,8 @@ class OmniModel:
 
     # ------------------------------------------------------------------------------------------ tasks
     def tts(self, text: str | Sequence[str], *, stream: bool = False, instruction: str | None = None,
-            seed: int | None = None, options: Mapping[str, Any] | None = None, max_new_tokens: int | None = None,
-            first_chunk_frames: int = 4, chunk_frames: int = 20, decoder_options: dict[str, Any] | None = None,
+            seed: int | None = None, options: OptionsArg = None, max_new_tokens: int | None = None,
+            first_chunk_frames: int = 4, chunk_frames: int = 20, decoder_options: Mapping[str, object] | None = None,
             force_speech: bool = False) -> SpeechOutput | list[SpeechOutput] | TTSStream:
         """Text to speech (greedy, as the official TTS). ``stream=True`` returns a :class:`TTSStream` of audio
         chunks produced while the speech tokens are generated. ``force_speech`` ends the prompt with ``<boa>``
@@ -264,9 +286,9 @@ class OmniModel:
         t0 = time.perf_counter()
         texts, single = _as_list(text, "text", strings=True)
         media.require(self.speech, "speech")
-        opts = self.options("tts", options, seed=seed, max_new_tokens=max_new_tokens)
+        opts = self._resolve(TTS, options, seed=seed, max_new_tokens=max_new_tokens)
         self._check_texts(texts, instruction, self.context(opts))
-        prompts = [self._task_prompt("tts", text=t, instruction=instruction) for t in texts]
+        prompts = [self._task_prompt(TTS, text=t, instruction=instruction) for t in texts]
         if force_speech:
             prompts = [p + [self.layout.boa] for p in prompts]
         gen = self.engine.generate(prompts, opts)
@@ -289,8 +311,9 @@ class OmniModel:
             outs.append(SpeechOutput(audio, self.speech.sample_rate, list(codes), g.tokens, g.stop_reason, metrics))
         return outs[0] if single else outs
 
-    def asr(self, audio: Any, *, sample_rate: int | None = None, instruction: str | None = None,
-            seed: int | None = None, options: Mapping[str, Any] | None = None) -> TextOutput | list[TextOutput]:
+    def asr(self, audio: AudioInput | Sequence[AudioInput], *, sample_rate: int | None = None,
+            instruction: str | None = None, seed: int | None = None, options: OptionsArg = None
+            ) -> TextOutput | list[TextOutput]:
         """Speech to text (greedy). ``audio``: a file path, or a waveform with its ``sample_rate`` — ``[T]`` or
         channels-first ``[C, T]`` (averaged to mono), numpy, torch or a list of numbers; float samples in [-1, 1]
         or int16/int32 PCM (see :mod:`aromni.tokenizers.speech.audio_io`). A list of paths/waveforms is a batch.
@@ -299,11 +322,11 @@ class OmniModel:
         t0 = time.perf_counter()
         items, single = _as_list(audio, "audio", seq_of_numbers_is_one=True)
         media.require(self.speech, "speech")
-        opts = self.options("asr", options, seed=seed)
+        opts = self._resolve(ASR, options, seed=seed)
         context = self.context(opts)
         self._check_texts([], instruction, context)
         # Room for the codes: the prompt without them, and at least one token of transcript.
-        max_frames = context - 1 - len(self._task_prompt("asr", speech=[], instruction=instruction))
+        max_frames = context - 1 - len(self._task_prompt(ASR, speech=[], instruction=instruction))
         prompts = []
         for i, a in enumerate(items):
             wav = media.waveform(self.speech, a, sample_rate)
@@ -311,43 +334,37 @@ class OmniModel:
                 err = media.audio_too_long(self.speech, wav, max_frames, context, "an ASR prompt")
                 raise err if single else InputError(f"audio {i}: {err.problem}", err.hint)
             codes = media.encode_waveform(self.speech, wav)
-            prompts.append(self._task_prompt("asr", speech=codes, instruction=instruction))
+            prompts.append(self._task_prompt(ASR, speech=codes, instruction=instruction))
         results = self.engine.run(prompts, opts)
         outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0) for g in results]
         return outs[0] if single else outs
 
-    def caption(self, image: Any, *, instruction: str | None = None, seed: int | None = None,
-                options: Mapping[str, Any] | None = None, max_new_tokens: int | None = None
+    def caption(self, image: ImageInput | Sequence[ImageInput], *, instruction: str | None = None,
+                seed: int | None = None, options: OptionsArg = None, max_new_tokens: int | None = None
                 ) -> TextOutput | list[TextOutput]:
         """Image (a path, PIL image or tensor) to text (greedy)."""
         t0 = time.perf_counter()
         items, single = _as_list(image, "image")
         media.require(self.image, "image")
-        opts = self.options("caption", options, seed=seed, max_new_tokens=max_new_tokens)
+        opts = self._resolve(CAPTION, options, seed=seed, max_new_tokens=max_new_tokens)
         self._check_texts([], instruction, self.context(opts))
         codes = [media.image_to_codes(self.image, im) for im in items]
-        prompts = [self._task_prompt("caption", image=c, instruction=instruction) for c in codes]
+        prompts = [self._task_prompt(CAPTION, image=c, instruction=instruction) for c in codes]
         outs = [TextOutput(self._text_of(g), g.tokens, g.stop_reason, time.perf_counter() - t0)
                 for g in self.engine.run(prompts, opts)]
         return outs[0] if single else outs
 
     def t2i(self, text: str | Sequence[str], *, guidance_scale_text: float | None = None,
             guidance_scale_image: float | None = None, cfg: bool | None = None, instruction: str | None = None,
-            seed: int | None = None, options: Mapping[str, Any] | None = None) -> ImageOutput | list[ImageOutput]:
+            seed: int | None = None, options: OptionsArg = None) -> ImageOutput | list[ImageOutput]:
         """Text to image (sampling with classifier-free guidance; official scales 3.07 text, 1.32 image)."""
         t0 = time.perf_counter()
         texts, single = _as_list(text, "text", strings=True)
         media.require(self.image, "image")
-        _check_mapping(options)
-        img = {k: v for k, v in (("guidance_scale_text", guidance_scale_text), ("cfg", cfg),
-                                 ("guidance_scale_image", guidance_scale_image)) if v is not None}
-        merged = dict(options or {})
-        if img:
-            given = merged.get("image", {})
-            merged["image"] = {**given, **img} if isinstance(given, Mapping) else given
-        opts = self.options("t2i", merged, seed=seed)
+        img = {"guidance_scale_text": guidance_scale_text, "cfg": cfg, "guidance_scale_image": guidance_scale_image}
+        opts = self._resolve(T2I, options, image=img, seed=seed)
         self._check_texts(texts, instruction, self.context(opts))
-        prompts = [self._task_prompt("t2i", text=t, instruction=instruction) for t in texts]
+        prompts = [self._task_prompt(T2I, text=t, instruction=instruction) for t in texts]
         outs = []
         for g in self.engine.run(prompts, opts):
             segs = [s for s in self._segments(g) if isinstance(s, ImageSegment)]
@@ -358,22 +375,21 @@ class OmniModel:
                                     segs[0].complete, time.perf_counter() - t0))
         return outs[0] if single else outs
 
-    def chat(self, *, options: Mapping[str, Any] | None = None, seed: int | None = None, **kwargs: Any) -> Any:
+    def chat(self, *, options: OptionsArg = None, seed: int | None = None,
+             **kwargs: str | int | None) -> ChatSession:
         """A multi-turn :class:`~aromni.inference.chat.ChatSession` (official chat format and settings)."""
-        from aromni.inference.chat import ChatSession
-
         unknown = sorted(set(kwargs) - {"append_text", "reserve_tokens"})
         if unknown:
             raise ConfigError(f"unknown chat settings {unknown}", "known: options, seed, append_text, reserve_tokens")
-        return ChatSession(self, self.options("chat", options, seed=seed), **kwargs)
+        return ChatSession(self, self._resolve(CHAT, options, seed=seed), **kwargs)
 
-    def _check_texts(self, texts: Sequence[str], instruction: Any, context: int) -> None:
+    def _check_texts(self, texts: Sequence[str], instruction: object, context: int) -> None:
         for i, t in enumerate(texts):
             self.check_text(t, "text" if len(texts) == 1 else f"text {i}", context)
         if instruction is not None:
             self.check_text(instruction, "instruction", context, allow_empty=True)
 
-    def decode_segments(self, segments: Sequence[Any]) -> list[Any]:
+    def decode_segments(self, segments: Sequence[Segment]) -> list[tuple[Segment, Decoded]]:
         """Decode image and speech segments: ``[(segment, decoded)]`` with PIL images and waveforms."""
         if isinstance(segments, (str, bytes)) or not isinstance(segments, Sequence):
             raise InputError(f"decode_segments takes a list of segments, got {type(segments).__name__}")
@@ -392,7 +408,7 @@ class OmniModel:
         return out
 
 
-def _check_mapping(options: Any) -> None:
+def _check_mapping(options: object) -> None:
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"options must be a mapping such as {{'text': {{'temperature': 0.7}}}}, got "
                           f"{type(options).__name__} {options!r:.80}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import Task, served_tasks
 
 
@@ -174,14 +175,14 @@ class DecodeOptions:
         if self.image_tokens is not None and self.image_tokens < 1:
             raise ConfigError(f"image_tokens must be >= 1, got {self.image_tokens}")
 
-    def replace(self, **changes: Any) -> DecodeOptions:
+    def replace(self, **changes: object) -> DecodeOptions:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ConfigError(f"unknown generation options {unknown}",
                               f"known: {', '.join(f.name for f in dataclasses.fields(self))}")
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d["extra_eos"] = list(self.extra_eos)
         if isinstance(self.seed, tuple):
@@ -189,10 +190,20 @@ class DecodeOptions:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DecodeOptions:
+    def from_dict(cls, d: Mapping[str, object]) -> DecodeOptions:
         return dataclass_from_dict(cls, d, "generation options")
 
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> DecodeOptions:
+    def updated(self, *, text: Mapping[str, object] | None = None, image: Mapping[str, object] | None = None,
+                **changes: object) -> DecodeOptions:
+        """A copy with sampling fields (``text=``, ``image=``) and top-level fields changed, checked as on
+        construction; no dict round trip. Unknown field names raise :class:`ConfigError`."""
+        if text:
+            changes["text"] = _replace_sampling(self.text, text, "text")
+        if image:
+            changes["image"] = _replace_sampling(self.image, image, "image")
+        return self.replace(**changes) if changes else self
+
+    def with_overrides(self, overrides: Mapping[str, object] | None) -> DecodeOptions:
         """Apply a flat or nested dict of overrides (``{"text": {"temperature": 0.7}, "seed": 1}``)."""
         if overrides is None:
             return self
@@ -216,6 +227,15 @@ TASK_OVERRIDES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {t.name: t.decode for t in served_tasks() if t.decode is not None})
 
 
+def _replace_sampling(sampling: TextSampling | ImageSampling, changes: Mapping[str, object], what: str
+                      ) -> TextSampling | ImageSampling:
+    known = {f.name for f in dataclasses.fields(sampling)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} options {unknown}", f"known: {', '.join(sorted(known))}")
+    return dataclasses.replace(sampling, **changes)
+
+
 def _check_seed(seed: Any) -> int | tuple[int, ...] | None:
     """``None``, an int, or a sequence of ints (one per prompt), each in ``[-2**63, 2**63)``; else
     :class:`ConfigError`."""
@@ -234,7 +254,7 @@ def _check_seed(seed: Any) -> int | tuple[int, ...] | None:
 
 
 def task_options(task: str | Task, base: DecodeOptions | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> DecodeOptions:
+                 overrides: Mapping[str, object] | None = None) -> DecodeOptions:
     """Options for ``task`` (a served task of :mod:`aromni.vocab.tasks` or its name): ``base`` (bundle defaults)
     + the task's official decode policy + the caller's ``overrides``."""
     name = task.name if isinstance(task, Task) else task

@@ -24,12 +24,13 @@ import numbers
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 
 from aromni.errors import ConfigError
 from aromni.inference.engine import NO_TOKEN, GenerationStream, Step
+from aromni.tokenizers.base import SpeechTokenizer
+from aromni.utils.io import JSONValue
 from aromni.vocab.layout import VocabLayout
 
 
@@ -64,14 +65,14 @@ class StreamMetrics:
     def rtf(self) -> float | None:
         return None if self.total is None or self.audio_seconds <= 0 else self.total / self.audio_seconds
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = asdict(self)
         d["rtf"] = self.rtf
         return d
 
 
 class _Row:
-    def __init__(self, tokenizer: Any, options: dict[str, Any], metrics: StreamMetrics):
+    def __init__(self, tokenizer: SpeechTokenizer, options: Mapping[str, object], metrics: StreamMetrics):
         self.tokenizer, self.options, self.metrics = tokenizer, options, metrics
         self.decoder = None
         self.pending: list[int] = []
@@ -91,9 +92,9 @@ class SpeechStreamer:
         decoder_options: passed to ``speech_tokenizer.stream_decoder``.
     """
 
-    def __init__(self, stream: GenerationStream, speech_tokenizer: Any, layout: VocabLayout, *,
+    def __init__(self, stream: GenerationStream, speech_tokenizer: SpeechTokenizer, layout: VocabLayout, *,
                  first_chunk_frames: int = 4, chunk_frames: int = 20, t_start: float | None = None,
-                 decoder_options: dict[str, Any] | None = None):
+                 decoder_options: Mapping[str, object] | None = None):
         for name, v in (("first_chunk_frames", first_chunk_frames), ("chunk_frames", chunk_frames)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(f"{name} must be an integer number of code frames, got {v!r}")
@@ -182,7 +183,7 @@ class SpeechStreamer:
         return out
 
 
-def _device(tokenizer: Any) -> torch.device:
+def _device(tokenizer: SpeechTokenizer) -> torch.device:
     p = next(tokenizer.parameters(), None) if hasattr(tokenizer, "parameters") else None
     return p.device if p is not None else torch.device("cpu")
 

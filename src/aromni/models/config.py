@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 from aromni.errors import ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.utils.io import JSONValue
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
@@ -80,18 +81,18 @@ class DecoderConfig:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
+    def from_dict(cls, d: Mapping[str, JSONValue]) -> DecoderConfig:
         return dataclass_from_dict(cls, d, "decoder config")
 
-    def replace(self, **changes: Any) -> DecoderConfig:
+    def replace(self, **changes: object) -> DecoderConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> DecoderConfig:
+    def preset(cls, name: str, **overrides: object) -> DecoderConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown decoder preset {name!r}", f"one of {', '.join(PRESETS)}")
         return dataclass_from_dict(cls, {**PRESETS[name], **overrides}, "decoder config")
@@ -106,7 +107,7 @@ class DecoderConfig:
 
 
 #: Named architectures. ``7b`` is Chameleon/Anole/AR-Omni-7B; the others are for tests, benchmarks and toys.
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, JSONValue]] = {
     "7b": dict(vocab_size=65536, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008,
                norm_eps=1e-5, rope_theta=10000.0, qk_norm=True, swin_norm=False, max_seq_len=4096),
     "tiny": dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=176, max_seq_len=256),

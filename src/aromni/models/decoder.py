@@ -76,16 +76,9 @@ def rope_tables(max_len: int, head_dim: int, theta: float, device: torch.device 
     return emb.cos(), emb.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, T, H, D]`` by ``cos, sin [B, T, D]`` (half-split / ``rotate_half`` convention)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
-
-
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """:func:`apply_rope` in three kernels: ``x*cos + swap_halves(x)*sin_signed``, where ``sin_signed`` holds
+    """Rotary embedding, half-split convention (``x*cos + rotate_half(x)*sin``, ``rotate_half([x1, x2]) =
+    [-x2, x1]``), in three kernels: ``x*cos + swap_halves(x)*sin_signed``, where ``sin_signed`` holds
     ``-sin`` in its first half (so ``swap_halves(x)*sin_signed == rotate_half(x)*sin``). ``cos``/``sin_signed``
     broadcast against ``x [B, T, H, D]`` as ``[B | 1, T, 1, D]``."""
     swapped = torch.roll(x, x.shape[-1] // 2, dims=-1)  # [x2, x1]

@@ -3,21 +3,31 @@
 Every tokenizer is saved as a directory holding ``config.json`` (with a ``"type"`` field naming its class in
 :data:`TOKENIZER_TYPES`) plus its weights (``model.safetensors``) or vocabulary (``tokenizer.json``).
 :func:`load_tokenizer` opens any of them. Codes are codebook indices (``0..codebook_size-1``); a
-:class:`~aromni.vocab.layout.VocabLayout` turns them into token ids of the joint vocabulary.
+:class:`~aromni.vocab.layout.VocabLayout` turns them into token ids of the joint vocabulary. Speech stream
+decoders follow the one streaming protocol of :mod:`aromni.tokenizers.streaming` (``SpeechStreamDecoder`` is
+re-exported here).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+if TYPE_CHECKING:  # Pillow is an optional extra
+    from PIL import Image
+
 from aromni.errors import CheckpointError
-from aromni.utils.io import read_json
+from aromni.tokenizers.streaming import SpeechStreamDecoder
+from aromni.utils.io import JSONValue, read_json
+
+__all__ = ["TOKENIZER_TYPES", "ImageTokenizer", "SpeechStreamDecoder", "SpeechTokenizer", "Tokenizer",
+           "load_tokenizer", "tokenizer_class"]
 
 #: ``config.json["type"]`` -> ``"module:Class"``; classes are imported lazily so optional extras stay optional.
 TOKENIZER_TYPES: dict[str, str] = {
@@ -42,7 +52,7 @@ class Tokenizer(abc.ABC):
         """Number of distinct codes (text: BPE vocabulary size)."""
 
     @abc.abstractmethod
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, JSONValue]:
         """Facts a user or a layout needs: codebook size, codes per second or per image, rates, sizes."""
 
     @abc.abstractmethod
@@ -51,7 +61,7 @@ class Tokenizer(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> Tokenizer:
+    def from_pretrained(cls, path: str | Path, **kwargs: object) -> Tokenizer:
         """Load a tokenizer saved by :meth:`save_pretrained`."""
 
 
@@ -76,7 +86,7 @@ class ImageTokenizer(Tokenizer, torch.nn.Module):
         return h * w
 
     @abc.abstractmethod
-    def encode(self, images: Any) -> torch.Tensor:
+    def encode(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """PIL images (any size/mode; preprocessed) or a tensor ``[B, 3, H, W]`` in [-1, 1] -> codes ``[B, h*w]``."""
 
     @abc.abstractmethod
@@ -112,38 +122,14 @@ class SpeechTokenizer(Tokenizer, torch.nn.Module):
         """Codes ``[B, F]`` -> waveform ``[B, F * hop]``."""
 
     @abc.abstractmethod
-    def stream_decoder(self, batch_size: int = 1, **options: Any) -> SpeechStreamDecoder:
-        """A stateful decoder turning codes pushed a few frames at a time into audio chunks."""
+    def stream_decoder(self, batch_size: int = 1, **options: object) -> SpeechStreamDecoder:
+        """A decoder, already streaming, turning codes pushed a few frames at a time into audio chunks."""
 
-
-class SpeechStreamDecoder(abc.ABC):
-    """Incremental speech decoding (moshi-style streaming state held by this object).
-
-    ``push(codes [B, n]) -> audio [B, m]`` returns every sample that is final given the codes so far;
-    ``flush() -> audio [B, r]`` returns the rest once no more codes will come. Concatenating all outputs gives
-    the whole utterance. :attr:`exact` says whether that equals the offline :meth:`SpeechTokenizer.decode`.
-    """
-
-    #: True when chunked output equals offline decoding (our codec); False for approximations (WavTokenizer).
-    exact: bool = False
-    #: Codes of lookahead needed before the first samples of a frame are final.
-    lookahead_frames: int = 0
-
-    @abc.abstractmethod
-    def push(self, codes: torch.Tensor) -> torch.Tensor: ...
-
-    @abc.abstractmethod
-    def flush(self) -> torch.Tensor: ...
-
-    def stream(self, chunks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """Decode an iterator of code chunks ``[B, n_i]`` into an iterator of audio chunks."""
-        for c in chunks:
-            out = self.push(c)
-            if out.shape[-1]:
-                yield out
-        tail = self.flush()
-        if tail.shape[-1]:
-            yield tail
+    @contextlib.contextmanager
+    def streaming(self, batch_size: int = 1, **options: object) -> Iterator[SpeechStreamDecoder]:
+        """``with tok.streaming(B) as dec: dec.push(codes)``; the stream's state is dropped on exit."""
+        with self.stream_decoder(batch_size, **options).streaming(batch_size) as dec:
+            yield dec
 
 
 def tokenizer_class(type_name: str) -> type[Tokenizer]:
@@ -153,7 +139,7 @@ def tokenizer_class(type_name: str) -> type[Tokenizer]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load_tokenizer(path: str | Path, **kwargs: Any) -> Tokenizer:
+def load_tokenizer(path: str | Path, **kwargs: object) -> Tokenizer:
     """Open any tokenizer directory written by ``save_pretrained`` (dispatches on ``config.json["type"]``)."""
     path = Path(path)
     cfg = read_json(path / "config.json")

@@ -16,18 +16,23 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from tokenizers import Tokenizer as HFTokenizer
 
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.tokenizers.base import Tokenizer
-from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, read_json
+
+if TYPE_CHECKING:  # annotation only: importing aromni.vocab here would import this module back at run time
+    from aromni.vocab.layout import VocabLayout
 
 TOKENIZER_FILE = "tokenizer.json"
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def check_text(text: Any, what: str = "text") -> str:
+def check_text(text: object, what: str = "text") -> str:
     """``text`` if it is a string of valid Unicode, else :class:`InputError` naming the problem.
 
     Python strings may hold unpaired surrogates (``"\\ud800"``, from ``surrogateescape`` decoding or broken
@@ -55,7 +60,7 @@ class TextTokenizer(Tokenizer):
     modality = "text"
     type_name = "bpe"
 
-    def __init__(self, tokenizer: Any, source: str = "<memory>"):
+    def __init__(self, tokenizer: HFTokenizer, source: str = "<memory>"):
         self._tk = tokenizer
         self._tk.encode_special_tokens = True
         self.source = source
@@ -69,7 +74,7 @@ class TextTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self.codebook_size
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, JSONValue]:
         return {"modality": "text", "type": self.type_name, "vocab_size": self.vocab_size}
 
     def encode(self, text: str) -> list[int]:
@@ -114,7 +119,7 @@ class TextTokenizer(Tokenizer):
     def id_to_token(self, i: int) -> str | None:
         return self._tk.id_to_token(i)
 
-    def check_layout(self, layout: Any) -> None:
+    def check_layout(self, layout: VocabLayout) -> None:
         """Raise :class:`ConfigError` unless every special-token string has the layout's id in this tokenizer."""
         for role, i in layout.special.items():
             name = layout.special_names.get(role)
@@ -130,8 +135,6 @@ class TextTokenizer(Tokenizer):
     @classmethod
     def from_file(cls, path: str | Path) -> TextTokenizer:
         """Load a ``tokenizers`` JSON file (e.g. Chameleon's ``text_tokenizer.json``)."""
-        from tokenizers import Tokenizer as HFTokenizer
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: no such tokenizer file", "pass a tokenizer.json / text_tokenizer.json")
@@ -141,7 +144,7 @@ class TextTokenizer(Tokenizer):
             raise CheckpointError(f"{path}: not a valid tokenizers file ({e})") from None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **_: Any) -> TextTokenizer:
+    def from_pretrained(cls, path: str | Path, **_: object) -> TextTokenizer:
         """Load from our tokenizer directory, an HF/AR-Omni tokenizer directory, a Chameleon ``tokenizer/``
         directory, or a tokenizer JSON file."""
         path = Path(path)
@@ -175,7 +178,6 @@ class TextTokenizer(Tokenizer):
             vocab_size: total size including the special tokens and the 256-byte alphabet.
             special_tokens: e.g. ``layout.special_token_strings()`` for a compact layout.
         """
-        from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
         if vocab_size < len(special_tokens) + 256:

@@ -15,13 +15,35 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aromni
 from aromni.errors import InputError
+from aromni.inference.omni import OmniModel
+from aromni.inference.options import DecodeOptions
+from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.toyworld.evaluation import metrics as M
+from aromni.toyworld.evaluation.generation import (
+    ANSWER_SPEECH,
+    ANSWER_TEXT,
+    Caps,
+    Output,
+    decode_image,
+    decode_speech,
+    generate,
+    policy_options,
+    stream_speech,
+)
+from aromni.toyworld.evaluation.prompts import MediaEncoder, encode_prompt, record_prompt, record_turns
 from aromni.toyworld.grammar import INSTRUCTIONS as I
+from aromni.toyworld.judges.image import ImageJudge
+from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.report_figures import clean, describe
 from aromni.utils.io import atomic_write_json, atomic_write_text, read_json
+from aromni.vocab.conversation import ImageSegment, Turn
+from aromni.vocab.tasks import ASR, CAPTION, S2I, T2I, TTS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 INPUTS = ASSETS / "demo_inputs"
@@ -99,12 +121,6 @@ def run_demo(bundle: str | Path, out_dir: str | Path, seed: int = 0) -> int:
 
 
 def _run_tasks(bundle: str | Path, out: Path, seed: int) -> tuple[list[dict[str, Any]], float]:
-    import aromni
-    from aromni.toyworld.evaluation.generation import Caps, policy_options
-    from aromni.toyworld.evaluation.prompts import MediaEncoder
-    from aromni.toyworld.judges.image import ImageJudge
-    from aromni.toyworld.judges.speech import SpeechJudge
-
     t_all = time.perf_counter()
     model = aromni.load(str(bundle))
     for need in ("text", "image", "speech"):
@@ -117,16 +133,13 @@ def _run_tasks(bundle: str | Path, out: Path, seed: int) -> tuple[list[dict[str,
 
 
 class _Demo:
-    def __init__(self, model: Any, media: Any, inputs: dict[str, Any], out: Path, seed: int, speech_judge: Any,
-                 image_judge: Any, options: Any):
+    def __init__(self, model: OmniModel, media: MediaEncoder, inputs: dict[str, Any], out: Path, seed: int,
+                 speech_judge: SpeechJudge, image_judge: ImageJudge, options: Callable[[str], DecodeOptions]):
         self.m, self.media, self.inputs, self.out, self.seed = model, media, inputs, out, seed
         self.sj, self.ij, self.options = speech_judge, image_judge, options
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _run(self, record: dict[str, Any], policy: str, prompt: list[int] | None = None) -> Any:
-        from aromni.toyworld.evaluation.generation import generate
-        from aromni.toyworld.evaluation.prompts import record_prompt
-
+    def _run(self, record: dict[str, Any], policy: str, prompt: list[int] | None = None) -> Output:
         prompt = prompt if prompt is not None else record_prompt(self.m, record, self.media)
         return generate(self.m, [prompt], self.options(policy), [self.seed])[0]
 
@@ -135,8 +148,6 @@ class _Demo:
 
     def _image(self, codes: Any, name: str) -> tuple[str, dict[str, str] | None]:
         """Save a generated image; return its file name and the image judge's reading."""
-        from aromni.toyworld.evaluation.generation import decode_image
-
         if codes is None:
             return "no image", None
         image = decode_image(self.m, codes)
@@ -144,9 +155,6 @@ class _Demo:
         return name, self.ij.read([image])[0]
 
     def _speech_out(self, codes: Any, name: str) -> tuple[str, str, Any]:
-        from aromni.tokenizers.speech.audio_io import save_wav
-        from aromni.toyworld.evaluation.generation import decode_speech
-
         wav = decode_speech(self.m, codes)
         if not len(wav):
             return "no speech", "—", wav
@@ -161,13 +169,9 @@ class _Demo:
 
     # ------------------------------------------------------------------------------------------ tasks
     def tts(self) -> dict[str, Any]:
-        from aromni.tokenizers.speech.audio_io import save_wav
-        from aromni.toyworld.evaluation.generation import stream_speech
-        from aromni.toyworld.evaluation.prompts import record_prompt
-
         t0 = time.perf_counter()
-        rec = _user(_text(f"{I['tts']} {TTS_TEXT}"))
-        opts = self.options("tts").replace(seed=self.seed)
+        rec = _user(_text(f"{I[TTS.name]} {TTS_TEXT}"))
+        opts = self.options(TTS.name).replace(seed=self.seed)
         wav, m = stream_speech(self.m, lambda: record_prompt(self.m, rec, self.media), opts)
         fmt = {k: (round(m[k], 4) if m[k] is not None else None) for k in ("ftl", "first_audio", "rtf")}
         print(f"streaming TTS: FTL {_ms(m['ftl'])}, first audio {_ms(m['first_audio'])}, "
@@ -178,31 +182,29 @@ class _Demo:
         return self._row("TTS (streamed)", TTS_TEXT, "tts.wav", f"heard: {self._hear(wav)}", t0, **fmt)
 
     def asr(self) -> dict[str, Any]:
-        t0, s = time.perf_counter(), self.inputs["speech"]["asr"]
-        o = self._run(_user(_text(I["asr"]), _media("speech", s["file"])), "asr")
+        t0, s = time.perf_counter(), self.inputs["speech"][ASR.name]
+        o = self._run(_user(_text(I[ASR.name]), _media("speech", s["file"])), ASR.name)
         atomic_write_text(self.out / "asr.txt", o.text + "\n")
         wer = M.corpus_wer([s["transcript"]], [o.text])
         return self._row("ASR", f"{s['file']} (says: {s['transcript']})", o.text, "", t0, f"WER {100 * wer:.0f}%")
 
     def caption(self) -> dict[str, Any]:
-        from aromni.toyworld.report_figures import describe
-
         t0, im = time.perf_counter(), self.inputs["image"]
-        o = self._run(_user(_text(I["caption"]), _media("image", im["file"])), "caption")
+        o = self._run(_user(_text(I[CAPTION.name]), _media("image", im["file"])), CAPTION.name)
         atomic_write_text(self.out / "caption.txt", o.text + "\n")
         ok = M.attributes_correct(o.text, im["attributes"])
-        return self._row("caption", f"{im['file']} ({describe(im['attributes'])})", o.text, "", t0,
+        return self._row(CAPTION.name, f"{im['file']} ({describe(im['attributes'])})", o.text, "", t0,
                          f"{sum(ok.values())} of 5 attributes right")
 
     def t2i(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        o = self._run(_user(_text(f"{I['t2i']} {T2I_TEXT}")), "t2i")
+        o = self._run(_user(_text(f"{I[T2I.name]} {T2I_TEXT}")), T2I.name)
         name, read = self._image(o.image, "t2i.png")
         return self._row("T2I (CFG)", T2I_TEXT, name, _read_as(read), t0, _verdict(read, T2I_TEXT))
 
     def s2i(self) -> dict[str, Any]:
-        t0, s = time.perf_counter(), self.inputs["speech"]["s2i"]
-        o = self._run(_user(_media("speech", s["file"]), _text(I["s2i"])), "s2i")
+        t0, s = time.perf_counter(), self.inputs["speech"][S2I.name]
+        o = self._run(_user(_media("speech", s["file"]), _text(I[S2I.name])), S2I.name)
         atomic_write_text(self.out / "s2i.txt", o.text + "\n")
         name, read = self._image(o.image, "s2i.png")
         return self._row("S→I", f"{s['file']} (says: {s['transcript']})", f"{o.text!r} + {name}",
@@ -211,26 +213,23 @@ class _Demo:
     def vqa_speech(self) -> dict[str, Any]:
         t0, s, im = time.perf_counter(), self.inputs["speech"]["question"], self.inputs["image"]
         rec = _user(_media("image", im["file"]), _media("speech", s["file"]), _text(I["reply_speech"]))
-        o = self._run(rec, "answer_speech")
+        o = self._run(rec, ANSWER_SPEECH)
         name, heard, _ = self._speech_out(o.speech, "vqa_speech.wav")
         ok = M.answer_correct(s["question_attribute"], heard, im["attributes"])
         return self._row("I+S→S", f"{im['file']} + {s['file']} (says: {s['transcript']})", name,
                          f"heard: {heard}", t0, "correct" if ok else "wrong")
 
     def chat(self) -> list[dict[str, Any]]:
-        from aromni.toyworld.evaluation.prompts import encode_prompt, record_turns
-        from aromni.vocab.conversation import ImageSegment, Turn
-
         t0 = time.perf_counter()
         first = _user(_text(CHAT_REQUEST))
-        o1 = self._run(first, "t2i")
+        o1 = self._run(first, T2I.name)
         name, read = self._image(o1.image, "chat_turn1.png")
         row1 = self._row("chat turn 1", CHAT_REQUEST, name, _read_as(read), t0, _verdict(read, CHAT_REQUEST))
         t1, s = time.perf_counter(), self.inputs["speech"]["followup"]
         follow = _user(_media("speech", s["file"]), _text(I["reply_text"]))
         turns = (record_turns(first, self.media) + [Turn("assistant", [ImageSegment(o1.image or [])])]
                  + record_turns(follow, self.media))
-        o2 = self._run(follow, "answer_text", prompt=encode_prompt(self.m, turns, chat=True))
+        o2 = self._run(follow, ANSWER_TEXT, prompt=encode_prompt(self.m, turns, chat=True))
         atomic_write_text(self.out / "chat_turn2.txt", o2.text + "\n")
         ok = read is not None and M.answer_correct(s["question_attribute"], o2.text, read)
         return [row1, self._row("chat turn 2", f"{s['file']} (says: {s['transcript']})", o2.text, "", t1,
@@ -238,8 +237,6 @@ class _Demo:
 
 
 def _read_as(read: dict[str, str] | None) -> str:
-    from aromni.toyworld.report_figures import describe
-
     return f"read as: {describe(read)}" if read is not None else "—"
 
 
@@ -256,8 +253,6 @@ def _ms(x: float | None) -> str:
 
 
 def _short(text: str, n: int = 90) -> str:
-    from aromni.toyworld.report_figures import clean
-
     text = clean(text).replace("\n", " ")
     return text if len(text) <= n else text[: n - 1] + "…"
 

@@ -20,15 +20,17 @@ from aromni.toyworld.attributes import (
     SIZES,
     ImageAttrs,
 )
+from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, CHAT_SPEECH, S2I, T2I, TTS
 
-# Task instructions (paper Table 10 and its chat variants).
+# Task instructions: the registry's paper instructions (Table 10; S→I uses the speech-to-image chat one) and the
+# world's chat variants.
 INSTRUCTIONS = {
-    "asr": "Transcribe the audio.",
-    "tts": "Convert the text to speech:",
-    "caption": "Describe the image.",
-    "t2i": "Create an image for:",
-    "s2i": "Transcribe the audio and generate an image for the transcript.",
-    "reply_text": "Reply in text.",
+    ASR.name: ASR.paper_instruction,
+    TTS.name: TTS.paper_instruction,
+    CAPTION.name: CAPTION.paper_instruction,
+    T2I.name: T2I.paper_instruction,
+    S2I.name: CHAT_IMAGE.paper_instruction,
+    "reply_text": CHAT_SPEECH.paper_instruction,
     "reply_speech": "Reply in speech.",
     "reply_image": "Reply with an image.",
 }
@@ -103,7 +105,8 @@ def normalize(text: str) -> str:
 _A_BEFORE_VOWEL = re.compile(r"\ba (?=[aeiou])")
 
 
-def _fill(template: str, a: ImageAttrs) -> str:
+def fill_template(template: str, a: ImageAttrs) -> str:
+    """``template`` with the attributes of ``a`` filled in (``a`` becomes ``an`` before a vowel)."""
     text = template.format(
         size=a.size, color=a.color, shape=a.shape, at_pos=POSITION_PHRASES[a.position], bg=a.background
     )
@@ -112,29 +115,29 @@ def _fill(template: str, a: ImageAttrs) -> str:
 
 def caption(a: ImageAttrs, rng: random.Random) -> str:
     """A text caption naming all five attributes."""
-    return _fill(rng.choice(CAPTION_TEMPLATES), a)
+    return fill_template(rng.choice(CAPTION_TEMPLATES), a)
 
 
 def spoken_description(a: ImageAttrs, rng: random.Random) -> str:
-    return _fill(rng.choice(SPOKEN_DESCRIPTION_TEMPLATES), a)
+    return fill_template(rng.choice(SPOKEN_DESCRIPTION_TEMPLATES), a)
 
 
 def draw_request(a: ImageAttrs, rng: random.Random, *, spoken: bool) -> str:
-    return _fill(rng.choice(SPOKEN_DRAW_REQUEST_TEMPLATES if spoken else DRAW_REQUEST_TEMPLATES), a)
+    return fill_template(rng.choice(SPOKEN_DRAW_REQUEST_TEMPLATES if spoken else DRAW_REQUEST_TEMPLATES), a)
 
 
 def image_question(a: ImageAttrs, rng: random.Random) -> tuple[str, str, str]:
     """``(attribute, question, answer)`` about an image shown by the user."""
     attr = rng.choice(sorted(IMAGE_QUESTIONS))
     questions, answer = IMAGE_QUESTIONS[attr]
-    return attr, rng.choice(questions), _fill(answer, a)
+    return attr, rng.choice(questions), fill_template(answer, a)
 
 
 def followup_question(a: ImageAttrs, rng: random.Random) -> tuple[str, str, str]:
     """``(attribute, question, answer)`` about the image the assistant drew."""
     attr = rng.choice(sorted(FOLLOWUP_QUESTIONS))
     questions, answer = FOLLOWUP_QUESTIONS[attr]
-    return attr, rng.choice(questions), _fill(answer, a)
+    return attr, rng.choice(questions), fill_template(answer, a)
 
 
 def exchanges() -> list[tuple[str, str]]:

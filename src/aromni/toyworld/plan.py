@@ -14,9 +14,10 @@ from aromni.toyworld import grammar
 from aromni.toyworld import records as R
 from aromni.toyworld.attributes import BACKGROUNDS, POSITIONS, SIZES, ImageAttrs
 from aromni.toyworld.images import RenderSpec, random_spec
-from aromni.toyworld.sizes import TASKS, WorldSize
+from aromni.toyworld.sizes import WORLD_TASKS, WorldSize
 from aromni.toyworld.splits import SPLITS, TEST_HELDOUT_FRACTION, heldout_combos, seen_combos
 from aromni.toyworld.voices import ASSISTANT_VOICE, Voice, voice_bank
+from aromni.vocab import tasks as T
 
 SPEED_JITTER = 10  # +- words per minute per utterance
 PITCH_JITTER = 6
@@ -114,52 +115,52 @@ def _image_meta(job: ImageJob, **extra: Any) -> dict[str, Any]:
     return {"image": job.spec.attrs.to_dict(), "heldout_combo": job.heldout_combo, **extra}
 
 
-def _task_record(p: _SplitPlanner, task: str) -> tuple[list[dict], dict[str, Any]]:
+def _task_record(p: _SplitPlanner, task: T.Task) -> tuple[list[dict], dict[str, Any]]:
     """``(turns, meta)`` of one record of ``task``."""
     rng, I = p.rng, grammar.INSTRUCTIONS
-    if task == "text":
+    if task is T.TEXT:
         sents = [rng.choice(grammar.facts()) if rng.random() < 0.5 else p.caption_text() for _ in range(rng.randint(1, 3))]
         return [R.turn("assistant", R.text(". ".join(sents) + "."))], {}
-    if task in ("text_qa", "s2s", "s2t"):
+    if task in (T.TEXT_QA, T.S2S, T.S2T):
         q, a = rng.choice(grammar.exchanges())
-        if task == "text_qa":
+        if task is T.TEXT_QA:
             return [R.turn("user", R.text(q)), R.turn("assistant", R.text(a))], {}
-        reply = R.text(a) if task == "s2t" else p.assistant_speech(a)
-        instr = I["reply_text"] if task == "s2t" else I["reply_speech"]
+        reply = R.text(a) if task is T.S2T else p.assistant_speech(a)
+        instr = I["reply_text"] if task is T.S2T else I["reply_speech"]
         return [R.turn("user", p.user_speech(q), R.text(instr)), R.turn("assistant", reply)], {}
-    if task in ("asr", "tts"):
+    if task in (T.ASR, T.TTS):
         # Half describe an image of this split, half are world exchanges, so speech covers the whole vocabulary.
         if rng.random() < 0.6:
             img = p.next_image()
-            say = grammar.caption(img.spec.attrs, rng) if task == "tts" else grammar.spoken_description(img.spec.attrs, rng)
+            say = grammar.caption(img.spec.attrs, rng) if task is T.TTS else grammar.spoken_description(img.spec.attrs, rng)
             meta = _image_meta(img)
         else:
             say, meta = rng.choice([t for pair in grammar.exchanges() for t in pair]), {}
-        if task == "asr":
-            return [R.turn("user", R.text(I["asr"]), p.user_speech(say)), R.turn("assistant", R.text(say))], meta
-        return [R.turn("user", R.text(f"{I['tts']} {say}")), R.turn("assistant", p.assistant_speech(say))], meta
+        if task is T.ASR:
+            return [R.turn("user", R.text(I[T.ASR.name]), p.user_speech(say)), R.turn("assistant", R.text(say))], meta
+        return [R.turn("user", R.text(f"{I[T.TTS.name]} {say}")), R.turn("assistant", p.assistant_speech(say))], meta
     img = p.next_image()
     a = img.spec.attrs
-    if task == "caption":
-        return [R.turn("user", R.text(I["caption"]), R.image(img.path)),
+    if task is T.CAPTION:
+        return [R.turn("user", R.text(I[T.CAPTION.name]), R.image(img.path)),
                 R.turn("assistant", R.text(grammar.caption(a, rng)))], _image_meta(img)
-    if task == "t2i":
-        return [R.turn("user", R.text(f"{I['t2i']} {grammar.caption(a, rng)}")),
+    if task is T.T2I:
+        return [R.turn("user", R.text(f"{I[T.T2I.name]} {grammar.caption(a, rng)}")),
                 R.turn("assistant", R.image(img.path))], _image_meta(img)
-    if task == "s2i":
+    if task is T.S2I:
         said = grammar.spoken_description(a, rng)
-        return [R.turn("user", p.user_speech(said), R.text(I["s2i"])),
+        return [R.turn("user", p.user_speech(said), R.text(I[T.S2I.name])),
                 R.turn("assistant", R.text(said), R.image(img.path))], _image_meta(img)
-    if task in ("vqa_text", "vqa_speech"):
+    if task in (T.VQA_TEXT, T.VQA_SPEECH):
         attr, q, ans = grammar.image_question(a, rng)
-        if task == "vqa_text":
+        if task is T.VQA_TEXT:
             user = R.turn("user", R.image(img.path), p.user_speech(q), R.text(I["reply_text"]))
             return [user, R.turn("assistant", R.text(ans))], _image_meta(img, question_attribute=attr)
         user = R.turn("user", R.image(img.path), p.user_speech(q), R.text(I["reply_speech"]))
         return [user, R.turn("assistant", p.assistant_speech(ans))], _image_meta(img, question_attribute=attr)
-    if task == "chat_image":
+    if task is T.CHAT_IMAGE:
         return _chat_image(p, img)
-    raise ValueError(f"unknown task {task!r}")
+    raise ValueError(f"no toy-world records for task {task.name!r}")
 
 
 def _chat_image(p: _SplitPlanner, img: ImageJob) -> tuple[list[dict], dict[str, Any]]:
@@ -183,9 +184,10 @@ def plan_world(size: WorldSize, seed: int) -> WorldPlan:
     for split in SPLITS:
         p = _SplitPlanner(plan, split)
         rows = []
-        for task in TASKS:
+        for world_task in WORLD_TASKS:
+            task = world_task.name
             for i in range(size.records[task][split]):
-                turns, meta = _task_record(p, task)
+                turns, meta = _task_record(p, world_task)
                 meta["heldout_voice"] = split == "test" and any(
                     s["type"] == "speech" and s["voice"] != ASSISTANT_VOICE.id for t in turns for s in t["segments"]
                 )

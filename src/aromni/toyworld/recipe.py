@@ -34,18 +34,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
+from aromni.bundle import Bundle, save_bundle
 from aromni.errors import ConfigError, InputError
+from aromni.tokenizers.text import TextTokenizer
+from aromni.toyworld.build import build_world, is_complete
+from aromni.toyworld.evaluation import SuiteConfig, run_suite
+from aromni.toyworld.report import write_report
+from aromni.training.data.build import BuildConfig, build
+from aromni.training.recipes import pretrain, sft
+from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
 from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from aromni.vocab.layout import VocabLayout
+from aromni.vocab.tasks import ASR, CAPTION, T2I, TEXT, TEXT_QA, TTS
 
 STAGES = ("world", "text", "tokenizers", "shards", "pretrain", "sft", "bundle", "eval")
 
 #: Tasks of stage 1: the single-turn pairs of the paper's pre-training (Table 10), plus text-only data.
-PRETRAIN_TASKS = ["asr", "tts", "caption", "t2i", "text", "text_qa"]
+PRETRAIN_TASKS = [t.name for t in (ASR, TTS, CAPTION, T2I, TEXT, TEXT_QA)]
 
 #: Evaluation tasks of the ablation table (the paper's Table 7 scores I2T, T2I, ASR and TTS).
-ABLATION_TASKS = ("asr", "tts", "caption", "t2i")
+ABLATION_TASKS = tuple(t.name for t in (ASR, TTS, CAPTION, T2I))
 
 
 @dataclass
@@ -84,8 +96,6 @@ class RecipeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> RecipeConfig:
-        from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
-
         raw = apply_overrides(read_yaml(path), overrides)
         return dataclass_from_dict(cls, raw, str(path), noun="recipe sections")
 
@@ -152,8 +162,6 @@ class Recipe:
 
     # ------------------------------------------------------------------ stages
     def stage_world(self) -> dict[str, Any]:
-        from aromni.toyworld.build import build_world, is_complete
-
         if self.cfg.world.get("path"):
             if not is_complete(self.world_dir):
                 raise InputError(f"{self.world_dir}: not a finished toy world", "build it or drop world.path")
@@ -178,9 +186,6 @@ class Recipe:
         return texts
 
     def stage_text(self) -> dict[str, Any]:
-        from aromni.tokenizers.text import TextTokenizer
-        from aromni.vocab.layout import VocabLayout
-
         specials = VocabLayout.compact(0, 0, 0).special_token_strings()
         tk = TextTokenizer.train(self.world_texts(), int(self.cfg.text.get("vocab_size", 640)), specials,
                                  min_frequency=int(self.cfg.text.get("min_frequency", 2)))
@@ -231,8 +236,6 @@ class Recipe:
         return {m: str(self.tok_dir(m)) for m in cmds}
 
     def stage_shards(self) -> dict[str, Any]:
-        from aromni.training.data.build import BuildConfig, build
-
         settings = {"max_len": 512, "workers": 2, **self.cfg.shards}
         cfg = BuildConfig(
             sources=[{"type": "dialogs", "paths": [str(self.world_dir / "records" / "*.jsonl")]}],
@@ -266,21 +269,13 @@ class Recipe:
         return path
 
     def stage_pretrain(self) -> dict[str, Any]:
-        from aromni.training.recipes import pretrain
-
         return _brief(pretrain.run(self._train_yaml("pretrain", {}, self.out / "pretrain")))
 
     def stage_sft(self) -> dict[str, Any]:
-        from aromni.training.recipes import sft
-
         return _brief(sft.run(self._train_yaml("sft", {}, self.out / "sft")))
 
     def stage_bundle(self) -> dict[str, Any]:
         """Re-export the SFT model in the shipping dtype (weights, tokenizers and layout as trained)."""
-        import torch
-
-        from aromni.bundle import Bundle, save_bundle
-
         src = Bundle.load(self.out / "sft" / "bundle")
         if self.bundle_dir.exists():
             shutil.rmtree(self.bundle_dir)
@@ -297,14 +292,12 @@ class Recipe:
     def stage_eval(self) -> dict[str, Any]:
         if not self.cfg.eval.get("enabled", True):
             return {"skipped": True}
-        from aromni.toyworld.evaluation import EvalConfig, run_suite
-        from aromni.toyworld.report import write_report
 
         settings = {k: v for k, v in self.cfg.eval.items() if k not in ("enabled", "ablation_limits")}
         try:
-            cfg = EvalConfig(seed=self.cfg.seed, progress=False, **settings)
+            cfg = SuiteConfig(seed=self.cfg.seed, progress=False, **settings)
         except TypeError as e:
-            raise ConfigError(f"recipe eval section: {e}", "keys are EvalConfig fields: limits, tasks, split, ...") from None
+            raise ConfigError(f"recipe eval section: {e}", "keys are SuiteConfig fields: limits, tasks, split, ...") from None
         result = run_suite(str(self.bundle_dir), self.world_dir, cfg, log=self.log)
         runs = {stage: self.out / stage / "metrics.jsonl" for stage in ("pretrain", "sft")}
         md = write_report(result, self.out / "report", runs=runs, overwrite=True)
@@ -320,10 +313,6 @@ class Recipe:
         the main stage-1 model). Each variant trains with the stage-1 config plus its ``ablations`` overrides,
         resumes if interrupted, and is skipped once exported. Writes ``OUT/ablation/report.md``.
         """
-        from aromni.toyworld.evaluation import EvalConfig, run_suite
-        from aromni.toyworld.report import write_report
-        from aromni.training.recipes import pretrain
-
         if not (self.out / "stages" / "pretrain.json").is_file():
             raise InputError(f"{self.out}: stage 1 has not finished", "run `aromni toyworld train` first")
         if not self.cfg.ablations:
@@ -338,7 +327,7 @@ class Recipe:
                 self.log(f"[ablate] {name}: trained in {(time.time() - start) / 60:.1f} min")
             bundles[name] = out / "bundle"
         limits = self.cfg.eval.get("ablation_limits", self.cfg.eval.get("limits"))
-        cfg = EvalConfig(seed=self.cfg.seed, progress=False, tasks=ABLATION_TASKS, limits=limits)
+        cfg = SuiteConfig(seed=self.cfg.seed, progress=False, tasks=ABLATION_TASKS, limits=limits)
         results = []
         for name, bundle in bundles.items():
             self.log(f"[ablate] evaluating {name}")
@@ -354,8 +343,6 @@ def _store_floats_as(path: Path, dtype: Any) -> None:
 
     Halves the shipped VQGAN and codec; measured on the toy codec, decoding the same codes from fp16-stored
     weights differs from fp32 by at most 3e-4 (peak amplitude 0.68)."""
-    from safetensors.torch import load_file, save_file
-
     if not path.is_file():
         return
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}

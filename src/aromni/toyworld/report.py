@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import InputError
+from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.toyworld import report_figures as F
+from aromni.toyworld.evaluation.context import JUDGES_STEP
 from aromni.toyworld.evaluation.result import rounded
 from aromni.toyworld.evaluation.suite import SuiteResult
 from aromni.toyworld.evaluation.targets import attribute_table, format_value, lookup
 from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from aromni.vocab.tasks import CHAT_IMAGE, S2I, T2I, TTS
 
 #: Ablation table columns: (header, dotted key, unit).
 ABLATION_COLUMNS = (
@@ -114,23 +117,24 @@ def _figures(result: SuiteResult, out: Path, runs: dict[str, Path]) -> dict[str,
     ex, made = result.examples, {}
     if runs:
         made["loss"] = F.loss_curves(runs, out / "loss.png").name
-    if ex.get("t2i"):
-        made["t2i"] = F.image_grid(ex["t2i"], [("cfg", "read_cfg"), ("no_cfg", "read_no_cfg"),
-                                               ("ground_truth", None)], out / "t2i.png",
+    if ex.get(T2I.name):
+        made[T2I.name] = F.image_grid(ex[T2I.name], [("cfg", "read_cfg"), ("no_cfg", "read_no_cfg"),
+                                                     ("ground_truth", None)], out / f"{T2I.name}.png",
                                    "T2I: generated (with / without CFG) and a ground-truth image of the prompt").name
-    if ex.get("s2i"):
-        made["s2i"] = F.image_grid(ex["s2i"], [("image", "read")], out / "s2i.png", "S→I: spoken description → image").name
-    if ex.get("chat_image"):
+    if ex.get(S2I.name):
+        made[S2I.name] = F.image_grid(ex[S2I.name], [("image", "read")], out / f"{S2I.name}.png",
+                                      "S→I: spoken description → image").name
+    if ex.get(CHAT_IMAGE.name):
         rows = [{**e, "prompt": f"{e['prompt']}\n\nQ: {e['question']}\nA: {_short(e['reply'])}"}
-                for e in ex["chat_image"]]
-        made["chat"] = F.image_grid(rows, [("image", "read")], out / "chat.png",
+                for e in ex[CHAT_IMAGE.name]]
+        made[CHAT_IMAGE.name] = F.image_grid(rows, [("image", "read")], out / "chat.png",
                                     "Chat: turn-1 drawing, turn-2 question and reply").name
-    if ex.get("judges"):
-        rows = [{**e, "prompt": F.describe(e["attributes"])} for e in ex["judges"]]
+    if ex.get(JUDGES_STEP):
+        rows = [{**e, "prompt": F.describe(e["attributes"])} for e in ex[JUDGES_STEP]]
         made["vqgan"] = F.image_grid(rows, [("ground_truth", None), ("vqgan", None)], out / "vqgan.png",
                                      "Ground truth and its VQGAN reconstruction").name
-    if ex.get("tts"):
-        made["speech"] = F.spectrograms(ex["tts"], out / "speech.png",
+    if ex.get(TTS.name):
+        made["speech"] = F.spectrograms(ex[TTS.name], out / "speech.png",
                                         [("ground_truth", None), ("resynthesized", "judge_resynthesized"),
                                          ("generated", "judge_generated")],
                                         "TTS: reference, reference through the codec, generated (log-mel)").name
@@ -142,13 +146,11 @@ def _short(text: str, n: int = 80) -> str:
 
 
 def _audio(result: SuiteResult, out: Path, n: int = 3) -> list[str]:
-    from aromni.tokenizers.speech.audio_io import save_wav
-
     names = []
-    for i, e in enumerate(result.examples.get("tts", [])[:n]):
+    for i, e in enumerate(result.examples.get(TTS.name, [])[:n]):
         for key in ("generated", "resynthesized", "ground_truth"):
             if e.get(key) is not None and len(e[key]):
-                p = out / "audio" / f"tts{i}_{key}.wav"
+                p = out / "audio" / f"{TTS.name}{i}_{key}.wav"
                 p.parent.mkdir(exist_ok=True)
                 save_wav(p, e[key], e["sample_rate"])
                 names.append(f"audio/{p.name}")
@@ -234,7 +236,8 @@ def _md_figures(figs: dict[str, str], audio: list[str], runs: dict[str, Path]) -
         L += ["Runs: " + ", ".join(f"{k} (`{v}`)" for k, v in runs.items()), "", f"![loss curves]({figs['loss']})", ""]
     else:
         L += ["No `metrics.jsonl` found (pass `--runs DIR`, or record `\"runs\"` in the bundle's config.json).", ""]
-    captions = {"t2i": "Text to image", "s2i": "Speech to image", "chat": "Two-turn chat about the drawn image",
+    captions = {T2I.name: "Text to image", S2I.name: "Speech to image",
+                CHAT_IMAGE.name: "Two-turn chat about the drawn image",
                 "speech": "Speech (log-mel spectrograms)", "vqgan": "VQGAN reconstructions (image judge sanity)"}
     for key, caption in captions.items():
         if key in figs:

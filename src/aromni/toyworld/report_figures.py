@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.training.metrics import read_metrics
+from aromni.training.plot import plot_metrics
 from aromni.utils.extras import optional
 from aromni.utils.io import atomic_path
 
@@ -90,8 +93,6 @@ def image_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str 
 def _logmel(wav: Any, sample_rate: int) -> np.ndarray:
     import torch
 
-    from aromni.tokenizers.speech.mel import LogMel, MelConfig
-
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).reshape(1, -1)
     if x.shape[1] < 400:
         x = torch.nn.functional.pad(x, (0, 400 - x.shape[1]))
@@ -134,8 +135,5 @@ def spectrograms(examples: Sequence[dict[str, Any]], out: Path, columns: Sequenc
 
 def loss_curves(runs: dict[str, Path], out: Path) -> Path:
     """Training curves of the runs' ``metrics.jsonl`` (one line per run; held-out values as markers)."""
-    from aromni.training.metrics import read_metrics
-    from aromni.training.plot import plot_metrics
-
     return plot_metrics({name: read_metrics(p) for name, p in runs.items()}, out,
                         title="training loss (" + ", ".join(runs) + ")")

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TASKS = (
-    "asr", "tts", "caption", "t2i", "s2i", "vqa_text", "vqa_speech", "s2s", "s2t", "chat_image", "text", "text_qa",
+from aromni.vocab.tasks import (
+    ASR,
+    CAPTION,
+    CHAT_IMAGE,
+    S2I,
+    S2S,
+    S2T,
+    T2I,
+    TEXT,
+    TEXT_QA,
+    TTS,
+    VQA_SPEECH,
+    VQA_TEXT,
+    Task,
 )
+
+#: The registry's tasks a world has records of, in build order.
+WORLD_TASKS: tuple[Task, ...] = (ASR, TTS, CAPTION, T2I, S2I, VQA_TEXT, VQA_SPEECH, S2S, S2T, CHAT_IMAGE, TEXT, TEXT_QA)
+#: Their names (record ``task`` fields, ``records`` keys of the sizes below).
+TASKS: tuple[str, ...] = tuple(t.name for t in WORLD_TASKS)
 
 
 @dataclass(frozen=True)
@@ -38,8 +55,9 @@ SIZES: dict[str, WorldSize] = {
         "small",
         images={"train": 400, "validation": 40, "test": 120},
         records=_records(
-            {"asr": 400, "tts": 200, "caption": 300, "t2i": 300, "s2i": 250, "vqa_text": 200, "vqa_speech": 150,
-             "s2s": 150, "s2t": 100, "chat_image": 150, "text": 300, "text_qa": 150},
+            {ASR.name: 400, TTS.name: 200, CAPTION.name: 300, T2I.name: 300, S2I.name: 250, VQA_TEXT.name: 200,
+             VQA_SPEECH.name: 150, S2S.name: 150, S2T.name: 100, CHAT_IMAGE.name: 150, TEXT.name: 300,
+             TEXT_QA.name: 150},
             0.1, 0.2, 10,
         ),
     ),
@@ -47,8 +65,9 @@ SIZES: dict[str, WorldSize] = {
         "full",
         images={"train": 4000, "validation": 200, "test": 600},
         records=_records(
-            {"asr": 3000, "tts": 1500, "caption": 2500, "t2i": 2500, "s2i": 2000, "vqa_text": 1500,
-             "vqa_speech": 1200, "s2s": 1200, "s2t": 800, "chat_image": 1500, "text": 3000, "text_qa": 1500},
+            {ASR.name: 3000, TTS.name: 1500, CAPTION.name: 2500, T2I.name: 2500, S2I.name: 2000,
+             VQA_TEXT.name: 1500, VQA_SPEECH.name: 1200, S2S.name: 1200, S2T.name: 800, CHAT_IMAGE.name: 1500,
+             TEXT.name: 3000, TEXT_QA.name: 1500},
             0.05, 0.1, 20,
         ),
     ),

@@ -18,7 +18,6 @@ therefore resumes under any strategy or world size with the same global batch.
 
 from __future__ import annotations
 
-import pickle
 import random
 import re
 import shutil
@@ -32,12 +31,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from aromni.errors import CheckpointError
-from aromni.models.checkpoint.aromni_format import save_decoder
+from aromni.models.checkpoint.aromni_format import load_state, save_decoder
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
 from aromni.training.distributed import DistInfo
 from aromni.utils.io import atomic_dir, atomic_path
+from aromni.utils.safe_load import load_weights_only
 
+#: A value ``torch.load(weights_only=True)`` reads back: tensors, numbers, strings, and lists / dicts of them.
+StateValue = torch.Tensor | float | int | str | bool | None | list | dict
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 TRAINER_STATE = "trainer_state.pt"
 PERCEPTUAL = "perceptual.safetensors"
@@ -157,7 +159,7 @@ def load_perceptual(head: nn.Module, directory: str | Path) -> bool:
     f = Path(directory) / PERCEPTUAL
     if not f.is_file():
         return False
-    state = _read_safetensors(f)
+    state = read_safetensors(f)
     own = head.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         return False
@@ -166,7 +168,7 @@ def load_perceptual(head: nn.Module, directory: str | Path) -> bool:
     return True
 
 
-def _read_safetensors(f: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(f: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(f))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -208,24 +210,20 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The model state (``decoder.*`` and ``perceptual.*`` keys) and the trainer state of a step directory."""
-    from aromni.models.checkpoint.aromni_format import load_state
-
     path = Path(path)
     if not (path / TRAINER_STATE).is_file():
         raise CheckpointError(f"{path}: not a training checkpoint (no {TRAINER_STATE})",
                               "pass an OUT/checkpoints/step-* directory")
     state = {f"decoder.{k}": v for k, v in load_state(path).items()}
     if (path / PERCEPTUAL).is_file():
-        state.update({f"perceptual.{k}": v for k, v in _read_safetensors(path / PERCEPTUAL).items()})
-    try:
-        trainer = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
-    except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
-        first = (str(e).strip().splitlines() or [""])[0]
-        hint = ("the file holds arbitrary Python objects, so it was not loaded; only resume from files you trust"
-                if isinstance(e, pickle.UnpicklingError) else "the file is damaged; resume from another checkpoint")
-        raise CheckpointError(f"{path / TRAINER_STATE}: cannot be read with weights_only=True ({type(e).__name__}: "
-                              f"{first})", hint) from None
+        state.update({f"perceptual.{k}": v for k, v in read_safetensors(path / PERCEPTUAL).items()})
+    return state, read_weights_only(path / TRAINER_STATE)
+
+
+def read_weights_only(f: Path) -> dict[str, StateValue]:
+    """A training state file (a dict of tensors and plain values) read with ``torch.load(weights_only=True)``."""
+    trainer = load_weights_only(f)
     if not isinstance(trainer, dict):
-        raise CheckpointError(f"{path / TRAINER_STATE}: holds a {type(trainer).__name__}, not a training state",
+        raise CheckpointError(f"{f}: holds a {type(trainer).__name__}, not a training state",
                               "the file is damaged; resume from another checkpoint")
-    return state, trainer
+    return trainer

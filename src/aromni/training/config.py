@@ -20,13 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import ConfigError
+from aromni.models.config import DecoderConfig
 from aromni.training.distributed import resolve_device
 from aromni.utils.config import coerce_value, describe, field_types, non_finite_floats, yaml_with_overrides
+from aromni.vocab.conversation import STYLES
 from aromni.vocab.tasks import tail_weighted_tasks
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
 
+
+
+def decoder_config(spec: Mapping[str, Any], vocab_size: int) -> DecoderConfig:
+    """The :class:`DecoderConfig` of a ``model.decoder`` mapping (``preset`` + overrides, or every field)."""
+    spec = dict(spec)
+    preset = spec.pop("preset", None)
+    spec.setdefault("vocab_size", vocab_size)
+    if preset is not None:
+        return DecoderConfig.preset(str(preset), **spec)
+    return DecoderConfig.from_dict(spec)
 
 @dataclass
 class MixingConfig:
@@ -145,8 +157,6 @@ class ModelConfig:
         if not self.init_std > 0:
             raise ConfigError(f"model.init_std must be positive, got {self.init_std}")
         if self.decoder and not self.init_from:
-            from aromni.training.model_init import decoder_config
-
             try:  # validate the architecture now, not after the data is planned (the vocabulary size comes later)
                 decoder_config(self.decoder, 1)
             except ConfigError as e:
@@ -353,7 +363,6 @@ class ExportConfig:
         dtypes = ("float32", "bfloat16", "float16")  # aromni.training.export.DTYPES
         if self.dtype not in dtypes:
             raise ConfigError(f"export.dtype must be one of {', '.join(dtypes)}, got {self.dtype!r}")
-        from aromni.vocab.conversation import STYLES
 
         if self.style not in STYLES:
             raise ConfigError(f"export.style must be one of {', '.join(STYLES)}, got {self.style!r}")
@@ -411,8 +420,6 @@ class TrainConfig:
         """A from-scratch decoder must hold a packed row: ``data.seq_len`` inputs within ``max_seq_len``."""
         if not self.model.decoder or self.model.init_from:
             return
-        from aromni.training.model_init import decoder_config
-
         context = decoder_config(self.model.decoder, 1).max_seq_len
         if context < self.data.seq_len:
             raise ConfigError(f"data.seq_len {self.data.seq_len} is longer than the decoder's context "

@@ -11,6 +11,7 @@ from aromni.bundle import save_bundle
 from aromni.errors import ConfigError
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
+from aromni.tokenizers.base import load_tokenizer
 from aromni.training.config import ExportConfig
 from aromni.utils.io import atomic_dir, read_json
 from aromni.vocab.layout import VocabLayout
@@ -20,8 +21,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def export_tokenizers(cfg: ExportConfig) -> dict[str, Any]:
     """Tokenizers to put in the bundle: ``cfg.text/image/speech`` directories, else those of ``tokenizers_from``."""
-    from aromni.tokenizers.base import load_tokenizer
-
     dirs: dict[str, Path | None] = {m: None for m in ("text", "image", "speech")}
     if cfg.tokenizers_from:
         src = Path(cfg.tokenizers_from)

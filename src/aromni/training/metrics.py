@@ -44,7 +44,7 @@ class MetricsLogger:
     """
 
     def __init__(self, out_dir: str | Path, *, resume_step: int | None, total: int, tensorboard: bool = False,
-                 progress: bool = True, enabled: bool = True, initial: int = 0):
+                 progress: bool = True, enabled: bool = True, initial: int = 0, desc: str = "train"):
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self._tb = None
@@ -64,13 +64,19 @@ class MetricsLogger:
         if progress and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     @property
     def has_bar(self) -> bool:
         return self._bar is not None
 
-    def log(self, record: dict[str, Any]) -> None:
+    def advance(self) -> None:
+        """Move the progress bar one step (for records logged with ``advance=False``)."""
+        if self.enabled and self._bar is not None:
+            self._bar.update(1)
+
+    def log(self, record: dict[str, Any], *, advance: bool = True) -> None:
+        """Append ``record`` (it must have a ``step``); ``advance``: also move the progress bar one step."""
         if not self.enabled:
             return
         self._file.write(json.dumps(record) + "\n")
@@ -81,8 +87,11 @@ class MetricsLogger:
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(f"train/{k}", v, step)
         if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+            if advance:
+                self._bar.update(1)
+            post = {k: f"{record[k]:.4g}" for k in ("loss", "lr") if isinstance(record.get(k), (int, float))}
+            if post:
+                self._bar.set_postfix(post, refresh=False)
 
     def message(self, text: str) -> None:
         if not self.enabled:

@@ -18,21 +18,12 @@ from typing import Any
 import torch
 
 from aromni.errors import ConfigError
-from aromni.models.config import DecoderConfig
+from aromni.models import load_decoder
 from aromni.models.decoder import Decoder
-from aromni.training.config import ModelConfig
+from aromni.training.config import ModelConfig, decoder_config
 from aromni.training.vocab_extension import extend_vocabulary
 from aromni.utils.io import read_json
 from aromni.vocab.layout import VocabLayout
-
-
-def decoder_config(spec: dict[str, Any], vocab_size: int) -> DecoderConfig:
-    spec = dict(spec)
-    preset = spec.pop("preset", None)
-    spec.setdefault("vocab_size", vocab_size)
-    if preset is not None:
-        return DecoderConfig.preset(str(preset), **spec)
-    return DecoderConfig.from_dict(spec)
 
 
 def _layout_of_checkpoint(path: Path) -> VocabLayout | None:
@@ -66,8 +57,6 @@ def build_decoder(cfg: ModelConfig, data_layout: VocabLayout, *, seed: int = 0
         decoder.init_weights(cfg.init_std, generator=gen)
         notes["init"] = "scratch"
     else:
-        from aromni.models import load_decoder
-
         path = Path(cfg.init_from)
         decoder = load_decoder(path)
         decoder.float()

@@ -14,13 +14,15 @@ of the whole optimizer step, across micro-batches and ranks). ``E`` is typically
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from aromni.errors import CheckpointError, ConfigError
+from aromni.tokenizers.base import load_tokenizer
+from aromni.utils.io import read_json
+from aromni.utils.safe_load import load_weights_only
 
 
 class PerceptualHead(nn.Module):
@@ -68,15 +70,7 @@ def load_table(source: str | Path) -> torch.Tensor:
             raise CheckpointError(f"{path}: unreadable safetensors file ({e})",
                                   "the file is truncated or corrupt; save the [n_codes, d_e] table again") from None
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
-            if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():
-                raise CheckpointError(f"{path}: holds arbitrary pickled Python objects, not just tensors, so "
-                                      "torch.load(weights_only=True) refused it", "save the [n_codes, d_e] tensor alone"
-                                      ) from None
-            raise CheckpointError(f"{path}: not a readable PyTorch file (weights_only load: {type(e).__name__})",
-                                  "the file is truncated or corrupt; save the [n_codes, d_e] table again") from None
+        obj = load_weights_only(Path(path))
         tensors = obj if isinstance(obj, dict) else {"table": obj}
     tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.dim() == 2}
     if len(tensors) != 1:
@@ -93,9 +87,6 @@ def load_table(source: str | Path) -> torch.Tensor:
 
 
 def _table_from_dir(path: Path) -> torch.Tensor:
-    from aromni.tokenizers.base import load_tokenizer
-    from aromni.utils.io import read_json
-
     cfg = read_json(path / "config.json")
     if isinstance(cfg, dict) and cfg.get("format") == "aromni":  # a bundle: use its image tokenizer
         sub = (cfg.get("bundle", {}).get("tokenizers") or {}).get("image")

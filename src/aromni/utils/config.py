@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from aromni.errors import ConfigError, InputError
+from aromni.utils.io import JSONValue
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ _MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
 Builder = Callable[[type, Any, str], Any]
 
 
-def describe(value: Any) -> str:
+def describe(value: object) -> str:
     """``value`` as a config error names it: strings say they are strings (``the string 'ten'``)."""
     if isinstance(value, str):
         return f"the string {value!r}"
@@ -108,7 +109,7 @@ def _is_union(origin: Any) -> bool:
     return origin is Union or origin is getattr(types, "UnionType", None)
 
 
-def coerce_value(tp: Any, value: Any, key: str, build: Builder | None = None) -> Any:
+def coerce_value(tp: object, value: object, key: str, build: Builder | None = None) -> object:
     """``value`` checked against (and converted to) the annotation ``tp``; :class:`ConfigError` names ``key``.
 
     ``build(cls, mapping, key)`` makes a nested dataclass ``cls`` from a mapping (default: strict
@@ -191,7 +192,7 @@ def _nested_builder(cls: type, value: Mapping[str, Any], key: str) -> Any:
     return _from_dict(cls, value, key, "fields", prefix="")
 
 
-def field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, object]:
     """The resolved annotation of every field of dataclass ``cls`` (``Any`` where it cannot be resolved)."""
     try:
         hints = get_type_hints(cls)
@@ -200,7 +201,7 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
 
-def dataclass_from_dict(cls: type[T], d: Mapping[str, Any], what: str, *, noun: str = "fields") -> T:
+def dataclass_from_dict(cls: type[T], d: Mapping[str, object], what: str, *, noun: str = "fields") -> T:
     """``cls(**d)`` for the dataclass ``cls``, strictly typed and refusing keys it has no field for.
 
     Errors are :class:`ConfigError` whose problem starts with ``what`` (e.g. ``"decoder config"``):
@@ -243,7 +244,7 @@ def _from_dict(cls: type[T], d: Any, what: str, noun: str, prefix: str) -> T:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def check_tree(value: Any, where: str) -> None:
+def check_tree(value: object, where: str) -> None:
     """Refuse a parsed config nested deeper than :data:`MAX_DEPTH` or holding more than :data:`MAX_NODES` values.
 
     Walks iteratively, so it is itself safe on any input (YAML aliases that multiply a structure included).
@@ -263,7 +264,7 @@ def check_tree(value: Any, where: str) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def non_finite_floats(value: Any, prefix: str = "") -> list[str]:
+def non_finite_floats(value: object, prefix: str = "") -> list[str]:
     """Dotted paths of the ``nan``/``inf`` floats anywhere in a parsed config (``["optim.lr"]``)."""
     found = []
     stack: list[tuple[Any, str]] = [(value, prefix)]
@@ -282,7 +283,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path) -> dict[str, JSONValue]:
     """A YAML mapping from ``path``, with clear errors for a missing file, bad YAML, a non-mapping, or a
     pathological file (nested too deeply, too many values: :func:`check_tree`)."""
     import yaml
@@ -311,7 +312,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
+def apply_override(raw: dict[str, JSONValue], item: str) -> None:
     """Set ``a.b.c=value`` in the nested dict ``raw`` (value parsed as YAML; missing sections are created)."""
     import yaml
 
@@ -339,13 +340,13 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = parsed
 
 
-def apply_overrides(raw: dict[str, Any], items: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(raw: dict[str, JSONValue], items: Iterable[str]) -> dict[str, JSONValue]:
     """:func:`apply_override` for each of ``items`` in order (a later one wins); returns ``raw`` (changed)."""
     for item in items:
         apply_override(raw, item)
     return raw
 
 
-def yaml_with_overrides(path: str | Path | None, overrides: Iterable[str]) -> dict[str, Any]:
+def yaml_with_overrides(path: str | Path | None, overrides: Iterable[str]) -> dict[str, JSONValue]:
     """The settings of a YAML file (none when ``path`` is ``None``) with ``key=value`` overrides applied."""
     return apply_overrides(read_yaml(path) if path is not None else {}, overrides)

@@ -13,9 +13,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Union
 
 from aromni.errors import InputError
+
+#: A value JSON can hold (what :func:`read_json` returns and :func:`atomic_write_json` writes).
+JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]
 
 
 def _umask() -> int:
@@ -71,7 +74,7 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(dest, text.encode("utf-8"))
 
 
-def atomic_write_json(dest: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> None:
+def atomic_write_json(dest: str | os.PathLike[str], obj: JSONValue, *, indent: int = 2) -> None:
     atomic_write_text(dest, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
@@ -79,7 +82,7 @@ class JSONNestingError(InputError):
     """A JSON document nested deeper than the parser can follow (Python's recursion limit)."""
 
 
-def loads_json(text: str | bytes, source: str = "input") -> Any:
+def loads_json(text: str | bytes, source: str = "input") -> JSONValue:
     """Parse JSON text; malformed, over-deep or otherwise unparseable input raises a clear :class:`InputError`
     naming ``source`` (never ``RecursionError`` or a bare ``ValueError``). Over-deep documents raise the
     :class:`JSONNestingError` subclass."""
@@ -109,13 +112,13 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
         raise InputError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+def read_json(path: str | os.PathLike[str]) -> JSONValue:
     """Read a JSON file, turning a missing, unreadable, malformed or over-deep file into a clear
     :class:`InputError`."""
     return loads_json(read_text(path), str(path))
 
 
-def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> list[tuple[int, Any]]:
+def read_jsonl(path: str | os.PathLike[str], what: str = "JSONL file") -> list[tuple[int, JSONValue]]:
     """``[(line number, value)]`` of a JSON-lines file (blank lines skipped); a bad line raises an
     :class:`InputError` naming ``path:line``."""
     out = []

@@ -21,54 +21,17 @@ a generation prompt ending in the assistant prefix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from aromni.errors import InputError
 from aromni.vocab.layout import VocabLayout
+from aromni.vocab.segmenter import split_segments
+from aromni.vocab.segments import ImageSegment, Segment, SpeechSegment, TextCodec, TextSegment
 
 Role = Literal["user", "assistant"]
-
-
-@dataclass
-class TextSegment:
-    """Text. ``ids`` caches its token ids when they come from generation (``text`` may be empty then)."""
-
-    text: str = ""
-    ids: list[int] | None = None
-    type: str = field(default="text", init=False, repr=False)
-
-
-@dataclass
-class ImageSegment:
-    """An image as codebook indices ``[h*w]`` (row-major). ``complete`` is False for truncated output."""
-
-    codes: Sequence[int] | np.ndarray
-    complete: bool = True
-    type: str = field(default="image", init=False, repr=False)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, ImageSegment) and self.complete == other.complete
-                and np.array_equal(np.asarray(self.codes), np.asarray(other.codes)))
-
-
-@dataclass
-class SpeechSegment:
-    """Speech as codec codes ``[F]``. ``transcript`` is metadata only (never encoded)."""
-
-    codes: Sequence[int] | np.ndarray
-    complete: bool = True
-    transcript: str | None = None
-    type: str = field(default="speech", init=False, repr=False)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, SpeechSegment) and self.complete == other.complete
-                and np.array_equal(np.asarray(self.codes), np.asarray(other.codes)))
-
-
-Segment = Union[TextSegment, ImageSegment, SpeechSegment]
 
 
 @dataclass
@@ -210,7 +173,7 @@ class _Builder:
             self.spans.append(Span(kind, start, len(self.ids), role, turn))
 
 
-def encode_segment(seg: Segment, layout: VocabLayout, tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+def encode_segment(seg: Segment, layout: VocabLayout, tokenizer: TextCodec) -> tuple[list[int], list[int], list[int]]:
     """Return ``(prefix_markers, content_ids, suffix_markers)`` for one segment."""
     if isinstance(seg, TextSegment):
         if seg.ids is not None and not seg.text:
@@ -239,7 +202,7 @@ def _int_array(values: Any, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def encode_conversation(conv: Conversation, layout: VocabLayout, tokenizer: Any,
+def encode_conversation(conv: Conversation, layout: VocabLayout, tokenizer: TextCodec,
                         style: str | PromptStyle = OFFICIAL) -> EncodedConversation:
     """Conversation -> :class:`EncodedConversation` (ids + masks). See the module docstring for the framing."""
     style = get_style(style)
@@ -272,15 +235,13 @@ def encode_conversation(conv: Conversation, layout: VocabLayout, tokenizer: Any,
     )
 
 
-def decode_conversation(ids: Sequence[int] | np.ndarray, layout: VocabLayout, tokenizer: Any,
+def decode_conversation(ids: Sequence[int] | np.ndarray, layout: VocabLayout, tokenizer: TextCodec,
                         style: str | PromptStyle = OFFICIAL) -> Conversation:
     """Token ids of a whole conversation -> :class:`Conversation` (inverse of :func:`encode_conversation`).
 
     Adjacent text segments come back merged (their token boundaries are not recoverable). Raises
     :class:`InputError` if the ids do not follow the style's framing.
     """
-    from aromni.vocab.segmenter import split_segments
-
     style = get_style(style)
     ids = [int(i) for i in ids]
     user_prefix = tokenizer.encode(style.user_prefix)
@@ -320,7 +281,7 @@ def decode_conversation(ids: Sequence[int] | np.ndarray, layout: VocabLayout, to
     return Conversation(turns, chat=None if chat is None or chat == (n_user > 1) else chat)
 
 
-def _match_prefix(ids: list[int], i: int, tokenizer: Any, style: PromptStyle) -> str:
+def _match_prefix(ids: list[int], i: int, tokenizer: TextCodec, style: PromptStyle) -> str:
     # The official T2I prompt uses " GPT:" (leading space); accept any known variant of the prefix.
     for cand in (style.assistant_prefix, " " + style.assistant_prefix):
         enc = tokenizer.encode(cand)

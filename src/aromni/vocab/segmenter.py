@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from aromni.vocab.conversation import ImageSegment, Segment, SpeechSegment, TextSegment
+from aromni.vocab.segments import ImageSegment, Segment, SpeechSegment, TextCodec, TextSegment
 from aromni.vocab.layout import VocabLayout
 
 _TEXT, _IMAGE, _SPEECH = 1, 2, 3
@@ -39,7 +38,7 @@ class SplitResult:
     consumed: int
 
 
-def split_segments(ids: Sequence[int] | np.ndarray, layout: VocabLayout, tokenizer: Any = None, *,
+def split_segments(ids: Sequence[int] | np.ndarray, layout: VocabLayout, tokenizer: TextCodec | None = None, *,
                    stop_at: Sequence[int] | None = None, image_tokens: int | None = None) -> SplitResult:
     """Parse ``ids`` into segments.
 

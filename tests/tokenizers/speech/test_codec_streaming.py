@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aromni.errors import InputError
 from aromni.tokenizers.speech.codec import CodecConfig, StreamingCodec
 from aromni.tokenizers.speech.codec.data import ClipSet
-from aromni.tokenizers.speech.codec.head import ISTFTHead
+from aromni.tokenizers.speech.codec.head import StreamingISTFTHead
 from aromni.tokenizers.speech.codec.modules import StreamingConv1d
-from aromni.tokenizers.speech.codec.streaming import init_states, installed
-from aromni.tokenizers.speech.codec.train import CodecTrainConfig, CodecTrainer
+from aromni.tokenizers.streaming import init_states, installed
+from aromni.training.recipes.codec import CodecTrainer
+from aromni.training.recipes.codec_config import CodecTrainConfig
 
 TOL = 1e-5
 
@@ -127,17 +129,18 @@ def test_streaming_context_and_independent_streams():
 
 
 def test_closed_stream_and_bad_pushes_raise():
-    from aromni.errors import InputError
-
     codec = _tiny()
     dec = codec.stream_decoder(2)
     with pytest.raises(InputError):
         dec.push(torch.zeros(1, 3, dtype=torch.long))  # wrong batch
     with pytest.raises(InputError):
         dec.push(torch.full((2, 1), codec.codebook_size))  # out of range
-    dec.flush()
-    with pytest.raises(InputError):
+    with dec.streaming():
         dec.push(torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(InputError, match="not streaming"):  # the streaming() block dropped the state
+        dec.push(torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(InputError, match="not streaming"):
+        dec.flush()
 
 
 def test_streaming_conv_chunks_equal_full_and_noncausal_refuses():
@@ -157,7 +160,7 @@ def test_streaming_conv_chunks_equal_full_and_noncausal_refuses():
 def test_istft_head_reconstructs_analysed_signal():
     """Spectra = STFT (start-aligned Hann windows) of x -> the head's overlap-add gives x back, past the fade-in."""
     n_fft, hop = 64, 16
-    head = ISTFTHead(dim=4, n_fft=n_fft, hop_s=hop, subframes=1, max_log_magnitude=10.0)
+    head = StreamingISTFTHead(dim=4, n_fft=n_fft, hop_s=hop, subframes=1, max_log_magnitude=10.0)
     x = torch.randn(2, 40 * hop)
     padded = torch.nn.functional.pad(x, (0, n_fft))
     frames = padded.unfold(-1, n_fft, hop)[:, :40] * head.window  # [B, 40, n_fft]

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from aromni.cli.main import main
 from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.base import load_tokenizer
 from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split_files
-from aromni.tokenizers.speech.codec.train import (
+from aromni.training.recipes.codec import (
     CodecTrainConfig,
     CodecTrainer,
     load_train_config,
@@ -86,8 +87,9 @@ def test_gan_phase_runs_and_is_checkpointed(audio_dir, tmp_path):
     train_codec(cfg, str(audio_dir), out, progress=False)
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert "disc" not in logs[0] and {"disc", "adv", "fm"} <= set(logs[1]) and {"disc", "adv", "fm"} <= set(logs[2])
-    state = torch.load(out / "checkpoint" / "trainer.pt", weights_only=True)
-    assert "disc" in state and "opt_d" in state
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    assert set(state["optimizers"]) == {"opt", "opt_d"}
+    assert any(k.startswith("disc.") for k in load_file(str(out / "checkpoint" / "model.safetensors")))
 
 
 def test_cli_train_refuses_to_clobber_and_resumes(audio_dir, tmp_path, capsys):

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 
 from aromni.cli import batch, common
+from aromni.inference.omni import OmniModel, TextOutput
+from aromni.inference.options import DecodeOptions
+from aromni.vocab.tasks import ASR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("asr", help="transcribe audio files")
+    p = sub.add_parser(ASR.name, help="transcribe audio files")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio", nargs="+", metavar="AUDIO",
                      help="audio file(s), folder(s) or glob(s) (wav, flac, ogg; any rate, mixed to mono)")
@@ -22,20 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.input is not None:
-        requests = batch.read_requests(args.input, "audio")
-    else:
-        paths, is_batch = batch.expand_paths(args.audio, batch.AUDIO_SUFFIXES, "audio")
-        if not is_batch and args.output is None:
-            return run_one(args, paths[0])
-        requests = [batch.Request(i, p) for i, p in enumerate(paths)]
-    return batch.text_task(args, requests, "audio", lambda m, xs: m.asr(
-        xs, instruction=args.instruction, options=common.overrides(args)), "asr")
+    def call(model: OmniModel, options: DecodeOptions, x: str | list[str]) -> TextOutput | list[TextOutput]:
+        return model.asr(x, instruction=args.instruction, options=options)
 
-
-def run_one(args: argparse.Namespace, audio: str) -> int:
-    model = common.load_model(args)
-    out = model.asr(audio, instruction=args.instruction, options=common.overrides(args))
-    common.emit(args, {"audio": audio, "text": out.text, "stop_reason": out.stop_reason,
-                       "seconds": round(out.seconds, 3)}, out.text)
-    return 0
+    return batch.media_to_text(args, "audio", batch.AUDIO_SUFFIXES, ASR, call)

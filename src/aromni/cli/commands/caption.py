@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 
 from aromni.cli import batch, common
+from aromni.inference.omni import OmniModel, TextOutput
+from aromni.inference.options import DecodeOptions
+from aromni.vocab.tasks import CAPTION
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caption", help="describe images")
+    p = sub.add_parser(CAPTION.name, help="describe images")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", nargs="+", metavar="IMAGE",
                      help="image file(s), folder(s) or glob(s) (png, jpeg, webp, ...)")
@@ -22,20 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.input is not None:
-        requests = batch.read_requests(args.input, "image")
-    else:
-        paths, is_batch = batch.expand_paths(args.image, batch.IMAGE_SUFFIXES, "image")
-        if not is_batch and args.output is None:
-            return run_one(args, paths[0])
-        requests = [batch.Request(i, p) for i, p in enumerate(paths)]
-    return batch.text_task(args, requests, "image", lambda m, xs: m.caption(
-        xs, instruction=args.instruction, options=common.overrides(args)), "caption")
+    def call(model: OmniModel, options: DecodeOptions, x: str | list[str]) -> TextOutput | list[TextOutput]:
+        return model.caption(x, instruction=args.instruction, options=options)
 
-
-def run_one(args: argparse.Namespace, image: str) -> int:
-    model = common.load_model(args)
-    out = model.caption(image, instruction=args.instruction, options=common.overrides(args))
-    common.emit(args, {"image": image, "text": out.text, "stop_reason": out.stop_reason,
-                       "seconds": round(out.seconds, 3)}, out.text)
-    return 0
+    return batch.media_to_text(args, "image", batch.IMAGE_SUFFIXES, CAPTION, call)

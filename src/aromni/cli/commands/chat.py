@@ -18,16 +18,26 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from aromni.cli import common
 from aromni.errors import AromniError
+from aromni.inference.chat import ChatSession
+from aromni.inference.dialogs import DialogRunner, check_output_dir, normalize_dialogs, read_dialog_file
+from aromni.inference.media import save_png, save_wav
+from aromni.inference.omni import OmniModel
+from aromni.tokenizers.image.image_io import load_image
+from aromni.vocab.tasks import CHAT
+
+#: Prints one line (or part of one, with ``end=""``) to the session's output.
+Say = Callable[..., None]
 
 PROMPT = "you> "
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="multi-turn chat: a dialog file (--input) or an interactive session")
+    p = sub.add_parser(CHAT.name, help="multi-turn chat: a dialog file (--input) or an interactive session")
     p.add_argument("--input", default=None, help="dialogs as JSON/JSONL in the official inference_chat.py schema")
     p.add_argument("--output-dir", default=None, help="where outputs go (required with --input; REPL: chat_out)")
     p.add_argument("--overwrite", action="store_true",
@@ -54,14 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_file(args: argparse.Namespace) -> int:
-    from aromni.inference.dialogs import DialogRunner, check_output_dir, normalize_dialogs, read_dialog_file
-
     if not args.output_dir:
         raise AromniError("--input needs --output-dir", "e.g. --output-dir chat_out")
     check_output_dir(args.output_dir, args.overwrite)  # before the model loads
     dialogs = normalize_dialogs(read_dialog_file(args.input), args.input)
     model = common.load_model(args)
-    opts = model.options("chat", common.overrides(args))
+    opts = common.decode_options(args, CHAT, model)
     base = args.base_dir or str(Path(args.input).resolve().parent)
     runner = DialogRunner(model, args.output_dir, base_dir=base, options=opts, save_tokens=args.save_tokens,
                           overwrite=args.overwrite)
@@ -81,11 +89,9 @@ def run_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_repl(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, *, model: Any = None,
+def run_repl(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, *, model: OmniModel | None = None,
              interactive: bool | None = None) -> int:
     """The interactive loop. ``interactive`` (default: ``stdin`` is a terminal) prints the ``you>`` prompt."""
-    from aromni.inference.dialogs import check_output_dir
-
     out_dir = Path(args.output_dir or "chat_out")
     check_output_dir(out_dir, overwrite=True)  # a file in the way is refused before the model loads
     if interactive is None:
@@ -93,11 +99,11 @@ def run_repl(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, *, model: 
     if model is None:
         model = common.load_model(args)
     common.flush_notes()  # the session runs until the user quits: show the model note now
-    kw: dict[str, Any] = {} if args.append_text is None else {"append_text": args.append_text}
-    session = model.chat(options=common.overrides(args), **kw)
-    images: list[Any] = []
+    kw: dict[str, str] = {} if args.append_text is None else {"append_text": args.append_text}
+    session = model.chat(options=common.decode_options(args, CHAT, model), **kw)
+    images: list[object] = []
 
-    def say(text: str, **kw: Any) -> None:
+    def say(text: str, **kw: str | bool) -> None:
         common.safe_print(text, stdout, flush=True, **kw)
 
     say("aromni chat: type a message; /image PATH, /audio PATH, /reset, /quit (Ctrl-C cancels a reply)")
@@ -118,7 +124,7 @@ def run_repl(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, *, model: 
         if line == "/image" or line.startswith("/image "):
             _attach(line[len("/image"):].strip(), images, say)
             continue
-        turn: dict[str, Any] = {"images": list(images)}
+        turn: dict[str, object] = {"images": list(images)}
         if line == "/audio" or line.startswith("/audio "):
             path = line[len("/audio"):].strip()
             if not path:
@@ -140,7 +146,7 @@ def run_repl(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, *, model: 
     return 0
 
 
-def _isatty(stream: Any) -> bool:
+def _isatty(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
@@ -164,13 +170,11 @@ def _read_line(stdin: TextIO, stdout: TextIO, interactive: bool) -> str | None:
     return raw
 
 
-def _attach(path: str, images: list[Any], say: Any) -> None:
+def _attach(path: str, images: list[object], say: Say) -> None:
     """Load the image now, so a missing or unreadable file is reported at once, not at the next turn."""
     if not path:
         say("error: usage: /image PATH")
         return
-    from aromni.tokenizers.image.image_io import load_image
-
     try:
         images.append(load_image(path))
     except AromniError as e:
@@ -182,11 +186,9 @@ def _attach(path: str, images: list[Any], say: Any) -> None:
     say(f"(image attached: {path})")
 
 
-def _reply(session: Any, model: Any, turn: dict[str, Any], out_dir: Path, say: Any) -> None:
+def _reply(session: ChatSession, model: OmniModel, turn: dict[str, object], out_dir: Path, say: Say) -> None:
     """Stream one reply. ``ChatSession.stream`` adds the turn to the history only after the reply is complete,
     so an exception (or Ctrl-C) here leaves the history as it was."""
-    from aromni.inference.media import save_png, save_wav
-
     uid = uuid.uuid4().hex[:8]
     started = False
     with warnings.catch_warnings(record=True) as caught:

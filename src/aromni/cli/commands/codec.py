@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from aromni.cli import common
+from aromni.errors import InputError
+from aromni.tokenizers.base import SpeechTokenizer, load_tokenizer
+from aromni.tokenizers.speech.audio_io import load_audio, save_wav
+from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.training.recipes.codec import train_codec
+from aromni.training.recipes.codec_config import load_train_config, resume_config
 
 
 def register(subparsers: Any) -> None:
@@ -33,8 +41,6 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aromni.tokenizers.speech.codec.train import load_train_config, resume_config, train_codec
-
     common.check_train_run_args(args)
     cfg = resume_config(args.out, args.overrides) if args.resume else load_train_config(args.config, args.overrides)
     summary = train_codec(cfg, args.audio, args.out, resume=args.resume, overwrite=args.overwrite,
@@ -44,13 +50,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    from aromni.errors import InputError
-    from aromni.tokenizers.base import SpeechTokenizer, load_tokenizer
-    from aromni.tokenizers.speech.audio_io import load_audio, save_wav
-    from aromni.tokenizers.speech.mel import LogMel, MelConfig
-
     tok = load_tokenizer(args.model)
     if not isinstance(tok, SpeechTokenizer):
         raise InputError(f"{args.model} is a {tok.modality} tokenizer, not a speech codec")

@@ -15,6 +15,11 @@ import torch
 
 from aromni.cli.common import positive_float, positive_int
 from aromni.errors import InputError
+from aromni.models.checkpoint import detect_format, load_decoder, save_checkpoint
+from aromni.models.checkpoint.aromni_format import read_config
+from aromni.models.checkpoint.hf_format import hf_extras
+from aromni.models.checkpoint.meta_format import meta_num_shards
+from aromni.utils.io import atomic_dir
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TARGETS = ("aromni", "hf", "hf-anole", "meta")
@@ -36,11 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aromni.models.checkpoint import detect_format, load_decoder, save_checkpoint
-    from aromni.models.checkpoint.aromni_format import read_config
-    from aromni.models.checkpoint.hf_format import hf_extras
-    from aromni.models.checkpoint.meta_format import meta_num_shards
-    from aromni.utils.io import atomic_dir
 
     src, dst = Path(args.src), Path(args.dst)
     if dst.exists() and src.exists() and dst.resolve() == (src.parent if src.is_file() else src).resolve():

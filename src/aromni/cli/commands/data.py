@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from aromni.training.data.build import BuildConfig, build, format_report
+from aromni.training.data.shards import read_manifest
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="build and inspect training data shards")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
@@ -33,8 +35,6 @@ def register(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from aromni.training.data.build import BuildConfig, build, format_report
-
     cfg = BuildConfig.load(args.config)
     manifest = build(
         cfg, out=args.out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet
@@ -45,8 +45,5 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from aromni.training.data.build import format_report
-    from aromni.training.data.shards import read_manifest
-
     print(format_report(read_manifest(args.dir), Path(args.dir)))
     return 0

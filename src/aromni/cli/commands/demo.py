@@ -14,13 +14,15 @@ from pathlib import Path
 
 import torch
 
+from aromni.cli.common import positive_int, seed_int
 from aromni.errors import InputError
+from aromni.models import Decoder, DecoderConfig
+from aromni.toyworld.demo import find_bundle, run_demo
 from aromni.utils.io import atomic_write_json
+from aromni.vocab.layout import VocabLayout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from aromni.cli.common import positive_int, seed_int
-
     p = sub.add_parser("demo", help="run the shipped toy model through every task (or a random-weight smoke run)")
     p.add_argument("--out", default="demo_out", help="directory for the outputs (default: demo_out)")
     p.add_argument("--model", default=None, help="bundle to run: a directory, or 'toy' (default: the shipped toy bundle)")
@@ -36,11 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     if not args.random:
-        try:
-            from aromni.toyworld.demo import find_bundle, run_demo
-        except ImportError:
-            find_bundle = None
-        bundle = args.model or (find_bundle() if find_bundle else None)
+        bundle = args.model or find_bundle()
         if bundle is not None:
             return run_demo(bundle, Path(args.out), seed=args.seed)
         print("No trained toy bundle is available in this installation, so this demo runs the decoder on a "
@@ -50,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
 def random_decoder_demo(out: Path, seed: int = 0) -> int:
     """Prefill + cached decode of a random tiny decoder; verify cached == full forward; write a summary."""
-    from aromni.models import Decoder, DecoderConfig
-    from aromni.vocab.layout import VocabLayout
-
     torch.manual_seed(seed)
     layout = VocabLayout.compact(n_text=256, n_image=64, n_speech=128)
     cfg = DecoderConfig.preset("tiny", vocab_size=layout.vocab_size)

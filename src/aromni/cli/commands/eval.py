@@ -8,12 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+from aromni.cli.common import add_model_args, load_model, positive_int, seed_int
 from aromni.errors import InputError
+from aromni.inference.omni import OmniModel
+from aromni.toyworld.evaluation import TASKS, SuiteConfig, SuiteResult, run_suite
+from aromni.toyworld.report import ablation_rows, find_runs, write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from aromni.cli.common import add_model_args, positive_int, seed_int
-
     p = sub.add_parser("eval", help="evaluate a bundle (toy world: ASR, TTS, captions, T2I, S→I, VQA, chat, latency)")
     add_model_args(p, toy_default=False)
     p.add_argument("--suite", default="toy", choices=["toy"], help="which suite (default: toy)")
@@ -50,10 +52,6 @@ def _parse_ablation(items: list[str]) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aromni.cli.common import load_model
-    from aromni.inference.omni import OmniModel
-    from aromni.toyworld.evaluation import TASKS, EvalConfig, run_suite
-
     if not args.world:
         raise InputError("--world is required for the toy suite", "build one with `aromni toyworld build --out DIR`")
     if not (Path(args.world) / "manifest.json").is_file():
@@ -66,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else TASKS
     model = load_model(args, toy_default=False)
-    cfg = EvalConfig(split=args.split, limits=args.limit, tasks=tasks, seed=args.seed, batch_size=args.batch_size,
-                     judges=args.judges, progress=not args.quiet)
+    cfg = SuiteConfig(split=args.split, limits=args.limit, tasks=tasks, seed=args.seed, batch_size=args.batch_size,
+                      judges=args.judges, progress=not args.quiet)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     log(f"evaluating {args.model_path} on {args.world} ({args.split})")
     result = run_suite(model, args.world, cfg, log=log)
@@ -77,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         other = OmniModel.load(path, device=args.device, dtype=args.dtype)
         others.append((name, run_suite(other, args.world, cfg, log=log)))
     if report is not None:
-        from aromni.toyworld.report import find_runs, write_report
-
         main_name = args.name or Path(args.model_path).name
         rows = [(main_name, result), *others] if others else []
         md = write_report(result, report, runs=find_runs(args.model_path, args.runs), ablation=rows,
@@ -87,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_dict()
         if others:
-            from aromni.toyworld.report import ablation_rows
-
             data["ablation"] = ablation_rows([(args.name or Path(args.model_path).name, result), *others])
         print(json.dumps(data, indent=2))
     else:
@@ -96,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(result) -> None:
+def _print_table(result: SuiteResult) -> None:
     rows = result.rows
     width = max(len(r["task"]) for r in rows)
     mwidth = max(len(r["metric"]) for r in rows)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 
 from aromni.cli import common
+from aromni.inference.official_import import import_official
+from aromni.inference.omni import parse_dtype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aromni.inference.official_import import import_official
-    from aromni.inference.omni import parse_dtype
-
     quiet = args.json
     out = import_official(args.aromni, args.wavtokenizer_config, args.wavtokenizer_ckpt, args.out,
                           decoder=args.decoder, dtype=parse_dtype(args.dtype), overwrite=args.overwrite,

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from aromni.cli.common import check_output_path, finite_float
+from aromni.errors import InputError
+from aromni.training.metrics import read_metrics
+from aromni.training.plot import plot_metrics
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from aromni.cli.common import check_output_path
-    from aromni.errors import InputError
-    from aromni.training.metrics import read_metrics
-    from aromni.training.plot import plot_metrics
-
     check_output_path(args.out, args.overwrite, FIGURE_SUFFIXES)
     runs = {}
     for f in args.metrics:
@@ -33,8 +32,6 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp")
 
 
 def _smoothing(text: str) -> float:
-    from aromni.cli.common import finite_float
-
     x = finite_float(text)
     if not 0 <= x < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")

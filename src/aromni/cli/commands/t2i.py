@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
 from aromni.cli import batch, common
 from aromni.errors import InputError
+from aromni.inference.omni import ImageOutput, OmniModel
+from aromni.utils.io import JSONValue
+from aromni.vocab.tasks import T2I
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("t2i", help="generate images from text")
+    p = sub.add_parser(T2I.name, help="generate images from text")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
                      help="what to draw (several: one image each)")
@@ -42,18 +43,18 @@ def run(args: argparse.Namespace) -> int:
     batch.take_single_out(requests, args)
     batch.plan_outputs(requests, args.out_dir, SUFFIXES, overwrite=args.overwrite, base=base)
 
-    def save(model: Any, img: Any, path: Path) -> dict[str, Any]:
+    def save(model: OmniModel, img: ImageOutput, path: Path) -> dict[str, JSONValue]:
         img.save(path, overwrite=True)
         return {"codes": len(img.codes), "complete": img.complete, "stop_reason": img.stop_reason}
 
-    return batch.media_task(args, requests, lambda m, texts: m.t2i(
-        texts, instruction=args.instruction, options=common.overrides(args)), save, "t2i")
+    return batch.media_task(args, requests, T2I, lambda m, opts, texts: m.t2i(
+        texts, instruction=args.instruction, options=opts), save)
 
 
 def run_one(args: argparse.Namespace, text: str) -> int:
     out = common.check_output_path(args.out, args.overwrite, SUFFIXES)
     model = common.load_model(args)
-    img = model.t2i(text, instruction=args.instruction, options=common.overrides(args))
+    img = model.t2i(text, instruction=args.instruction, options=common.decode_options(args, T2I, model))
     img.save(out, overwrite=True)
     common.emit(args, {"text": text, "out": str(out), "codes": len(img.codes), "complete": img.complete,
                        "stop_reason": img.stop_reason, "seconds": round(img.seconds, 3)},

@@ -16,12 +16,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+from aromni.cli.common import positive_int
+from aromni.errors import ConfigError, InputError
+from aromni.tokenizers.text import TextTokenizer
+from aromni.utils.io import atomic_dir, loads_json, read_json
+from aromni.vocab.layout import VocabLayout
 
 
-def register(subparsers: Any) -> None:
-    from aromni.cli.common import positive_int
-
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("text", help="text BPE tokenizer: train")
     sub = p.add_subparsers(dest="text_command", metavar="SUBCOMMAND", required=True)
     t = sub.add_parser("train", help="train a byte-level BPE on text / .jsonl files",
@@ -43,10 +46,6 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aromni.errors import ConfigError, InputError
-    from aromni.tokenizers.text import TextTokenizer
-    from aromni.utils.io import atomic_dir
-
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise InputError(f"{out} already exists and is not empty", "pass --overwrite to replace it, or another --out")
@@ -80,10 +79,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def special_tokens(layout: str, vocab_size: int) -> list[str]:
     """The strings a BPE for ``layout`` (``"compact"`` or a JSON file) reserves as its first ids, in id order."""
-    from aromni.errors import ConfigError
-    from aromni.utils.io import read_json
-    from aromni.vocab.layout import VocabLayout
-
     if layout == "compact":
         return VocabLayout.compact(0, 0, 0).special_token_strings()
     d = read_json(layout)
@@ -106,8 +101,6 @@ def special_tokens(layout: str, vocab_size: int) -> list[str]:
 
 def read_corpus(paths: list[Path]) -> list[str]:
     """Every non-blank sample of the corpus files, in order (``.jsonl``: the ``"text"`` field of each line)."""
-    from aromni.errors import InputError
-
     texts: list[str] = []
     for path in paths:
         if not path.is_file():
@@ -125,9 +118,6 @@ def read_corpus(paths: list[Path]) -> list[str]:
 
 
 def _jsonl_text(line: str, path: Path, n: int) -> str:
-    from aromni.errors import InputError
-    from aromni.utils.io import loads_json
-
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as e:

@@ -13,10 +13,19 @@ import argparse
 import json
 import os
 
+import torch
+
+from aromni.cli.common import check_output_path, positive_int, seed_int
+from aromni.errors import InputError
+from aromni.toyworld.build import build_world
+from aromni.toyworld.judges.measure import measure_judges
+from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
+from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
+from aromni.toyworld.recipe import Recipe, RecipeConfig
+from aromni.utils.io import atomic_write_text
+
 
 def _build(args: argparse.Namespace) -> int:
-    from aromni.toyworld.build import build_world
-
     manifest = build_world(args.out, size=args.size, seed=args.seed, workers=args.workers,
                            overwrite=args.overwrite, progress=not args.quiet)
     summary = {k: manifest[k] for k in ("size", "seed", "images", "speech_clips", "speech_hours", "build_seconds")}
@@ -25,11 +34,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _judges_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
-    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
-
     torch.set_num_threads(args.threads)
     results = {}
     if args.only in (None, "image"):
@@ -38,8 +42,6 @@ def _judges_train(args: argparse.Namespace) -> int:
                                              progress=not args.quiet)
     if args.only in (None, "speech"):
         if args.world is None:
-            from aromni.errors import InputError
-
             raise InputError("--world is required to train the speech judge", "pass --world DIR or --only image")
         results["speech"] = train_speech_judge(args.world, os.path.join(args.out, "speech"),
                                                SpeechTrainConfig(steps=args.speech_steps, seed=args.seed),
@@ -49,28 +51,18 @@ def _judges_train(args: argparse.Namespace) -> int:
 
 
 def _judges_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from aromni.toyworld.judges.measure import measure_judges
-
     if args.json:
-        from aromni.cli.common import check_output_path
-
         check_output_path(args.json, args.overwrite, (".json",))
     torch.set_num_threads(args.threads)
     report = measure_judges(args.world, args.judges, args.split)
     text = json.dumps(report, indent=2)
     if args.json:
-        from aromni.utils.io import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")
     print(text)
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from aromni.cli.common import positive_int, seed_int
-
     tw = subparsers.add_parser("toyworld", help="procedural tri-modal toy world: build it, train/score its judges, run the recipe and its ablations")
     sub = tw.add_subparsers(dest="toyworld_command", metavar="SUBCOMMAND")
     tw.set_defaults(func=lambda a: (tw.print_help(), 0)[1])
@@ -124,8 +116,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from aromni.toyworld.recipe import Recipe, RecipeConfig
-
     cfg = RecipeConfig.from_yaml(args.config, args.overrides)
     summary = Recipe(cfg, args.out, stop_after=args.stop_after).run()
     print(json.dumps(summary, indent=2))
@@ -133,7 +123,5 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from aromni.toyworld.recipe import Recipe, RecipeConfig
-
     Recipe(RecipeConfig.from_yaml(args.config, args.overrides), args.out).ablate()
     return 0

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from aromni.errors import InputError
+from aromni.training.data.synthetic import write_synthetic_shards
+from aromni.training.recipes import pretrain, sft
+from aromni.training.trainer import Trainer
 
 
 def _recipe(name: str):
     def handler(args: argparse.Namespace) -> int:
-        from aromni.training.recipes import pretrain, sft
-
         module = {"pretrain": pretrain, "sft": sft}[name]
         cfg = module.config(args.config, args.overrides)
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        from aromni.training.trainer import Trainer
-
         last = Trainer(cfg).fit()
         if last:
             print(json.dumps({k: v for k, v in last.items() if k != "samples"}))
@@ -34,11 +36,6 @@ def _recipe(name: str):
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from aromni.errors import InputError
-    from aromni.training.data.synthetic import write_synthetic_shards
-
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"{out} already exists and is not empty", "choose another --out or pass --overwrite")

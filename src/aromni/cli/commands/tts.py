@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from aromni.cli import batch, common
 from aromni.errors import AromniError, InputError
+from aromni.inference.media import save_wav
+from aromni.inference.omni import OmniModel, SpeechOutput
+from aromni.inference.options import DecodeOptions
+from aromni.utils.io import JSONValue
+from aromni.vocab.tasks import TTS
 
 #: What the sampling flags really do in TTS. The finite-state decoder picks speech codes greedily inside a
 #: <boa> ... <eoa> span whatever the flags say (greedy switches on at <boa>, off at <eoa>), and the TTS task
@@ -35,7 +38,7 @@ TTS_SAMPLING_HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tts", help="synthesise speech from text")
+    p = sub.add_parser(TTS.name, help="synthesise speech from text")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
                      help="the text to speak (several: one file each)")
@@ -55,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _kw(args: argparse.Namespace) -> dict[str, Any]:
-    return {"instruction": args.instruction, "options": common.overrides(args),
+def _kw(args: argparse.Namespace, options: DecodeOptions) -> dict[str, str | int | bool | DecodeOptions | None]:
+    return {"instruction": args.instruction, "options": options,
             "first_chunk_frames": args.first_chunk_frames, "chunk_frames": args.chunk_frames,
             "force_speech": args.force_speech}
 
@@ -76,18 +79,18 @@ def run(args: argparse.Namespace) -> int:
     batch.take_single_out(requests, args)
     batch.plan_outputs(requests, args.out_dir, (".wav",), overwrite=args.overwrite, base=base)
 
-    def save(model: Any, speech: Any, path: Path) -> dict[str, Any]:
+    def save(model: OmniModel, speech: SpeechOutput, path: Path) -> dict[str, JSONValue]:
         speech.save(path, overwrite=True)
         return {"seconds": round(speech.seconds, 3), "sample_rate": speech.sample_rate,
                 "speech_codes": len(speech.codes), "stop_reason": speech.stop_reason}
 
-    return batch.media_task(args, requests, lambda m, texts: m.tts(texts, **_kw(args)), save, "tts")
+    return batch.media_task(args, requests, TTS, lambda m, opts, texts: m.tts(texts, **_kw(args, opts)), save)
 
 
 def run_one(args: argparse.Namespace, text: str) -> int:
     out = common.check_output_path(args.out, args.overwrite, (".wav",))
     model = common.load_model(args)
-    kw = _kw(args)
+    kw = _kw(args, common.decode_options(args, TTS, model))
     if args.stream:
         stream = model.tts(text, stream=True, **kw)
         chunks = []
@@ -105,8 +108,6 @@ def run_one(args: argparse.Namespace, text: str) -> int:
     else:
         speech = model.tts(text, **kw)
         audio, metrics, stop, n_codes, exact = speech.audio, speech.metrics, speech.stop_reason, len(speech.codes), None
-    from aromni.inference.media import save_wav
-
     save_wav(audio, out, model.speech.sample_rate, overwrite=True)
     seconds = audio.numel() / model.speech.sample_rate
     payload = {"text": text, "out": str(out), "seconds": round(seconds, 3), "sample_rate": model.speech.sample_rate,

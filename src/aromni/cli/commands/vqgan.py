@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from aromni.cli import common
+from aromni.errors import InputError
+from aromni.tokenizers.base import load_tokenizer
+from aromni.tokenizers.image.dataset import find_images, load_images, to_model_range
+from aromni.tokenizers.image.image_io import save_image
+from aromni.tokenizers.image.metrics import color_error, psnr, to_uint8
+from aromni.tokenizers.image.vqgan import VQGAN
+from aromni.training.recipes.vqgan import CHECKPOINT, VQGANTrainer
+from aromni.training.recipes.vqgan_config import VQGANTrainConfig, load_train_config, parse_overrides
+from aromni.utils.io import read_json
 
 
 def register(subparsers: Any) -> None:
@@ -15,7 +27,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="vqgan_command", metavar="SUBCOMMAND", required=True)
 
     t = sub.add_parser("train", help="train a small VQGAN on a folder of images",
-                       description="Train a VQGAN; writes OUT/{checkpoint.pt,metrics.jsonl,tokenizer/}. "
+                       description="Train a VQGAN; writes OUT/{checkpoint/,metrics.jsonl,tokenizer/}. "
                                    "Settings: --config YAML and/or key=value (e.g. steps=3000 model.n_embed=256).")
     t.add_argument("--images", required=True, help="directory (searched recursively) or glob of images")
     common.add_train_run_args(t, checkpoint="checkpoint.pt",
@@ -40,18 +52,14 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aromni.errors import InputError
-    from aromni.tokenizers.image.train import CHECKPOINT, Trainer
-    from aromni.tokenizers.image.train_config import load_train_config, parse_overrides
-
     common.check_train_run_args(args)
     out: Path = args.out
     if args.resume:
         ckpt = out / CHECKPOINT
-        if not ckpt.is_file():
+        if not (ckpt / "trainer.json").is_file():
             raise InputError(f"{ckpt}: no checkpoint to resume from", "drop --resume to start a new run")
         images = _load(args.images, _saved_resolution(ckpt), args.quiet)
-        trainer = Trainer.resume(ckpt, images, out, changes=parse_overrides(args.overrides),
+        trainer = VQGANTrainer.resume(ckpt, images, out, changes=parse_overrides(args.overrides),
                                  disable_progress=args.quiet)
     else:
         cfg = load_train_config(args.config, args.overrides)
@@ -60,10 +68,10 @@ def _train(args: argparse.Namespace) -> int:
                              "pass --resume to continue that run, --overwrite to start again, or another --out")
         images = _load(args.images, cfg.model_config().resolution, args.quiet, cfg.max_images)
         if args.overwrite:
-            for name in (CHECKPOINT, "metrics.jsonl"):
-                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(cfg, images, out, disable_progress=args.quiet)
+        trainer = VQGANTrainer(cfg, images, out, disable_progress=args.quiet)
     print(f"training on {len(trainer.train_set)} images, holding out {len(trainer.val_set)}; "
           f"model {trainer.model.metadata()['parameters']:,} parameters, grid {trainer.model.grid}")
     summary = trainer.run()
@@ -71,29 +79,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(spec: str, size: int, quiet: bool, limit: int = 0) -> Any:
-    from aromni.tokenizers.image.dataset import find_images, load_images
-
+def _load(spec: str, size: int, quiet: bool, limit: int = 0) -> torch.Tensor:
     paths = find_images(spec)
     return load_images(paths[:limit] if limit > 0 else paths, size, disable_progress=quiet, skip_bad=True)
 
 
 def _saved_resolution(ckpt: Path) -> int:
-    from aromni.tokenizers.image.formats import read_torch_checkpoint
-    from aromni.tokenizers.image.train_config import TrainConfig
-
-    cfg = TrainConfig.from_dict(read_torch_checkpoint(ckpt)["config"])
-    return cfg.model_config().resolution
+    saved = {k: v for k, v in read_json(ckpt / "trainer.json")["config"].items() if k != "n_images"}
+    return VQGANTrainConfig.from_dict(saved).model_config().resolution
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from aromni.tokenizers.base import load_tokenizer
-    from aromni.tokenizers.image.dataset import find_images, load_images, to_model_range
-    from aromni.tokenizers.image.image_io import save_image
-    from aromni.tokenizers.image.metrics import color_error, psnr, to_uint8
-
     model = load_tokenizer(args.model)
     paths = find_images(args.images)
     paths = paths[: args.limit] if args.limit > 0 else paths
@@ -122,9 +118,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from aromni.errors import InputError
-    from aromni.tokenizers.image.vqgan import VQGAN
-
     if args.hf is not None:
         model = VQGAN.from_hf_chameleon(args.hf)
     elif args.yaml is not None and args.ckpt is not None:

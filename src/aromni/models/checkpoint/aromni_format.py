@@ -7,7 +7,6 @@ weights are the decoder's own state dict (see :mod:`aromni.models.decoder` for t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,15 +16,16 @@ from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.models.checkpoint.tensor_files import check_floating
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
-from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, read_json
+from aromni.vocab.layout import VocabLayout
 
 FORMAT = "aromni"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def save_decoder(decoder: Decoder, path: str | Path, *, layout: Any = None, dtype: torch.dtype | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+def save_decoder(decoder: Decoder, path: str | Path, *, layout: VocabLayout | None = None, dtype: torch.dtype | None = None,
+                 extra: dict[str, JSONValue] | None = None) -> None:
     """Write ``decoder`` (and optionally its vocabulary layout) to directory ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -35,14 +35,14 @@ def save_decoder(decoder: Decoder, path: str | Path, *, layout: Any = None, dtyp
         state.pop("lm_head.weight", None)  # safetensors refuses shared storage; re-tied on load
     with atomic_path(path / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
-    config: dict[str, Any] = {"format": FORMAT, "decoder": decoder.cfg.to_dict(),
+    config: dict[str, JSONValue] = {"format": FORMAT, "decoder": decoder.cfg.to_dict(),
                               "layout": None if layout is None else layout.to_dict()}
     if extra:
         config.update(extra)
     atomic_write_json(path / CONFIG, config)
 
 
-def read_config(path: str | Path) -> tuple[DecoderConfig, dict[str, Any]]:
+def read_config(path: str | Path) -> tuple[DecoderConfig, dict[str, JSONValue]]:
     try:
         raw = read_json(Path(path) / CONFIG)
     except InputError as e:

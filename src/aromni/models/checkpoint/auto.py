@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -20,6 +19,7 @@ from aromni.errors import CheckpointError
 from aromni.models.checkpoint import aromni_format, hf_format, meta_format
 from aromni.models.checkpoint.tensor_files import pth_files, safetensors_files
 from aromni.models.decoder import Decoder
+from aromni.utils.io import JSONValue
 
 FORMATS = ("aromni", "hf", "hf-anole", "meta")
 
@@ -31,7 +31,7 @@ def _resolve(path: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def _config(path: Path) -> dict[str, Any] | None:
+def _config(path: Path) -> dict[str, JSONValue] | None:
     f = path / "config.json"
     if not f.is_file():
         return None
@@ -85,7 +85,7 @@ def load_decoder(path: str | Path, dtype: torch.dtype | None = None, device: tor
 
 
 def save_checkpoint(decoder: Decoder, path: str | Path, format: str = "aromni", *, dtype: torch.dtype | None = None,
-                    **options: Any) -> None:
+                    **options: object) -> None:
     """Write ``decoder`` to directory ``path`` in ``format`` (see :data:`FORMATS`).
 
     ``options`` go to the format's saver: ``layout``/``extra`` (aromni), ``extra_config``/``extra_tensors``/

@@ -38,7 +38,7 @@ from aromni.models.checkpoint.tensor_files import (
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
 from aromni.utils.config import coerce_value
-from aromni.utils.io import atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_write_json, read_json
 
 HF, HF_ANOLE = "hf", "hf-anole"
 CONFIG = "config.json"
@@ -53,7 +53,7 @@ ARCH_FIELDS = ("architectures", "model_type", "vocab_size", "hidden_size", "inte
                "swin_norm", "qk_layernorm", "model_parallel_size", "torch_dtype", "dtype", "transformers_version")
 
 
-def read_hf_config(path: Path) -> tuple[DecoderConfig, dict[str, Any]]:
+def read_hf_config(path: Path) -> tuple[DecoderConfig, dict[str, JSONValue]]:
     """Parse ``config.json`` of an HF Chameleon checkpoint into a :class:`DecoderConfig` (and the raw dict)."""
     try:
         raw = read_json(path / CONFIG)
@@ -99,7 +99,7 @@ def open_hf_weights(path: Path) -> TensorSource:
                           "an HF checkpoint directory holds config.json and its weight files")
 
 
-def detect_hf_variant(src: TensorSource, raw_config: Mapping[str, Any]) -> str:
+def detect_hf_variant(src: TensorSource, raw_config: Mapping[str, JSONValue]) -> str:
     """``"hf"`` or ``"hf-anole"`` from the rank of a ``q_norm.weight`` (or the config when QK-norm is off)."""
     for key in src.keys():
         if key.endswith("self_attn.q_norm.weight") and not key.startswith(IGNORED_PREFIXES):
@@ -144,15 +144,15 @@ def check_keys(src: TensorSource, expected: Mapping[str, tuple[int, ...]], label
         src.check_floating(key)
 
 
-def hf_config_dict(cfg: DecoderConfig, *, anole: bool, extra: Mapping[str, Any] | None = None,
-                   dtype: torch.dtype | None = None) -> dict[str, Any]:
+def hf_config_dict(cfg: DecoderConfig, *, anole: bool, extra: Mapping[str, JSONValue] | None = None,
+                   dtype: torch.dtype | None = None) -> dict[str, JSONValue]:
     """``config.json`` for ``cfg`` in the requested HF variant (``extra`` supplies non-architecture fields)."""
     if cfg.qk_norm_eps != 1e-5:
         raise CheckpointError(f"qk_norm_eps {cfg.qk_norm_eps} cannot be stored in an HF Chameleon config "
                               "(its QK-norm epsilon is fixed at 1e-5)", "save in the aromni format")
-    base: dict[str, Any] = {"vocabulary_map": {}, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    base: dict[str, JSONValue] = {"vocabulary_map": {}, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
     base.update({k: v for k, v in (extra or {}).items() if k not in ARCH_FIELDS})
-    arch: dict[str, Any] = {
+    arch: dict[str, JSONValue] = {
         "architectures": ["ChameleonForCausalLM" if anole else "ChameleonForConditionalGeneration"],
         "model_type": "chameleon", "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim,
         "intermediate_size": cfg.ffn_dim, "num_hidden_layers": cfg.n_layers,
@@ -168,7 +168,7 @@ def hf_config_dict(cfg: DecoderConfig, *, anole: bool, extra: Mapping[str, Any] 
 
 
 def save_hf(decoder: Decoder, path: str | Path, *, anole: bool = False, dtype: torch.dtype | None = None,
-            extra_config: Mapping[str, Any] | None = None,
+            extra_config: Mapping[str, JSONValue] | None = None,
             extra_tensors: Iterator[tuple[str, torch.Tensor]] | None = None,
             max_shard_bytes: int | None = 5 * 2**30) -> None:
     """Write ``decoder`` as an HF Chameleon checkpoint (upstream layout, or the Anole layout when ``anole``).
@@ -194,7 +194,7 @@ def save_hf(decoder: Decoder, path: str | Path, *, anole: bool = False, dtype: t
     atomic_write_json(path / CONFIG, config)
 
 
-def hf_extras(path: Path) -> tuple[dict[str, Any], Iterator[tuple[str, torch.Tensor]]]:
+def hf_extras(path: Path) -> tuple[dict[str, JSONValue], Iterator[tuple[str, torch.Tensor]]]:
     """Non-architecture config fields and the ``model.vqmodel.*`` tensors of an HF checkpoint (for conversion)."""
     _, raw = read_hf_config(path)
     src = open_hf_weights(path)
@@ -203,13 +203,13 @@ def hf_extras(path: Path) -> tuple[dict[str, Any], Iterator[tuple[str, torch.Ten
     return fields, ((k, src.get(k)) for k in keys)
 
 
-def _req(raw: Mapping[str, Any], key: str, path: Path) -> int:
+def _req(raw: Mapping[str, JSONValue], key: str, path: Path) -> int:
     if raw.get(key) is None:
         raise CheckpointError(f"{path / CONFIG}: missing {key!r}", "the config.json is incomplete")
     return coerce_value(int, raw[key], key)
 
 
-def _refuse(raw: Mapping[str, Any], key: str, supported: Any, bad) -> None:
+def _refuse(raw: Mapping[str, JSONValue], key: str, supported: Any, bad) -> None:
     if key in raw and bad(raw[key]):
         raise CheckpointError(f"config.json: {key}={raw[key]!r} is not supported (only {supported!r})",
                               "this is not a Chameleon-architecture checkpoint")

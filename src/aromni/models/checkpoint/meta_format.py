@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.models.checkpoint.aromni_format import build_from_state
 from aromni.models.checkpoint.layouts import META_IGNORED, meta_shapes, meta_to_ours, ours_to_meta, rope_freqs
-from aromni.models.checkpoint.tensor_files import check_floating, load_pth, write_pth
+from aromni.models.checkpoint.tensor_files import check_floating, write_pth
 from aromni.models.config import DecoderConfig, ffn_hidden_dim
 from aromni.models.decoder import Decoder
-from aromni.utils.io import atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_write_json, read_json
+from aromni.utils.safe_load import load_pth
 
 PARAMS = "params.json"
 CONSOLIDATE = "consolidate_params.json"
@@ -48,7 +48,7 @@ def find_model_dir(path: Path) -> Path | None:
     return None
 
 
-def read_params(model_dir: Path) -> dict[str, Any]:
+def read_params(model_dir: Path) -> dict[str, JSONValue]:
     """``{**params, **params["model"], **consolidate_params}`` (the merge order of Chameleon's loader)."""
     try:
         params = read_json(model_dir / PARAMS)
@@ -61,7 +61,7 @@ def read_params(model_dir: Path) -> dict[str, Any]:
     return {**params, **(nested if isinstance(nested, dict) else {}), **consolidate}
 
 
-def params_to_config(merged: dict[str, Any], model_dir: Path, has_qk_norm: bool) -> DecoderConfig:
+def params_to_config(merged: dict[str, JSONValue], model_dir: Path, has_qk_norm: bool) -> DecoderConfig:
     missing = [k for k in ("dim", "n_layers", "n_heads", "vocab_size") if merged.get(k) is None]
     if missing:
         raise CheckpointError(f"{model_dir / PARAMS}: missing {', '.join(missing)}",
@@ -119,7 +119,7 @@ def load_meta(path: Path, *, dtype: torch.dtype | None = None, device: torch.dev
     return build_from_state(cfg, state, dtype=dtype, device=device, source=str(model_dir))
 
 
-def _check_shard(f: Path, shard: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> None:
+def _check_shard(f: Path, shard: dict[str, JSONValue], expected: dict[str, tuple[int, ...]]) -> None:
     for key, shape in expected.items():
         t = shard.get(key)
         if not isinstance(t, torch.Tensor):
@@ -137,7 +137,7 @@ def _check_shard(f: Path, shard: dict[str, Any], expected: dict[str, tuple[int, 
                               "params.json does not match the weights (n_layers, qk_normalization?)")
 
 
-def meta_params(cfg: DecoderConfig) -> dict[str, Any]:
+def meta_params(cfg: DecoderConfig) -> dict[str, JSONValue]:
     """``params.json`` for ``cfg``; ``multiple_of`` / ``ffn_dim_multiplier`` are chosen to reproduce ``ffn_dim``."""
     if cfg.qk_norm_eps != 1e-5:
         raise CheckpointError(f"qk_norm_eps {cfg.qk_norm_eps} cannot be stored in a Meta checkpoint (fixed at 1e-5)",

@@ -7,9 +7,7 @@ Every failure a user can cause (missing file, garbage bytes, a pickle holding ar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 
 from aromni.errors import CheckpointError, InputError
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.safe_load import load_pth
 
 
 class TensorSource:
@@ -116,36 +115,6 @@ def open_pth(files: Iterable[Path], label: str) -> TensorSource:
     return TensorSource(where, handles, label)
 
 
-def load_pth(path: Path) -> dict[str, object]:
-    """``torch.load(path, weights_only=True, mmap=True)`` with every failure turned into a CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing", "the checkpoint is incomplete; download or export it again")
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            # Legacy (pre-zipfile) serialisation cannot be memory-mapped; read it into memory instead.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "global" in str(e).lower():  # weights_only met a class / function reference it will not import
-            raise CheckpointError(
-                f"{path}: holds arbitrary pickled Python objects, not just tensors, so it was not loaded "
-                f"({_global_name(e)})",
-                "only load files you trust; re-save the weights as a plain state dict of tensors") from None
-        raise _unreadable(path, e) from None
-    except Exception as e:  # garbage bytes make the unpickler fail in many ways (IndexError, EOFError, ...)
-        raise _unreadable(path, e) from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and not any(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        state = state["model"]  # a training checkpoint that wraps the state dict
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors",
-                              "save the model's state_dict()")
-    return state
-
-
 def safetensors_files(directory: Path, base: str = "model") -> list[Path] | None:
     """The weight files of an HF-style directory: ``base.safetensors`` or the shards its index lists."""
     index = directory / f"{base}.safetensors.index.json"
@@ -172,23 +141,6 @@ def _index_files(index: Path) -> list[Path]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index}: has no 'weight_map'", "download or export the checkpoint again")
     return [index.parent / name for name in dict.fromkeys(weight_map.values())]
-
-
-def _unreadable(path: Path, e: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})",
-                           "the file is truncated or corrupt; download or export it again")
-
-
-def _global_name(e: BaseException) -> str:
-    for line in str(e).splitlines():
-        if "Unsupported global" in line or "GLOBAL" in line:
-            return line.strip()
-    return _first_line(e)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -267,7 +219,3 @@ def write_pth(state: dict[str, object], dest: Path) -> None:
     """``torch.save`` (zipfile format, so it can be memory-mapped on load) written atomically."""
     with atomic_path(dest) as tmp:
         torch.save(state, tmp)
-
-
-def dump_json(obj: object) -> str:
-    return json.dumps(obj, indent=2) + "\n"

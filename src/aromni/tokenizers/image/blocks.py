@@ -27,7 +27,7 @@ def conv3(cin: int, cout: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=padding)
 
 
-class ResnetBlock(nn.Module):
+class VQResnetBlock(nn.Module):
     """norm -> swish -> conv3 -> norm -> swish -> dropout -> conv3, plus a 1x1 ``nin_shortcut`` when widths differ."""
 
     def __init__(self, cin: int, cout: int, groups: int, dropout: float):
@@ -48,7 +48,7 @@ class ResnetBlock(nn.Module):
         return x + h
 
 
-class AttnBlock(nn.Module):
+class VQAttnBlock(nn.Module):
     """Single-head self-attention over the ``H*W`` positions, scale ``C ** -0.5``, residual."""
 
     def __init__(self, channels: int, groups: int):
@@ -93,12 +93,12 @@ class Upsample(nn.Module):
 
 
 class Level(nn.Module):
-    """One resolution level: ``block`` (ResnetBlocks), ``attn`` (one AttnBlock per block, or none), resampler."""
+    """One resolution level: ``block`` (VQResnetBlocks), ``attn`` (one VQAttnBlock per block, or none), resampler."""
 
     def __init__(self, widths: list[tuple[int, int]], use_attn: bool, groups: int, dropout: float):
         super().__init__()
-        self.block = nn.ModuleList(ResnetBlock(i, o, groups, dropout) for i, o in widths)
-        self.attn = nn.ModuleList(AttnBlock(o, groups) for _, o in widths) if use_attn else nn.ModuleList()
+        self.block = nn.ModuleList(VQResnetBlock(i, o, groups, dropout) for i, o in widths)
+        self.attn = nn.ModuleList(VQAttnBlock(o, groups) for _, o in widths) if use_attn else nn.ModuleList()
 
     def run_blocks(self, h: torch.Tensor) -> torch.Tensor:
         for i, block in enumerate(self.block):
@@ -109,19 +109,19 @@ class Level(nn.Module):
 
 
 class Middle(nn.Module):
-    """ResnetBlock, AttnBlock, ResnetBlock at the lowest resolution."""
+    """VQResnetBlock, VQAttnBlock, VQResnetBlock at the lowest resolution."""
 
     def __init__(self, channels: int, groups: int, dropout: float):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, groups, dropout)
-        self.attn_1 = AttnBlock(channels, groups)
-        self.block_2 = ResnetBlock(channels, channels, groups, dropout)
+        self.block_1 = VQResnetBlock(channels, channels, groups, dropout)
+        self.attn_1 = VQAttnBlock(channels, groups)
+        self.block_2 = VQResnetBlock(channels, channels, groups, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
-class Encoder(nn.Module):
+class VQGANEncoder(nn.Module):
     """Image ``[B, in_channels, R, R]`` -> features ``[B, z_channels, R/f, R/f]`` with ``f = 2 ** (levels - 1)``."""
 
     def __init__(self, cfg: VQGANConfig):
@@ -153,7 +153,7 @@ class Encoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h)))
 
 
-class Decoder(nn.Module):
+class VQGANDecoder(nn.Module):
     """Features ``[B, z_channels, r, r]`` -> image ``[B, out_ch, r*f, r*f]`` (no tanh: output is unbounded).
 
     ``up[i]`` is stored at index ``i`` but run from the last level to the first, as in the reference.

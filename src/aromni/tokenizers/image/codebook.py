@@ -30,7 +30,7 @@ class CodebookKeeper:
 
     def __init__(self, quantizer: VectorQuantizer, *, ema: bool, decay: float, eps: float = 1e-5):
         self.q, self.ema, self.decay, self.eps = quantizer, ema, decay, eps
-        k, d = quantizer.n_embed, quantizer.embed_dim
+        k = quantizer.n_embed
         self.cluster_size = torch.ones(k)
         self.embed_sum = quantizer.embedding.weight.detach().clone()
         self.usage = torch.zeros(k)

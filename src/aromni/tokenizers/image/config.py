@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from aromni.errors import ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.utils.io import JSONValue
 
 
 @dataclass
@@ -27,9 +28,9 @@ class VQGANConfig:
         out_ch: image channels the decoder writes (3).
         ch: base width; level ``i`` has ``ch * ch_mult[i]`` channels.
         ch_mult: one multiplier per level; ``len(ch_mult) - 1`` stride-2 down/upsamplings.
-        num_res_blocks: ResnetBlocks per encoder level (the decoder has one more).
-        attn_resolutions: feature-map sides at which an AttnBlock follows every ResnetBlock.
-        dropout: dropout inside the ResnetBlocks.
+        num_res_blocks: VQResnetBlocks per encoder level (the decoder has one more).
+        attn_resolutions: feature-map sides at which a VQAttnBlock follows every VQResnetBlock.
+        dropout: dropout inside the VQResnetBlocks.
         norm_groups: GroupNorm groups (Chameleon: 32); every width must be divisible by it.
         beta: weight of the codebook term in the legacy taming loss (see :mod:`.quantizer`).
     """
@@ -77,27 +78,27 @@ class VQGANConfig:
         side = self.resolution // self.downsample_factor
         return side, side
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d["ch_mult"] = list(self.ch_mult)
         d["attn_resolutions"] = list(self.attn_resolutions)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VQGANConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> VQGANConfig:
         return dataclass_from_dict(cls, d, "vqgan config")
 
-    def replace(self, **changes: Any) -> VQGANConfig:
+    def replace(self, **changes: object) -> VQGANConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> VQGANConfig:
+    def preset(cls, name: str, **overrides: object) -> VQGANConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown vqgan preset {name!r}", f"one of {', '.join(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
 
     @classmethod
-    def from_meta(cls, params: Mapping[str, Any], *, source: str = "vqgan.yaml") -> VQGANConfig:
+    def from_meta(cls, params: Mapping[str, object], *, source: str = "vqgan.yaml") -> VQGANConfig:
         """From Meta's ``model.params`` mapping (``embed_dim``, ``n_embed``, ``ddconfig``; the rest is ignored)."""
         try:
             dd = dict(params["ddconfig"])
@@ -115,14 +116,14 @@ class VQGANConfig:
             raise ConfigError(f"{source}: tanh_out/give_pre_end decoders are not supported")
         return cls.from_dict({"embed_dim": embed_dim, "n_embed": n_embed, **dd})
 
-    def to_meta(self) -> dict[str, Any]:
+    def to_meta(self) -> dict[str, JSONValue]:
         """The ``model.params`` mapping of a Meta-style ``vqgan.yaml`` (without ``lossconfig``)."""
         dd = {k: v for k, v in self.to_dict().items() if k not in ("embed_dim", "n_embed", "norm_groups", "beta")}
         dd["double_z"] = False
         return {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": dd}
 
     @classmethod
-    def from_hf(cls, vq: Mapping[str, Any], *, source: str = "config.json") -> VQGANConfig:
+    def from_hf(cls, vq: Mapping[str, object], *, source: str = "config.json") -> VQGANConfig:
         """From the ``vq_config`` of an HF Chameleon ``config.json`` (HF names: base_channels, latent_channels...)."""
         if vq.get("double_latent", False):
             raise ConfigError(f"{source}: vq_config.double_latent is true", "a VQ model needs it false")

@@ -9,26 +9,28 @@
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import torch
+import yaml
+from safetensors import SafetensorError, safe_open
 
 from aromni.errors import CheckpointError, ConfigError
 from aromni.tokenizers.image.config import VQGANConfig
-from aromni.tokenizers.image.vqgan import VQGAN, build
 from aromni.utils.io import atomic_path, atomic_write_text, read_json
+from aromni.utils.safe_load import load_weights_only
 
 #: Prefixes of training-only entries in Meta/taming checkpoints (perceptual loss, discriminator, logvar).
 IGNORED_PREFIXES = ("loss.",)
 #: Where HF Chameleon checkpoints keep the VQ model.
 HF_PREFIXES = ("model.vqmodel.", "vqmodel.")
 
+StateDict = dict[str, torch.Tensor]
+
 
 def read_meta_yaml(path: str | Path) -> VQGANConfig:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file", "pass Meta's tokenizer/vqgan.yaml")
@@ -42,21 +44,7 @@ def read_meta_yaml(path: str | Path) -> VQGANConfig:
     return VQGANConfig.from_meta(params, source=str(path))
 
 
-def read_torch_checkpoint(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into a :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file", "check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} holds arbitrary Python objects, which are not loaded for safety ({e})",
-                              "re-save it as a plain dict of tensors ({'state_dict': {...}})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})", "is the file complete?") from None
-
-
-def split_meta_state(raw: Any, source: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+def split_meta_state(raw: object, source: str) -> tuple[StateDict, list[str]]:
     """Meta's checkpoint object -> (model tensors, ignored loss/discriminator keys)."""
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -65,21 +53,27 @@ def split_meta_state(raw: Any, source: str) -> tuple[dict[str, torch.Tensor], li
     return {k: v for k, v in state.items() if k not in set(ignored)}, ignored
 
 
-def load_chameleon(yaml_path: str | Path, ckpt_path: str | Path, *, device: torch.device | str = "cpu",
-                   dtype: torch.dtype | None = None) -> VQGAN:
-    """Meta's ``vqgan.yaml`` + ``vqgan.ckpt`` -> :class:`VQGAN` (strict on model keys)."""
+def read_chameleon(yaml_path: str | Path, ckpt_path: str | Path) -> tuple[VQGANConfig, StateDict, list[str]]:
+    """Meta's ``vqgan.yaml`` + ``vqgan.ckpt`` -> (config, model tensors, ignored loss/discriminator keys).
+
+    ``VQGAN.from_chameleon`` builds the model from them (strict on model keys).
+    """
     cfg = read_meta_yaml(yaml_path)
-    state, ignored = split_meta_state(read_torch_checkpoint(ckpt_path), str(ckpt_path))
-    model = build(cfg, state, with_decoder=True, source=str(ckpt_path), device=device, dtype=dtype)
-    model.load_report.update(ignored_keys=len(ignored), ignored_prefixes=sorted({k.split(".")[1] for k in ignored
-                                                                                  if k.count(".") >= 1}))
-    return model
+    state, ignored = split_meta_state(load_weights_only(Path(ckpt_path)), str(ckpt_path))
+    return cfg, state, ignored
 
 
-def save_chameleon(model: VQGAN, out_dir: str | Path) -> tuple[Path, Path]:
+class ChameleonModel(Protocol):
+    """What :func:`save_chameleon` needs of a model (a :class:`~aromni.tokenizers.image.vqgan.VQGAN`)."""
+
+    cfg: VQGANConfig
+    has_decoder: bool
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+
+def save_chameleon(model: ChameleonModel, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``vqgan.yaml`` + ``vqgan.ckpt`` in Meta's layout (for the official inference code)."""
-    import yaml
-
     if not model.has_decoder:
         raise CheckpointError("this VQGAN has no decoder, Meta's format needs one",
                               "load Meta's vqgan.ckpt or train a full model")
@@ -104,8 +98,6 @@ def _hf_weight_files(path: Path) -> list[Path]:
 
 def read_hf_vq_state(path: Path) -> dict[str, torch.Tensor]:
     """Read only the ``model.vqmodel.*`` tensors (the 7B language model weights are never loaded)."""
-    from safetensors import SafetensorError, safe_open
-
     state: dict[str, torch.Tensor] = {}
     files = _hf_weight_files(path)
     if not files:
@@ -124,12 +116,8 @@ def read_hf_vq_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_hf_chameleon(path: str | Path, *, device: torch.device | str = "cpu",
-                      dtype: torch.dtype | None = torch.float32) -> VQGAN:
-    """HF Chameleon directory -> :class:`VQGAN`, encoder-only unless ``decoder.*`` keys exist (decode then raises).
-
-    Weights are cast to float32 by default: Meta runs the VQ model in float32 (§B.2).
-    """
+def read_hf_chameleon(path: str | Path) -> tuple[VQGANConfig, StateDict]:
+    """HF Chameleon directory -> (config, VQ model tensors); ``VQGAN.from_hf_chameleon`` builds the model."""
     path = Path(path)
     raw = read_json(path / "config.json")
     vq = raw.get("vq_config") if isinstance(raw, dict) else None
@@ -139,7 +127,4 @@ def load_hf_chameleon(path: str | Path, *, device: torch.device | str = "cpu",
         cfg = VQGANConfig.from_hf(vq, source=str(path / "config.json"))
     except ConfigError as e:
         raise CheckpointError(e.problem, e.hint) from None
-    state = read_hf_vq_state(path)
-    # HF conversions drop the decoder; a checkpoint that kept it loads as a full model.
-    with_decoder = any(k.startswith("decoder.") for k in state)
-    return build(cfg, state, with_decoder=with_decoder, source=str(path), device=device, dtype=dtype)
+    return cfg, read_hf_vq_state(path)

@@ -6,7 +6,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,12 +14,15 @@ from aromni.errors import InputError
 from aromni.tokenizers.image.preprocess import require_pil, to_pil
 from aromni.utils.io import atomic_path
 
+if TYPE_CHECKING:  # Pillow is an optional extra
+    from PIL import Image
+
 #: Largest image :func:`load_image` decodes by default (pixels; 8192 x 8192). Larger files are refused before
 #: decoding, so a hostile or mistaken file cannot exhaust memory.
 MAX_PIXELS = 8192 * 8192
 
 
-def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> Any:
+def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as a fully decoded PIL image, rotated upright by its EXIF orientation.
 
     The mode is kept (RGBA stays RGBA) so that :func:`~.preprocess.whiten_transparency` can blend alpha.
@@ -125,7 +128,7 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
-def save_image(img: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def save_image(img: Image.Image, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write a PIL image (or model output ``[3, H, W]`` / ``[1, 3, H, W]``) atomically; format from the suffix.
 
     Refuses to replace an existing file unless ``overwrite=True``.

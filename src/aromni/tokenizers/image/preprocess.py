@@ -8,15 +8,19 @@ Post: clamp to [-1, 1], ``(x + 1) / 2 * 255``, ``astype(uint8)`` (truncation, as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from aromni.errors import InputError
 
+if TYPE_CHECKING:  # Pillow is an optional extra
+    from PIL import Image
 
-def require_pil() -> Any:
+
+def require_pil() -> ModuleType:
     try:
         from PIL import Image
     except ImportError:
@@ -24,7 +28,7 @@ def require_pil() -> Any:
     return Image
 
 
-def to_8bit(img: Any) -> Any:
+def to_8bit(img: Image.Image) -> Image.Image:
     """High-bit-depth grayscale -> ``L``, scaled rather than clipped (other modes are returned as they are).
 
     Pillow converts ``I;16``/``I`` to 8 bits by clipping at 255, which turns a 16-bit PNG almost white. Here
@@ -41,7 +45,7 @@ def to_8bit(img: Any) -> Any:
     return img
 
 
-def whiten_transparency(img: Any) -> Any:
+def whiten_transparency(img: Image.Image) -> Image.Image:
     """Any-mode PIL image -> RGB; transparent pixels are alpha-blended onto white (16-bit grayscale is scaled to
     8 bits first, see :func:`to_8bit`)."""
     Image = require_pil()
@@ -56,7 +60,7 @@ def whiten_transparency(img: Any) -> Any:
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
-def resize_center_crop(img: Any, size: int) -> Any:
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     """Scale so the short side is ``size`` (LANCZOS, ``round``ed long side), then crop the central square."""
     Image = require_pil()
     w, h = img.size
@@ -68,13 +72,13 @@ def resize_center_crop(img: Any, size: int) -> Any:
     return img.crop((x0, y0, x0 + size, y0 + size))
 
 
-def pil_to_tensor(img: Any) -> torch.Tensor:
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 ``[3, H, W]`` in [-1, 1] (computed in float64 like the reference)."""
     arr = np.asarray(img, dtype=np.uint8) / 255.0 * 2 - 1
     return torch.from_numpy(arr).permute(2, 0, 1).float()
 
 
-def preprocess(images: Sequence[Any], size: int) -> torch.Tensor:
+def preprocess(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """PIL images of any size and mode -> ``[B, 3, size, size]`` float32 in [-1, 1]."""
     if len(images) == 0:
         raise InputError("no images to encode", "pass at least one image")
@@ -101,7 +105,7 @@ def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
     return (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
 
 
-def to_pil(images: torch.Tensor) -> list[Any]:
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """``[B, 3, H, W]`` (or ``[3, H, W]``) model output -> list of RGB PIL images."""
     Image = require_pil()
     return [Image.fromarray(a, "RGB") for a in tensor_to_uint8(images)]

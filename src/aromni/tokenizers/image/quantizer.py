@@ -26,10 +26,6 @@ class Quantized(NamedTuple):
     codebook: torch.Tensor
     z: torch.Tensor
 
-    def legacy_loss(self, beta: float) -> torch.Tensor:
-        """Taming's ``legacy=True`` loss: ``commitment + beta * codebook`` (beta sits on the codebook term)."""
-        return self.commitment + beta * self.codebook
-
 
 class VectorQuantizer(nn.Module):
     def __init__(self, n_embed: int, embed_dim: int):

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from aromni.errors import AromniError, CheckpointError, InputError
 from aromni.tokenizers.base import ImageTokenizer
-from aromni.tokenizers.image.blocks import Decoder, Encoder
+from aromni.tokenizers.image.blocks import VQGANDecoder, VQGANEncoder
 from aromni.tokenizers.image.config import VQGANConfig
+from aromni.tokenizers.image.formats import read_chameleon, read_hf_chameleon
 from aromni.tokenizers.image.preprocess import preprocess, to_pil
 from aromni.tokenizers.image.quantizer import Quantized, VectorQuantizer
-from aromni.utils.io import atomic_dir, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json, read_json
+
+if TYPE_CHECKING:  # Pillow is an optional extra
+    from PIL import Image
 
 TYPE_NAME = "chameleon_vqgan"
 WEIGHTS = "model.safetensors"
@@ -35,13 +39,13 @@ class VQGAN(ImageTokenizer):
     def __init__(self, cfg: VQGANConfig | None = None, *, with_decoder: bool = True):
         super().__init__()
         self.cfg = cfg = cfg or VQGANConfig()
-        self.encoder = Encoder(cfg)
+        self.encoder = VQGANEncoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, kernel_size=1)
         self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, kernel_size=1)
-        self.decoder: Decoder | None = Decoder(cfg) if with_decoder else None
+        self.decoder: VQGANDecoder | None = VQGANDecoder(cfg) if with_decoder else None
         #: Filled by the loaders: what was loaded and which checkpoint keys were ignored on purpose.
-        self.load_report: dict[str, Any] = {}
+        self.load_report: dict[str, JSONValue] = {}
 
     # ------------------------------------------------------------------ protocol facts
     @property
@@ -60,7 +64,7 @@ class VQGAN(ImageTokenizer):
     def has_decoder(self) -> bool:
         return self.decoder is not None
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, JSONValue]:
         return {"type": TYPE_NAME, "codebook_size": self.codebook_size, "image_size": self.image_size,
                 "grid": list(self.grid), "codes_per_image": self.codes_per_image,
                 "downsample_factor": self.cfg.downsample_factor, "has_decoder": self.has_decoder,
@@ -88,7 +92,7 @@ class VQGAN(ImageTokenizer):
     def _param(self) -> torch.Tensor:
         return self.quantize.embedding.weight
 
-    def _as_pixels(self, images: Any) -> torch.Tensor:
+    def _as_pixels(self, images: Image.Image | Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             x = images
         else:
@@ -105,7 +109,7 @@ class VQGAN(ImageTokenizer):
         return x.to(device=p.device, dtype=p.dtype)
 
     @torch.no_grad()
-    def encode(self, images: Any) -> torch.Tensor:
+    def encode(self, images: Image.Image | Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         """PIL image(s) (any size/mode, preprocessed per §B.2) or ``[B, 3, R, R]`` in [-1, 1] -> codes ``[B, h*w]``."""
         return self.quantize_images(self._as_pixels(images)).codes
 
@@ -129,7 +133,7 @@ class VQGAN(ImageTokenizer):
         return self.decode_latents(self.quantize.lookup(codes, self.grid))
 
     @staticmethod
-    def to_pil(images: torch.Tensor) -> list[Any]:
+    def to_pil(images: torch.Tensor) -> list[Image.Image]:
         """Model output ``[B, 3, H, W]`` -> RGB PIL images (clamp, ``(x+1)/2*255``, truncate to uint8)."""
         return to_pil(images)
 
@@ -146,7 +150,7 @@ class VQGAN(ImageTokenizer):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: torch.device | str = "cpu",
-                        dtype: torch.dtype | None = None, **_: Any) -> VQGAN:
+                        dtype: torch.dtype | None = None, **_: object) -> VQGAN:
         """Load a directory written by :meth:`save_pretrained`."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -173,17 +177,21 @@ class VQGAN(ImageTokenizer):
     def from_chameleon(cls, yaml_path: str | Path, ckpt_path: str | Path, *, device: torch.device | str = "cpu",
                        dtype: torch.dtype | None = None) -> VQGAN:
         """Meta's ``tokenizer/vqgan.yaml`` + ``tokenizer/vqgan.ckpt`` (loss/discriminator keys ignored, counted)."""
-        from aromni.tokenizers.image.formats import load_chameleon
-
-        return load_chameleon(yaml_path, ckpt_path, device=device, dtype=dtype)
+        cfg, state, ignored = read_chameleon(yaml_path, ckpt_path)
+        model = build(cfg, state, with_decoder=True, source=str(ckpt_path), device=device, dtype=dtype)
+        model.load_report.update(ignored_keys=len(ignored),
+                                 ignored_prefixes=sorted({k.split(".")[1] for k in ignored if k.count(".") >= 1}))
+        return model
 
     @classmethod
     def from_hf_chameleon(cls, path: str | Path, *, device: torch.device | str = "cpu",
                           dtype: torch.dtype | None = None) -> VQGAN:
-        """Encoder + codebook from an HF Chameleon directory (``config.json`` ``vq_config``, ``model.vqmodel.*``)."""
-        from aromni.tokenizers.image.formats import load_hf_chameleon
-
-        return load_hf_chameleon(path, device=device, dtype=dtype)
+        """Encoder + codebook from an HF Chameleon directory (``config.json`` ``vq_config``, ``model.vqmodel.*``);
+        encoder-only unless ``decoder.*`` keys exist (decode then raises)."""
+        cfg, state = read_hf_chameleon(path)
+        # HF conversions drop the decoder; a checkpoint that kept it loads as a full model.
+        with_decoder = any(k.startswith("decoder.") for k in state)
+        return build(cfg, state, with_decoder=with_decoder, source=str(path), device=device, dtype=dtype)
 
 
 def build(cfg: VQGANConfig, state: dict[str, torch.Tensor], *, with_decoder: bool, source: str,

@@ -27,9 +27,9 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from aromni.errors import InputError
@@ -47,7 +47,7 @@ _PCM = {np.dtype(np.int16): (2.0**15, 0.0), np.dtype(np.int32): (2.0**31, 0.0), 
         np.dtype(np.uint8): (2.0**7, 128.0)}
 
 
-def check_sample_rate(sample_rate: Any, what: str = "sample_rate") -> int:
+def check_sample_rate(sample_rate: object, what: str = "sample_rate") -> int:
     """``sample_rate`` as an int, or :class:`InputError` unless it is a whole number of Hz in the accepted range
     (``16000`` and ``16000.0`` pass; ``'16k'``, ``True``, ``nan``, ``0``, ``-1`` and ``8000.5`` do not)."""
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, numbers.Real):
@@ -62,7 +62,7 @@ def check_sample_rate(sample_rate: Any, what: str = "sample_rate") -> int:
     return int(f)
 
 
-def _as_array(audio: Any) -> np.ndarray:
+def _as_array(audio: object) -> np.ndarray:
     """A waveform given as numpy, torch or a (nested) list -> numpy array (dtype unchecked)."""
     if audio is None:
         raise InputError("no audio given", "pass a file path or a waveform array [T] with its sample_rate")
@@ -116,7 +116,7 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
                      "pass float samples in [-1, 1] (a numpy array or a torch tensor)")
 
 
-def waveform_from_array(audio: Any, sample_rate: Any, target_rate: int, *,
+def waveform_from_array(audio: npt.ArrayLike | torch.Tensor, sample_rate: object, target_rate: int, *,
                         max_seconds: float | None = DEFAULT_MAX_SECONDS) -> torch.Tensor:
     """A waveform in memory -> mono float32 ``[T']`` at ``target_rate`` (see the module docstring for the
     accepted shapes and dtypes). Raises :class:`InputError` naming the problem for anything else."""

@@ -3,13 +3,21 @@ split, with the world's judges reading generated speech and images. See ``docs/e
 
 ::
 
-    from aromni.toyworld.evaluation import EvalConfig, run_suite
-    result = run_suite("BUNDLE", "data/toy", EvalConfig(limits=20, seed=0))
+    from aromni.toyworld.evaluation import SuiteConfig, run_suite
+    result = run_suite("BUNDLE", "data/toy", SuiteConfig(limits=20, seed=0))
     result.to_dict()["summary"]          # rows with value, target, pass
 """
 
-from aromni.toyworld.evaluation.context import DEFAULT_LIMITS, TASKS, EvalConfig
+from aromni.toyworld.evaluation.context import (
+    DEFAULT_LIMITS,
+    JUDGES_STEP,
+    SCORED_TASKS,
+    STREAMING_STEP,
+    TASKS,
+    SuiteConfig,
+)
 from aromni.toyworld.evaluation.generation import Caps
 from aromni.toyworld.evaluation.suite import SuiteResult, run_suite
 
-__all__ = ["DEFAULT_LIMITS", "TASKS", "Caps", "EvalConfig", "SuiteResult", "run_suite"]
+__all__ = ["DEFAULT_LIMITS", "JUDGES_STEP", "SCORED_TASKS", "STREAMING_STEP", "TASKS", "Caps", "SuiteConfig",
+           "SuiteResult", "run_suite"]

@@ -9,24 +9,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from aromni.errors import ConfigError, InputError
+from aromni.inference.omni import OmniModel
 from aromni.toyworld.evaluation.generation import Caps, Output, generate, policy_options
 from aromni.toyworld.evaluation.prompts import MediaEncoder
+from aromni.toyworld.judges.image import ImageJudge
+from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.records import iter_records
+from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, S2I, S2S, S2T, T2I, TTS, VQA_SPEECH, VQA_TEXT, Task
 
-#: Every task of the suite, in run order.
-TASKS = ("judges", "asr", "tts", "caption", "t2i", "s2i", "vqa_text", "vqa_speech", "s2s", "s2t", "chat_image",
-         "streaming")
+#: Suite steps that are not tasks of the registry: the judges' sanity check on ground truth, and timed
+#: streaming TTS.
+JUDGES_STEP = "judges"
+STREAMING_STEP = "streaming"
+#: The registry's tasks the suite scores, in run order.
+SCORED_TASKS: tuple[Task, ...] = (ASR, TTS, CAPTION, T2I, S2I, VQA_TEXT, VQA_SPEECH, S2S, S2T, CHAT_IMAGE)
+#: Every step of the suite (a task name or one of the steps above), in run order.
+TASKS: tuple[str, ...] = (JUDGES_STEP, *(t.name for t in SCORED_TASKS), STREAMING_STEP)
 
-#: Samples per task by default: sized so that the whole suite takes a few minutes on 2 CPU cores for a ~10 M
+#: Samples per step by default: sized so that the whole suite takes a few minutes on 2 CPU cores for a ~10 M
 #: parameter model (``judges`` counts ground-truth clips and images, ``streaming`` TTS requests timed one by one).
 DEFAULT_LIMITS: dict[str, int] = {
-    "judges": 200, "asr": 100, "tts": 40, "caption": 100, "t2i": 48, "s2i": 40, "vqa_text": 60,
-    "vqa_speech": 40, "s2s": 40, "s2t": 40, "chat_image": 40, "streaming": 8,
+    JUDGES_STEP: 200, ASR.name: 100, TTS.name: 40, CAPTION.name: 100, T2I.name: 48, S2I.name: 40,
+    VQA_TEXT.name: 60, VQA_SPEECH.name: 40, S2S.name: 40, S2T.name: 40, CHAT_IMAGE.name: 40, STREAMING_STEP: 8,
 }
 
 
 @dataclass
-class EvalConfig:
+class SuiteConfig:
     """Settings of one suite run.
 
     Attributes:
@@ -82,9 +94,7 @@ class EvalConfig:
 class Context:
     """Shared state of a run: model, records by task, media encoder, judges (loaded once), seeds."""
 
-    def __init__(self, model: Any, world: str | Path, cfg: EvalConfig):
-        from aromni.toyworld.records import iter_records
-
+    def __init__(self, model: OmniModel, world: str | Path, cfg: SuiteConfig):
         for need in ("text", "image", "speech"):
             if getattr(model, need) is None:
                 raise InputError(f"the bundle has no {need} tokenizer", "the toy suite needs all three modalities")
@@ -96,7 +106,8 @@ class Context:
         for rec in iter_records(self.world, cfg.split):
             self.by_task.setdefault(rec["task"], []).append(rec)
         self.media = MediaEncoder(model, self.world)
-        self._speech_judge = self._image_judge = None
+        self._speech_judge: SpeechJudge | None = None
+        self._image_judge: ImageJudge | None = None
 
     def records(self, task: str, limit_key: str | None = None) -> list[dict[str, Any]]:
         return self.by_task.get(task, [])[: self.cfg.limit(limit_key or task)]
@@ -107,18 +118,14 @@ class Context:
         return [base + i for i in range(n)]
 
     @property
-    def speech_judge(self) -> Any:
+    def speech_judge(self) -> SpeechJudge:
         if self._speech_judge is None:
-            from aromni.toyworld.judges.speech import SpeechJudge
-
             self._speech_judge = SpeechJudge.load(Path(self.cfg.judges) / "speech" if self.cfg.judges else None)
         return self._speech_judge
 
     @property
-    def image_judge(self) -> Any:
+    def image_judge(self) -> ImageJudge:
         if self._image_judge is None:
-            from aromni.toyworld.judges.image import ImageJudge
-
             self._image_judge = ImageJudge.load(Path(self.cfg.judges) / "image" if self.cfg.judges else None)
         return self._image_judge
 
@@ -147,8 +154,6 @@ class Context:
         finally:
             bar.close()
 
-    def bar(self, total: int, desc: str) -> Any:
-        from tqdm import tqdm
-
+    def bar(self, total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=desc, file=sys.stderr, leave=False,
                     disable=not (self.cfg.progress and sys.stderr.isatty()))

@@ -27,10 +27,17 @@ from typing import Any
 import torch
 
 from aromni.inference.events import SegmentAssembler
+from aromni.inference.media import codes_to_audio, codes_to_image
+from aromni.inference.omni import OmniModel
 from aromni.inference.options import DecodeOptions
+from aromni.inference.streaming import SpeechStreamer
 from aromni.vocab.conversation import ImageSegment, SpeechSegment, TextSegment
+from aromni.vocab.tasks import ASR, CAPTION, CHAT, S2I, T2I, TTS
 
-POLICIES = ("asr", "tts", "caption", "t2i", "t2i_nocfg", "answer_text", "answer_speech", "s2i")
+#: Suite policies that are variants rather than a task's own settings.
+T2I_NOCFG, ANSWER_TEXT, ANSWER_SPEECH = "t2i_nocfg", "answer_text", "answer_speech"
+#: Every suite policy: a task's name (its settings) or a variant above.
+POLICIES = (ASR.name, TTS.name, CAPTION.name, T2I.name, T2I_NOCFG, ANSWER_TEXT, ANSWER_SPEECH, S2I.name)
 
 
 @dataclass
@@ -41,23 +48,23 @@ class Caps:
     speech_seconds: float = 6.0
 
 
-def policy_options(model: Any, policy: str, caps: Caps) -> DecodeOptions:
+def policy_options(model: OmniModel, policy: str, caps: Caps) -> DecodeOptions:
     """The :class:`DecodeOptions` of a suite policy for ``model`` (see the module docstring)."""
     n_img = model.engine.image_tokens or 0
     speech = int(caps.speech_seconds * model.speech.frame_rate) + 8 if model.speech is not None else 0
-    if policy in ("asr", "caption"):
+    if policy in (ASR.name, CAPTION.name):
         return model.options(policy, {"max_new_tokens": caps.text_tokens})
-    if policy == "tts":
-        return model.options("tts", {"max_new_tokens": speech})
-    if policy == "t2i":
-        return model.options("t2i")
-    if policy == "t2i_nocfg":
-        return model.options("t2i", {"image": {"cfg": False}})
-    if policy in ("answer_text", "answer_speech"):
-        cap = caps.text_tokens if policy == "answer_text" else speech + 8
-        return model.options("chat", {"text": {"greedy": True}, "allow_image": False, "max_new_tokens": cap})
-    if policy == "s2i":
-        return model.options("chat", {"text": {"greedy": True}, "max_new_tokens": caps.text_tokens + n_img + 2})
+    if policy == TTS.name:
+        return model.options(TTS.name, {"max_new_tokens": speech})
+    if policy == T2I.name:
+        return model.options(T2I.name)
+    if policy == T2I_NOCFG:
+        return model.options(T2I.name, {"image": {"cfg": False}})
+    if policy in (ANSWER_TEXT, ANSWER_SPEECH):
+        cap = caps.text_tokens if policy == ANSWER_TEXT else speech + 8
+        return model.options(CHAT.name, {"text": {"greedy": True}, "allow_image": False, "max_new_tokens": cap})
+    if policy == S2I.name:
+        return model.options(CHAT.name, {"text": {"greedy": True}, "max_new_tokens": caps.text_tokens + n_img + 2})
     raise ValueError(f"unknown policy {policy!r}; one of {POLICIES}")
 
 
@@ -82,7 +89,7 @@ class Output:
     prompt_tokens: int = 0
 
 
-def parse_generation(model: Any, prompt: Sequence[int], tokens: Sequence[int], stop_reason: str | None) -> Output:
+def parse_generation(model: OmniModel, prompt: Sequence[int], tokens: Sequence[int], stop_reason: str | None) -> Output:
     asm = SegmentAssembler(model.layout, model.text, image_tokens=model.engine.image_tokens)
     asm.resume_from(prompt)  # T2I prompts end in <boi>: the codes continue that span
     segs = asm.feed(tokens)
@@ -93,7 +100,7 @@ def parse_generation(model: Any, prompt: Sequence[int], tokens: Sequence[int], s
     return Output(text, image, speech, stop_reason, list(tokens), len(prompt))
 
 
-def generate(model: Any, prompts: Sequence[Sequence[int]], options: DecodeOptions, seeds: Sequence[int], *,
+def generate(model: OmniModel, prompts: Sequence[Sequence[int]], options: DecodeOptions, seeds: Sequence[int], *,
              batch_size: int = 8, on_batch: Callable[[int], None] | None = None) -> list[Output]:
     """Generate for every prompt in batches of ``batch_size`` (prompts sorted by length to pad less)."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -109,23 +116,19 @@ def generate(model: Any, prompts: Sequence[Sequence[int]], options: DecodeOption
 
 
 @torch.no_grad()
-def decode_image(model: Any, codes: Sequence[int] | None) -> Any:
+def decode_image(model: OmniModel, codes: Sequence[int] | None) -> Any:
     """Codes -> PIL image (``None`` stays ``None``)."""
-    from aromni.inference.media import codes_to_image
-
     return None if codes is None else codes_to_image(model.image, codes)
 
 
 @torch.no_grad()
-def decode_speech(model: Any, codes: Sequence[int]) -> torch.Tensor:
+def decode_speech(model: OmniModel, codes: Sequence[int]) -> torch.Tensor:
     """Codes -> waveform ``[T]`` (empty for no codes)."""
-    from aromni.inference.media import codes_to_audio
-
     return codes_to_audio(model.speech, list(codes))
 
 
 @torch.no_grad()
-def resynthesize(model: Any, wav: torch.Tensor) -> torch.Tensor:
+def resynthesize(model: OmniModel, wav: torch.Tensor) -> torch.Tensor:
     """A waveform ``[T]`` through the bundle's codec (encode, then decode)."""
     p = next(model.speech.parameters(), None)
     x = wav.to(p.device if p is not None else "cpu")[None]
@@ -133,23 +136,19 @@ def resynthesize(model: Any, wav: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct_images(model: Any, images: Sequence[Any]) -> list[Any]:
+def reconstruct_images(model: OmniModel, images: Sequence[Any]) -> list[Any]:
     """PIL images through the bundle's VQGAN (encode, then decode)."""
-    from aromni.inference.media import codes_to_image
-
     if not images:
         return []
     codes = model.image.encode(list(images))
     return [codes_to_image(model.image, c.tolist()) for c in codes]
 
 
-def stream_speech(model: Any, make_prompt: Callable[[], list[int]], options: DecodeOptions, *,
+def stream_speech(model: OmniModel, make_prompt: Callable[[], list[int]], options: DecodeOptions, *,
                   first_chunk_frames: int = 4, chunk_frames: int = 20) -> tuple[torch.Tensor, dict[str, Any]]:
     """One request through the streaming path (:class:`~aromni.inference.streaming.SpeechStreamer`): the clock
     starts before ``make_prompt`` runs, as in ``OmniModel.tts``. Returns the audio (every chunk, concatenated)
     and the latency figures of :class:`~aromni.inference.streaming.StreamMetrics`."""
-    from aromni.inference.streaming import SpeechStreamer
-
     t0 = time.perf_counter()
     gen = model.engine.generate([make_prompt()], options)
     streamer = SpeechStreamer(gen, model.speech, model.layout, first_chunk_frames=first_chunk_frames,

@@ -28,7 +28,7 @@ from aromni.toyworld.attributes import (
     SIZES,
     ImageAttrs,
 )
-from aromni.toyworld.grammar import CAPTION_TEMPLATES, normalize
+from aromni.toyworld.grammar import CAPTION_TEMPLATES, fill_template, normalize
 from aromni.utils.extras import optional
 
 _WORDS: dict[str, tuple[str, ...]] = {
@@ -114,10 +114,8 @@ def fraction(flags: Sequence[bool]) -> float | None:
 
 def reference_captions(attrs: Mapping[str, str]) -> list[str]:
     """Every caption template of the world grammar filled with ``attrs``: the CIDEr references of an image."""
-    from aromni.toyworld.grammar import _fill  # the grammar's own filler (a → an before vowels)
-
     a = ImageAttrs(**{k: attrs[k] for k in ATTRIBUTE_NAMES})
-    return [_fill(t, a) for t in CAPTION_TEMPLATES]
+    return [fill_template(t, a) for t in CAPTION_TEMPLATES]  # the grammar's own filler
 
 
 def cider(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> tuple[float, list[float]] | None:

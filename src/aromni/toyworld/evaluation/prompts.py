@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from aromni.errors import InputError
+from aromni.inference.omni import OmniModel
+from aromni.tokenizers.image.image_io import load_image
+from aromni.tokenizers.speech.audio_io import load_audio
 from aromni.vocab.conversation import (
     Conversation,
     ImageSegment,
@@ -32,7 +35,7 @@ class MediaEncoder:
     """World media files -> codes with a bundle's tokenizers (cached: an image used by several records is
     encoded once)."""
 
-    def __init__(self, model: Any, root: str | Path):
+    def __init__(self, model: OmniModel, root: str | Path):
         self.model, self.root = model, Path(root)
         self._images: dict[str, np.ndarray] = {}
         self._speech: dict[str, np.ndarray] = {}
@@ -47,16 +50,12 @@ class MediaEncoder:
     @torch.no_grad()
     def image(self, rel: str) -> np.ndarray:
         if rel not in self._images:
-            from aromni.tokenizers.image.image_io import load_image
-
             codes = self.model.image.encode([load_image(self.path(rel))])
             self._images[rel] = codes[0].cpu().numpy().astype(np.int64)
         return self._images[rel]
 
     def waveform(self, rel: str) -> torch.Tensor:
         """``[T]`` float32 at the codec's sample rate."""
-        from aromni.tokenizers.speech.audio_io import load_audio
-
         return load_audio(self.path(rel), self.model.speech.sample_rate)
 
     @torch.no_grad()
@@ -88,7 +87,7 @@ def record_turns(record: dict[str, Any], media: MediaEncoder, n_turns: int | Non
     return out
 
 
-def encode_prompt(model: Any, turns: Sequence[Turn], chat: bool | None = None) -> list[int]:
+def encode_prompt(model: OmniModel, turns: Sequence[Turn], chat: bool | None = None) -> list[int]:
     """Ids of ``turns`` (ending with a user turn) in the bundle's prompt style: a generation prompt."""
     if not turns or turns[-1].role != "user":
         raise InputError("a generation prompt must end with a user turn")
@@ -96,7 +95,7 @@ def encode_prompt(model: Any, turns: Sequence[Turn], chat: bool | None = None) -
     return encode_conversation(conv, model.layout, model.text, model.style).ids.tolist()
 
 
-def record_prompt(model: Any, record: dict[str, Any], media: MediaEncoder, user_turn: int = 0) -> list[int]:
+def record_prompt(model: OmniModel, record: dict[str, Any], media: MediaEncoder, user_turn: int = 0) -> list[int]:
     """Prompt for the assistant turn after user turn ``user_turn`` (0-based count of user turns), with the
     record's own earlier turns as history."""
     n = 2 * user_turn + 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from aromni.toyworld.evaluation import metrics as M
-from aromni.toyworld.evaluation.context import Context
+from aromni.toyworld.evaluation.context import STREAMING_STEP, Context
 from aromni.toyworld.evaluation.generation import (
     policy_options,
     reconstruct_images,
@@ -24,6 +24,7 @@ from aromni.toyworld.evaluation.generation import (
 from aromni.toyworld.evaluation.prompts import record_prompt
 from aromni.toyworld.evaluation.result import TaskResult
 from aromni.toyworld.records import read_jsonl
+from aromni.vocab.tasks import TTS
 
 
 def run_judges(ctx: Context) -> TaskResult:
@@ -64,9 +65,9 @@ def run_judges(ctx: Context) -> TaskResult:
 
 
 def run_streaming(ctx: Context) -> TaskResult:
-    recs = ctx.records("tts", "streaming")
-    opts = policy_options(ctx.model, "tts", ctx.cfg.caps)
-    seeds = ctx.seeds("streaming", len(recs))
+    recs = ctx.records(TTS.name, STREAMING_STEP)
+    opts = policy_options(ctx.model, TTS.name, ctx.cfg.caps)
+    seeds = ctx.seeds(STREAMING_STEP, len(recs))
     keys = ("ftl", "first_speech_token", "first_audio", "total", "rtf", "audio_seconds", "speech_codes", "tokens")
     rows = []
     for i, r in enumerate([recs[0], *recs] if recs else []):

@@ -12,27 +12,28 @@ from typing import Any
 
 import torch
 
-from aromni.toyworld.evaluation.context import Context, EvalConfig
+from aromni.inference.omni import OmniModel
+from aromni.toyworld.evaluation import sanity, tasks_answers, tasks_basic, tasks_image
+from aromni.toyworld.evaluation.context import JUDGES_STEP, STREAMING_STEP, Context, SuiteConfig
 from aromni.toyworld.evaluation.result import TaskResult, rounded
 from aromni.toyworld.evaluation.targets import attribute_table, summary_rows
+from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, S2I, S2S, S2T, T2I, TTS, VQA_SPEECH, VQA_TEXT
 
 
 def _runners() -> dict[str, Callable[[Context], TaskResult]]:
-    from aromni.toyworld.evaluation import sanity, tasks_answers, tasks_basic, tasks_image
-
     return {
-        "judges": sanity.run_judges,
-        "asr": tasks_basic.run_asr,
-        "tts": tasks_basic.run_tts,
-        "caption": tasks_basic.run_caption,
-        "t2i": tasks_image.run_t2i,
-        "s2i": tasks_image.run_s2i,
-        "vqa_text": lambda c: tasks_answers.run_text_answers(c, "vqa_text"),
-        "vqa_speech": lambda c: tasks_answers.run_speech_answers(c, "vqa_speech"),
-        "s2s": lambda c: tasks_answers.run_speech_answers(c, "s2s"),
-        "s2t": lambda c: tasks_answers.run_text_answers(c, "s2t"),
-        "chat_image": tasks_image.run_chat_image,
-        "streaming": sanity.run_streaming,
+        JUDGES_STEP: sanity.run_judges,
+        ASR.name: tasks_basic.run_asr,
+        TTS.name: tasks_basic.run_tts,
+        CAPTION.name: tasks_basic.run_caption,
+        T2I.name: tasks_image.run_t2i,
+        S2I.name: tasks_image.run_s2i,
+        VQA_TEXT.name: lambda c: tasks_answers.run_text_answers(c, VQA_TEXT.name),
+        VQA_SPEECH.name: lambda c: tasks_answers.run_speech_answers(c, VQA_SPEECH.name),
+        S2S.name: lambda c: tasks_answers.run_speech_answers(c, S2S.name),
+        S2T.name: lambda c: tasks_answers.run_text_answers(c, S2T.name),
+        CHAT_IMAGE.name: tasks_image.run_chat_image,
+        STREAMING_STEP: sanity.run_streaming,
     }
 
 
@@ -62,14 +63,12 @@ class SuiteResult:
                         "targets_met": sum(r["pass"] for r in checked), "targets_checked": len(checked)})
 
 
-def run_suite(model: Any, world: str | Path, cfg: EvalConfig | None = None, *, log: Callable[[str], None] | None = None
+def run_suite(model: OmniModel | str | Path, world: str | Path, cfg: SuiteConfig | None = None, *, log: Callable[[str], None] | None = None
               ) -> SuiteResult:
     """Evaluate ``model`` (an :class:`~aromni.inference.omni.OmniModel` or a bundle path) on ``world``.
 
     ``log`` receives one line per finished task (default: stderr)."""
-    from aromni.inference.omni import OmniModel
-
-    cfg = cfg or EvalConfig()
+    cfg = cfg or SuiteConfig()
     log = log or (lambda s: print(s, file=sys.stderr))
     t_start = time.perf_counter()
     if not isinstance(model, OmniModel):

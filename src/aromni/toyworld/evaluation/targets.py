@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
+from aromni.vocab.tasks import CHAT_IMAGE
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def row_note(key: str, tasks: dict[str, Any]) -> str:
     ceiling = m.get("reference_audio_accuracy", m.get("spoken_reference_audio_accuracy"))
     if key.split(".")[-1] in ("accuracy", "answer_vs_generated_image", "answer_vs_request") and ceiling is not None \
             and ceiling < CEILING_WARN:
-        spoken = " (spoken replies)" if task == "chat_image" else ""
+        spoken = " (spoken replies)" if task == CHAT_IMAGE.name else ""
         notes.append(f"the speech judge reads only {100 * ceiling:.0f}% of the recorded reference answers"
                      f"{spoken} right: this bounds the score")
     if key == "streaming.median_ftl" and m.get("n") and m.get("with_speech", 0) < m["n"]:

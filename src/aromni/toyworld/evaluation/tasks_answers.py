@@ -12,7 +12,7 @@ from typing import Any
 
 from aromni.toyworld.evaluation import metrics as M
 from aromni.toyworld.evaluation.context import Context
-from aromni.toyworld.evaluation.generation import Output, decode_speech
+from aromni.toyworld.evaluation.generation import ANSWER_SPEECH, ANSWER_TEXT, Output, decode_speech
 from aromni.toyworld.evaluation.prompts import record_prompt, reference_segment
 from aromni.toyworld.evaluation.result import TaskResult
 
@@ -27,7 +27,7 @@ def _verdict(rec: dict[str, Any], reply: str, reference: str) -> bool:
 def _run(ctx: Context, task: str, speech: bool) -> tuple[list[dict], list[Output], list[str], list[str], list]:
     recs = ctx.records(task)
     prompts = [record_prompt(ctx.model, r, ctx.media) for r in recs]
-    outs = ctx.generate(task, "answer_speech" if speech else "answer_text", prompts)
+    outs = ctx.generate(task, ANSWER_SPEECH if speech else ANSWER_TEXT, prompts)
     kind = "speech" if speech else "text"
     refs = [reference_segment(r, 1, kind) for r in recs]
     ref_texts = [s["transcript"] if speech else s["text"] for s in refs]

@@ -7,12 +7,13 @@ from aromni.toyworld.evaluation.context import Context
 from aromni.toyworld.evaluation.generation import decode_speech, resynthesize
 from aromni.toyworld.evaluation.prompts import record_prompt, reference_segment
 from aromni.toyworld.evaluation.result import TaskResult
+from aromni.vocab.tasks import ASR, CAPTION, TTS
 
 
 def run_asr(ctx: Context) -> TaskResult:
     """Greedy transcripts of test speech (held-out voices) vs the transcripts: corpus WER."""
-    recs = ctx.records("asr")
-    outs = ctx.generate("asr", "asr", [record_prompt(ctx.model, r, ctx.media) for r in recs])
+    recs = ctx.records(ASR.name)
+    outs = ctx.generate(ASR.name, ASR.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     refs = [reference_segment(r, 1, "text")["text"] for r in recs]
     hyps = [o.text for o in outs]
     held = [i for i, r in enumerate(recs) if r.get("meta", {}).get("heldout_voice")]
@@ -33,8 +34,8 @@ def run_tts(ctx: Context) -> TaskResult:
 
     The gap (generated − resynthesised, in WER points) isolates what the language model adds to the codec's own
     loss; the judge's WER on the untouched reference is reported too."""
-    recs = ctx.records("tts")
-    outs = ctx.generate("tts", "tts", [record_prompt(ctx.model, r, ctx.media) for r in recs])
+    recs = ctx.records(TTS.name)
+    outs = ctx.generate(TTS.name, TTS.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     refs = [reference_segment(r, 1, "speech") for r in recs]
     texts = [s["transcript"] for s in refs]
     gen = [decode_speech(ctx.model, o.speech) for o in outs]
@@ -65,8 +66,8 @@ def run_tts(ctx: Context) -> TaskResult:
 def run_caption(ctx: Context) -> TaskResult:
     """Greedy captions of test images: all-attributes-correct, per attribute, and CIDEr against every caption
     template of the world grammar filled with the image's attributes."""
-    recs = ctx.records("caption")
-    outs = ctx.generate("caption", "caption", [record_prompt(ctx.model, r, ctx.media) for r in recs])
+    recs = ctx.records(CAPTION.name)
+    outs = ctx.generate(CAPTION.name, CAPTION.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     truths = [r["meta"]["image"] for r in recs]
     hyps = [o.text for o in outs]
     reads = [M.read_attributes(h) for h in hyps]

@@ -12,10 +12,11 @@ from typing import Any
 
 from aromni.toyworld.evaluation import metrics as M
 from aromni.toyworld.evaluation.context import Context
-from aromni.toyworld.evaluation.generation import decode_image, decode_speech
+from aromni.toyworld.evaluation.generation import ANSWER_SPEECH, ANSWER_TEXT, T2I_NOCFG, decode_image, decode_speech
 from aromni.toyworld.evaluation.prompts import encode_prompt, record_prompt, record_turns, reference_segment
 from aromni.toyworld.evaluation.result import TaskResult
 from aromni.vocab.conversation import ImageSegment, Turn
+from aromni.vocab.tasks import CHAT_IMAGE, S2I, T2I
 
 
 def _user_text(rec: dict[str, Any], turn: int = 0) -> str:
@@ -37,11 +38,11 @@ def _image_metrics(reads: list, recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_t2i(ctx: Context) -> TaskResult:
     """Judge accuracy of generated images, sampled with CFG (the T2I policy) and without (same seeds)."""
-    recs = ctx.records("t2i")
+    recs = ctx.records(T2I.name)
     prompts = [record_prompt(ctx.model, r, ctx.media) for r in recs]
     images = {}
-    for name, policy in (("cfg", "t2i"), ("no_cfg", "t2i_nocfg")):
-        outs = ctx.generate("t2i", policy, prompts)
+    for name, policy in (("cfg", T2I.name), ("no_cfg", T2I_NOCFG)):
+        outs = ctx.generate(T2I.name, policy, prompts)
         images[name] = [decode_image(ctx.model, o.image) for o in outs]
     reads = {k: ctx.read_images(v) for k, v in images.items()}
     metrics = {"n": len(recs), **{k: _image_metrics(v, recs) for k, v in reads.items()}}
@@ -57,8 +58,8 @@ def run_t2i(ctx: Context) -> TaskResult:
 def run_s2i(ctx: Context) -> TaskResult:
     """Spoken description -> transcript + image: judge accuracy of the image (no image counts as wrong), and the
     WER of the transcript part."""
-    recs = ctx.records("s2i")
-    outs = ctx.generate("s2i", "s2i", [record_prompt(ctx.model, r, ctx.media) for r in recs])
+    recs = ctx.records(S2I.name)
+    outs = ctx.generate(S2I.name, S2I.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     images = [decode_image(ctx.model, o.image) for o in outs]
     reads = ctx.read_images(images)
     said = [reference_segment(r, 1, "text")["text"] for r in recs]
@@ -74,9 +75,9 @@ def run_s2i(ctx: Context) -> TaskResult:
 def run_chat_image(ctx: Context) -> TaskResult:
     """Turn 1: the model draws (T2I policy). Turn 2: the follow-up question about the drawn image (answer
     policy); scored against the judge's reading of the generated image and against the request."""
-    recs = ctx.records("chat_image")
-    first = ctx.generate("chat_image", "t2i", [record_prompt(ctx.model, r, ctx.media, 0) for r in recs],
-                         seed_key="chat_image/turn1")
+    recs = ctx.records(CHAT_IMAGE.name)
+    first = ctx.generate(CHAT_IMAGE.name, T2I.name, [record_prompt(ctx.model, r, ctx.media, 0) for r in recs],
+                         seed_key=f"{CHAT_IMAGE.name}/turn1")
     images = [decode_image(ctx.model, o.image) for o in first]
     reads = ctx.read_images(images)
     prompts = []
@@ -88,9 +89,10 @@ def run_chat_image(ctx: Context) -> TaskResult:
         prompts.append(encode_prompt(ctx.model, turns, chat=True))
     spoken = [reference_segment(r, 3, "speech") is not None for r in recs]
     second: list[Any] = [None] * len(recs)
-    for flag, policy in ((True, "answer_speech"), (False, "answer_text")):
+    for flag, policy in ((True, ANSWER_SPEECH), (False, ANSWER_TEXT)):
         idx = [i for i, sp in enumerate(spoken) if sp == flag]
-        outs = ctx.generate("chat_image", policy, [prompts[i] for i in idx], seed_key=f"chat_image/turn2/{policy}")
+        outs = ctx.generate(CHAT_IMAGE.name, policy, [prompts[i] for i in idx],
+                            seed_key=f"{CHAT_IMAGE.name}/turn2/{policy}")
         for i, o in zip(idx, outs):
             second[i] = o
     wavs = [decode_speech(ctx.model, o.speech) if sp else None for o, sp in zip(second, spoken)]

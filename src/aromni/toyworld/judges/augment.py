@@ -12,14 +12,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from aromni.tokenizers.speech.mel import hz_to_mel
 
 def _rand(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
 def _mel_bin(hz: float, n_mels: int, sr: int = 16000) -> int:
-    from aromni.tokenizers.speech.mel import hz_to_mel
-
     return int(n_mels * float(hz_to_mel(torch.tensor(hz))) / float(hz_to_mel(torch.tensor(sr / 2))))
 
 

@@ -18,6 +18,7 @@ from aromni.toyworld.judges.speech import SpeechJudge
 from aromni.toyworld.judges.train_speech import reply_paths
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
+from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
 
 
 def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
@@ -56,8 +57,6 @@ def measure_fresh_replies(judge: SpeechJudge, world: Path, split: str) -> dict[s
     """Exact-read rate of the split's distinct reply sentences re-synthesised in the assistant voice at each of
     ``FRESH_JITTERS`` (None without espeak-ng)."""
     import shutil
-
-    from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
 
     if shutil.which("espeak-ng") is None:
         return None

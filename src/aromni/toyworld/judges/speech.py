@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from aromni.errors import ConfigError
+from aromni.tokenizers.speech.audio_io import load_audio, resample
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
 from aromni.toyworld.judges.store import default_judge_dir, load_judge_files, save_judge
 
@@ -124,10 +126,6 @@ class SpeechJudge:
     @torch.inference_mode()
     def transcribe(self, wavs, *, sample_rate: int | None = None, batch_size: int = 32) -> list[str]:
         """Transcribe a list of 1-D waveforms (numpy or torch; at ``sample_rate``, default 16 kHz)."""
-        import numpy as np
-
-        from aromni.tokenizers.speech.audio_io import resample
-
         sr = sample_rate or self.cfg.sample_rate
         items = [np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32).reshape(-1)
                  for w in wavs]
@@ -141,8 +139,6 @@ class SpeechJudge:
         return out
 
     def transcribe_files(self, paths, **kw) -> list[str]:
-        from aromni.tokenizers.speech.audio_io import load_audio
-
         return self.transcribe([load_audio(p, self.cfg.sample_rate) for p in paths], **kw)
 
 

@@ -1,20 +1,22 @@
 """Train the image judge on freshly rendered ground truth (all shape×colour pairs, jittered like the world).
 
 The judge is not the model under test, so it sees every attribute combination, including the pairs the world
-holds out for its test split. Resumable through ``checkpoint.pt`` like the speech judge.
+holds out for its test split. Trained by :class:`~aromni.training.loop.TrainLoop` (resumable through
+``out/checkpoint`` like the speech judge).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aromni.errors import CheckpointError, InputError
+from aromni.errors import InputError
 from aromni.toyworld.attributes import (
     ATTRIBUTE_NAMES,
     BACKGROUNDS,
@@ -27,8 +29,7 @@ from aromni.toyworld.attributes import (
 from aromni.toyworld.images import random_spec, render
 from aromni.toyworld.judges.augment import augment_image
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
-from aromni.training.guard import check_finite, check_weights, existing
-from aromni.utils.io import atomic_path
+from aromni.training.loop import LoopConfig, TrainLoop, Update
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ImageTrainConfig:
     lr: float = 2e-3
     clean_fraction: float = 0.25
     save_every: int = 200
+    log_every: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,61 +81,73 @@ def accuracy(model: ImageJudgeModel, images: torch.Tensor, labels: dict[str, tor
     return {**{k: round(v / n, 5) for k, v in correct.items()}, "all": round(all_ok / n, 5)}
 
 
-def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, progress: bool = True) -> dict:
-    from tqdm import tqdm
+class ImageJudgeRecipe:
+    """The image judge's step on :class:`~aromni.training.loop.TrainLoop`: a seeded batch of renders (a share
+    augmented), the summed per-attribute cross-entropy, a cosine learning rate."""
 
+    def __init__(self, cfg: ImageTrainConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.model = ImageJudgeModel(ImageJudgeConfig()).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation: the data position
+        self.images, self.labels = render_set(cfg.train_images, f"judge-train-{cfg.seed}")
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
+
+    def lr_at(self, step: int) -> float:
+        return float(self.cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, step / self.cfg.steps)))))
+
+    def train_step(self, step: int, logs: dict[str, float]) -> Iterator[Update]:
+        idx = torch.randint(0, self.images.shape[0], (self.cfg.batch_size,), generator=self.gen)
+        x = self.images[idx].float() / 255
+        if float(torch.rand((), generator=self.gen)) >= self.cfg.clean_fraction:
+            x = augment_image(x, self.gen)
+        logits = self.model(x)
+        loss = sum(torch.nn.functional.cross_entropy(logits[k], self.labels[k][idx]) for k in ATTRIBUTE_NAMES)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(step)
+        logs.update(loss=loss.item(), lr=self.lr_at(step))
+        yield Update(loss, self.opt)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        return {}  # the judge is scored once, after training
+
+    def log_fields(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["gen"])
+
+
+def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, progress: bool = True,
+                      until: int | None = None) -> dict:
+    """Train (or resume from ``out/checkpoint``) the image judge and save it to ``out``; returns its metrics.
+
+    ``until``: stop at that step with a checkpoint (an interrupted run, for tests), without saving the judge."""
     cfg = cfg or ImageTrainConfig()
     out = Path(out)
-    torch.manual_seed(cfg.seed)
-    model = ImageJudgeModel(ImageJudgeConfig())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(cfg.seed)
-    step, ckpt = 0, out / "checkpoint.pt"
-    if ckpt.is_file():
-        try:
-            state = torch.load(ckpt, weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{ckpt}: cannot be read ({e})", "delete it to start again") from None
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            g.set_state(state["gen"])
-            step = int(state["step"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{ckpt}: damaged judge checkpoint ({type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:200]})", "delete it to start again") from None
     t0 = time.perf_counter()
-    images, labels = render_set(cfg.train_images, f"judge-train-{cfg.seed}")
+    recipe = ImageJudgeRecipe(cfg)
+    loop = TrainLoop(recipe, LoopConfig(out=out, steps=cfg.steps, checkpoint_every=cfg.save_every,
+                                        log_every=cfg.log_every, progress=progress, desc="image judge",
+                                        lr_key="the judge lr", lr=cfg.lr, config=asdict(cfg)))
+    loop.run(until=until)
+    if loop.step < cfg.steps:
+        return {"steps": loop.step}
     val_images, val_labels = render_set(cfg.val_images, f"judge-val-{cfg.seed}")
-    sched = lambda s: cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))
-    bar = tqdm(total=cfg.steps, initial=step, desc="image judge", disable=None if progress else True)
-    model.train()
-    while step < cfg.steps:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=g)
-        x = images[idx].float() / 255
-        if float(torch.rand((), generator=g)) >= cfg.clean_fraction:
-            x = augment_image(x, g)
-        logits = model(x)
-        loss = sum(torch.nn.functional.cross_entropy(logits[k], labels[k][idx]) for k in ATTRIBUTE_NAMES)
-        for group in opt.param_groups:
-            group["lr"] = float(sched(step))
-        opt.zero_grad(set_to_none=True)
-        check_finite({"loss": loss}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            check_weights(model.parameters(), step, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
-            with atomic_path(ckpt, suffix=".pt") as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
-                            "step": step}, tmp)
-    bar.close()
     vg = torch.Generator().manual_seed(cfg.seed + 1)
     aug_val = (augment_image(val_images.float() / 255, vg) * 255).round().to(torch.uint8)
+    model = recipe.model
     metrics = {"val_clean": accuracy(model, val_images, val_labels),
-               "val_augmented": accuracy(model, aug_val, val_labels), "steps": step,
+               "val_augmented": accuracy(model, aug_val, val_labels), "steps": loop.step,
                "params": sum(p.numel() for p in model.parameters()),
                "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     ImageJudge(model).save(out, metrics)

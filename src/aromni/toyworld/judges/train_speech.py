@@ -7,31 +7,31 @@ pink" once per epoch next to thousands of user questions ("is pink a color", "is
 as "is it shape". So every epoch repeats each assistant clip ``assistant_repeat`` times and each spoken reply
 (the assistant speech of ``REPLY_TASKS`` records, what the evaluation scores) ``reply_repeat`` times.
 
-Resumable: ``checkpoint.pt`` in the output directory holds model, optimiser and step, written every
-``save_every`` steps; rerunning the same command continues from it. The finished judge is saved as
+Trained by :class:`~aromni.training.loop.TrainLoop`: ``checkpoint/`` in the output directory (written every
+``save_every`` steps) holds everything a resume needs; rerunning the same command continues from it exactly. The finished judge is saved as
 ``config.json`` + ``model.safetensors`` (fp16) with its validation WER in the config.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aromni.errors import CheckpointError, InputError
+from aromni.errors import InputError
 from aromni.toyworld import grammar
 from aromni.toyworld.judges.augment import augment_logmel, spec_augment
 from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
 from aromni.toyworld.judges.wer import wer
-from aromni.toyworld.records import read_jsonl
+from aromni.toyworld.records import iter_records, read_jsonl
+from aromni.training.loop import LoopConfig, TrainLoop, Update
 from aromni.utils.extras import optional
-from aromni.training.guard import check_finite, check_weights, existing
-from aromni.utils.io import atomic_path
+from aromni.vocab.tasks import CHAT_IMAGE, S2S, VQA_SPEECH
 
 
 @dataclass
@@ -58,13 +58,11 @@ class SpeechTrainConfig:
 
 
 # Tasks whose assistant turns are spoken replies scored by the evaluation (I+S→S, S→S, spoken chat replies).
-REPLY_TASKS = ("vqa_speech", "s2s", "chat_image")
+REPLY_TASKS = tuple(t.name for t in (VQA_SPEECH, S2S, CHAT_IMAGE))
 
 
 def reply_paths(world: Path, split: str) -> set[str]:
     """Paths of the spoken replies of ``split``: assistant speech segments of ``REPLY_TASKS`` records."""
-    from aromni.toyworld.records import iter_records
-
     return {seg["path"] for rec in iter_records(world, split) if rec["task"] in REPLY_TASKS
             for turn in rec["turns"] if turn["role"] == "assistant"
             for seg in turn["segments"] if seg["type"] == "speech"}
@@ -155,89 +153,93 @@ def evaluate_wer(judge: SpeechJudge, clips: list[tuple[np.ndarray, str]]) -> flo
     return wer([t for _, t in clips], hyps)
 
 
-def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfig | None = None,
-                       *, progress: bool = True) -> dict:
-    """Train (or resume) the speech judge; returns its metrics."""
-    from tqdm import tqdm
+class SpeechJudgeRecipe:
+    """The speech judge's step on :class:`~aromni.training.loop.TrainLoop`: a length-bucketed batch of cached
+    log-mels (corrupted after the clean start, a share kept clean), CTC, gradient clipping at 1."""
 
+    def __init__(self, cfg: SpeechTrainConfig, train: list[tuple[np.ndarray, str]], repeats: list[int]):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.words = grammar.spoken_vocabulary()
+        self.model = SpeechJudgeModel(SpeechJudgeConfig(words=self.words))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.word_id = {w: i + 1 for i, w in enumerate(self.words)}
+        self.mels, self.texts = compute_mels(self.model, train), [t for _, t in train]
+        self.lengths = [x.shape[-1] for x in self.mels]
+        self.repeats = repeats
+        self.epoch_batches: list[list[int]] = []  # the rest of this epoch's batches: the data position
+        self.model.train()
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
+
+    def train_step(self, step: int, logs: dict[str, float]) -> Iterator[Update]:
+        cfg = self.cfg
+        if not self.epoch_batches:
+            self.epoch_batches = _batches(self.lengths, int(cfg.batch_seconds * 100),
+                                          random.Random(f"{cfg.seed}-{step}"), self.repeats)
+        idx = self.epoch_batches.pop()
+        for group in self.opt.param_groups:
+            group["lr"] = float(_lr(step, cfg))
+        corrupt = float(torch.rand((), generator=self.gen)) >= cfg.clean_fraction and step >= cfg.clean_start * cfg.steps
+        loss = _step(self.model, [self.mels[i] for i in idx], [self.texts[i] for i in idx], self.word_id, self.gen,
+                     corrupt)
+        logs.update(loss=loss.item(), corrupt=float(corrupt), lr=float(_lr(step, cfg)))
+        yield Update(loss, self.opt, clip=1.0, grad_norm_key="grad_norm")
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        return {}  # the judge is scored once, after training
+
+    def log_fields(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor | list[list[int]]]:
+        return {"gen": self.gen.get_state(), "epoch_batches": [list(b) for b in self.epoch_batches]}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor | list[list[int]]]) -> None:
+        self.gen.set_state(state["gen"])
+        self.epoch_batches = [[int(i) for i in b] for b in state["epoch_batches"]]
+
+
+def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfig | None = None,
+                       *, progress: bool = True, until: int | None = None) -> dict:
+    """Train (or resume from ``out/checkpoint``) the speech judge and save it to ``out``; returns its metrics.
+
+    ``until``: stop at that step with a checkpoint (an interrupted run, for tests), without saving the judge."""
     cfg = cfg or SpeechTrainConfig()
     world, out = Path(world), Path(out)
-    torch.manual_seed(cfg.seed)
     words = grammar.spoken_vocabulary()
-    model = SpeechJudgeModel(SpeechJudgeConfig(words=words))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    g = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-    ckpt = out / "checkpoint.pt"
-    if ckpt.is_file():
-        try:
-            state = torch.load(ckpt, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the user's to delete
-            raise CheckpointError(f"{ckpt}: cannot be read ({e})", "delete it to start again") from None
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            g.set_state(state["gen"])
-            step = int(state["step"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{ckpt}: damaged judge checkpoint ({type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:200]})", "delete it to start again") from None
     train_rows = speech_rows(world, "train", cfg.max_train_clips, cfg.seed)
     train = load_clips(world, train_rows)
     replies = reply_paths(world, "train")
-    repeats = clip_repeats(train_rows, replies, cfg)
-    val = load_clips(world, speech_rows(world, "validation", cfg.val_clips, cfg.seed))
-    val_reply_paths = reply_paths(world, "validation")
-    val_replies = load_clips(world, [r for r in speech_rows(world, "validation") if r["path"] in val_reply_paths])
     if not train:
         raise InputError(f"{world}: no training clips in speech.jsonl", "build the world first")
     unknown = {w for _, t in train for w in t.split()} - set(words)
     if unknown:
         raise InputError(f"{world}: transcripts use words outside the grammar: {sorted(unknown)[:5]}",
                          "rebuild the world with this version of aromni")
-    word_id = {w: i + 1 for i, w in enumerate(words)}
-    mels, texts = compute_mels(model, train), [t for _, t in train]
-    batch_frames = int(cfg.batch_seconds * 100)
-    lengths = [x.shape[-1] for x in mels]
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=cfg.steps, initial=step, desc="speech judge", disable=None if progress else True)
-    model.train()
-    epoch_batches: list[list[int]] = []
-    while step < cfg.steps:
-        if not epoch_batches:
-            epoch_batches = _batches(lengths, batch_frames, random.Random(f"{cfg.seed}-{step}"), repeats)
-        idx = epoch_batches.pop()
-        for group in opt.param_groups:
-            group["lr"] = float(_lr(step, cfg))
-        corrupt = float(torch.rand((), generator=g)) >= cfg.clean_fraction and step >= cfg.clean_start * cfg.steps
-        loss = _step(model, [mels[i] for i in idx], [texts[i] for i in idx], word_id, g, corrupt)
-        opt.zero_grad(set_to_none=True)
-        check_finite({"loss": loss}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        check_finite({"gradient norm": gn}, step + 1, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
-        opt.step()
-        step += 1
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.log_every == 0:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "corrupt": corrupt,
-                                    "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            check_weights(model.parameters(), step, existing(ckpt), lr_key="the judge lr", lr=cfg.lr)
-            with atomic_path(ckpt, suffix=".pt") as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
-                            "step": step}, tmp)
-    bar.close()
-    judge = SpeechJudge(model)
+    recipe = SpeechJudgeRecipe(cfg, train, clip_repeats(train_rows, replies, cfg))
+    loop = TrainLoop(recipe, LoopConfig(out=out, steps=cfg.steps, checkpoint_every=cfg.save_every,
+                                        log_every=cfg.log_every, progress=progress, desc="speech judge",
+                                        lr_key="the judge lr", lr=cfg.lr, config=asdict(cfg)))
+    loop.run(until=until)
+    if loop.step < cfg.steps:
+        return {"steps": loop.step}
+    val = load_clips(world, speech_rows(world, "validation", cfg.val_clips, cfg.seed))
+    val_reply_paths = reply_paths(world, "validation")
+    val_replies = load_clips(world, [r for r in speech_rows(world, "validation") if r["path"] in val_reply_paths])
+    judge = SpeechJudge(recipe.model)
     val_wer, val_wer_replies = evaluate_wer(judge, val), evaluate_wer(judge, val_replies)
     metrics = {"val_wer": None if val_wer is None else round(val_wer, 5),
-               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": step,
+               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": loop.step,
                "train_clips": len(train), "train_reply_clips": sum(r["path"] in replies for r in train_rows),
                "assistant_repeat": cfg.assistant_repeat, "reply_repeat": cfg.reply_repeat,
-               "params": sum(p.numel() for p in model.parameters()),
+               "params": sum(p.numel() for p in recipe.model.parameters()),
                "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     judge.save(out, metrics)
     return metrics

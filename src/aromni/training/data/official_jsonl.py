@@ -29,6 +29,7 @@ from aromni.training.data.shards import Sample
 from aromni.training.data.sources.base import BadRecord, group_of
 from aromni.vocab.conversation import OFFICIAL, PromptStyle, Span, get_style
 from aromni.vocab.layout import VocabLayout
+from aromni.vocab.segments import TextCodec
 from aromni.vocab.tasks import ALIASES
 
 #: Official task name -> ours (the aliases of the task registry; ``image_to_text`` documents train like captioning).
@@ -83,7 +84,7 @@ def derive_spans(
     response: np.ndarray,
     layout: VocabLayout,
     *,
-    tokenizer: Any = None,
+    tokenizer: TextCodec | None = None,
     style: str | PromptStyle = OFFICIAL,
     where: str = "record",
 ) -> list[Span]:
@@ -164,7 +165,7 @@ def pretrain_sample(
     obj: dict[str, Any],
     layout: VocabLayout,
     *,
-    tokenizer: Any = None,
+    tokenizer: TextCodec | None = None,
     style: str | PromptStyle = OFFICIAL,
     where: str = "record",
     group: str | None = None,
@@ -196,7 +197,7 @@ def sft_sample(
     layout: VocabLayout,
     *,
     task: str = "sft",
-    tokenizer: Any = None,
+    tokenizer: TextCodec | None = None,
     style: str | PromptStyle = OFFICIAL,
     where: str = "row",
     group: str | None = None,

@@ -35,6 +35,7 @@ import numpy as np
 from aromni.errors import InputError
 from aromni.utils.io import atomic_path, atomic_write_json, read_json
 from aromni.vocab.conversation import EncodedConversation, Span
+from aromni.vocab.layout import VocabLayout
 
 FORMAT = "aromni-shards"
 VERSION = 1
@@ -121,7 +122,7 @@ class ShardWriter:
         self.flush()
 
 
-def write_manifest(root: str | Path, layout: Any, splits: dict[str, dict[str, Any]], report: dict[str, Any],
+def write_manifest(root: str | Path, layout: VocabLayout, splits: dict[str, dict[str, Any]], report: dict[str, Any],
                    extra: dict[str, Any] | None = None) -> None:
     atomic_write_json(Path(root) / MANIFEST, {"format": FORMAT, "version": VERSION, "layout": layout.to_dict(),
                                               "splits": splits, "report": report, **(extra or {})})

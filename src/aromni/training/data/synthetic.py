@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aromni.tokenizers.text import TextTokenizer
 from aromni.training.data.shards import Sample, ShardWriter, write_manifest
 from aromni.utils.io import atomic_path
 from aromni.vocab.conversation import Conversation, TextSegment, Turn, encode_conversation
 from aromni.vocab.layout import VocabLayout
-from aromni.vocab.tasks import TASKS
+from aromni.vocab.tasks import ASR, CAPTION, T2I, TEXT, TTS, Task
 from aromni.vocab.templates import task_conversation
 
 COLORS = ("red", "green", "blue", "yellow", "black", "white")
@@ -35,7 +36,9 @@ SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "big")
 COUNTS = ("one", "two", "three", "four")
 N_BACKGROUND = 8
-TASK_GROUP = {"caption": "image", "t2i": "image", "asr": "speech", "tts": "speech", "text": "text"}
+#: The tasks of the synthetic world, in the order samples cycle through them.
+SYNTHETIC_TASKS: tuple[Task, ...] = (CAPTION, T2I, ASR, TTS, TEXT)
+TASK_GROUP = {CAPTION.name: "image", T2I.name: "image", ASR.name: "speech", TTS.name: "speech", TEXT.name: "text"}
 
 
 @dataclass
@@ -47,8 +50,6 @@ class SyntheticWorld:
     n_speech: int = 128
 
     def __post_init__(self) -> None:
-        from aromni.tokenizers.text import TextTokenizer
-
         self.n_image = N_BACKGROUND + len(COLORS) * len(SHAPES) * 2
         specials = VocabLayout.compact(0, 0, 0).special_token_strings()
         self.tok = TextTokenizer.train(self.corpus(), vocab_size=len(specials) + 256 + 160,
@@ -62,7 +63,7 @@ class SyntheticWorld:
     @staticmethod
     def corpus() -> list[str]:
         """Every string the task templates and the rules produce (the BPE training text)."""
-        lines = ["USER:", "ASSISTANT:", "Continue:"] + [TASKS[t].paper_instruction for t in ("caption", "t2i", "asr", "tts")]
+        lines = ["USER:", "ASSISTANT:", "Continue:"] + [str(t.paper_instruction) for t in (CAPTION, T2I, ASR, TTS)]
         for size in SIZES:
             for color in COLORS:
                 for shape in SHAPES:
@@ -104,33 +105,34 @@ class SyntheticWorld:
                     table[k, 10] += 0.5 * t
         return table
 
-    def sample(self, task: str, rng: np.random.Generator, index: int) -> Sample:
+    def sample(self, task: Task, rng: np.random.Generator, index: int) -> Sample:
         size, color, shape = self.phrase(rng)
         caption = f"a {size} {color} {shape}"
-        if task == "caption":
-            conv = task_conversation("caption", style="paper", image=self.image(size, color, shape, rng),
+        if task is CAPTION:
+            conv = task_conversation(CAPTION, style="paper", image=self.image(size, color, shape, rng),
                                      response_text=caption)
-        elif task == "t2i":
-            conv = task_conversation("t2i", style="paper", text=caption,
+        elif task is T2I:
+            conv = task_conversation(T2I, style="paper", text=caption,
                                      response_image=self.image(size, color, shape, rng))
-        elif task in ("asr", "tts"):
+        elif task in (ASR, TTS):
             count = str(rng.choice(COUNTS))
             sentence = f"there {'is' if count == 'one' else 'are'} {count} {color} {shape}" + \
                 ("" if count == "one" else " shapes")
             speech = self.speech(sentence, rng)
-            conv = (task_conversation("asr", style="paper", speech=speech, response_text=sentence) if task == "asr"
-                    else task_conversation("tts", style="paper", text=sentence, response_speech=speech))
+            conv = (task_conversation(ASR, style="paper", speech=speech, response_text=sentence) if task is ASR
+                    else task_conversation(TTS, style="paper", text=sentence, response_speech=speech))
         else:
             other = self.phrase(rng)
             conv = Conversation([Turn("user", [TextSegment(f"Continue: the {size} {color} {shape} is next to")]),
                                  Turn("assistant", [TextSegment(f"the {other[0]} {other[1]} {other[2]}")])],
-                                task="text")
+                                task=TEXT.name)
         enc = encode_conversation(conv, self.layout, self.tok, style="paper")
-        return Sample.from_encoded(enc, task=task, group=TASK_GROUP[task], source=f"synth-{task}-{index}")
+        return Sample.from_encoded(enc, task=task.name, group=TASK_GROUP[task.name],
+                                   source=f"synth-{task.name}-{index}")
 
 
 def write_synthetic_shards(out: str | Path, *, n_train: int = 2000, n_val: int = 100, seed: int = 0,
-                           tasks: tuple[str, ...] = ("caption", "t2i", "asr", "tts", "text")) -> SyntheticWorld:
+                           tasks: tuple[Task, ...] = SYNTHETIC_TASKS) -> SyntheticWorld:
     """Write ``out/{train,validation}`` shards, ``manifest.json``, ``image_codebook.safetensors`` and the text
     tokenizer directory ``text_tokenizer/``."""
     from safetensors.torch import save_file

@@ -1,7 +1,13 @@
-"""Training recipes: each fixes the defaults of one stage and runs the shared :class:`~aromni.training.trainer.Trainer`.
+"""Training recipes: what one training run computes; the loop around it is shared.
 
+Decoder stages (run by :class:`~aromni.training.trainer.Trainer`):
 ``pretrain``: loss on every token, tail-weighted NTP for caption/ASR, perceptual loss (paper stage 1).
 ``sft``: loss on response tokens only (paper stage 2), optional INS...RES segment weight.
+
+Tokenizers (steps on :class:`~aromni.training.loop.TrainLoop`):
+``vqgan`` (+ ``vqgan_config``): the image VQGAN, optional GAN phase. ``codec`` (+ ``codec_config``): the
+streaming speech codec, optional GAN phase. The toy-world judges' recipes live next to their data in
+:mod:`aromni.toyworld.judges.train_image` / :mod:`~aromni.toyworld.judges.train_speech`.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ from typing import Any
 
 from aromni.training.config import TrainConfig
 from aromni.training.recipes import load_recipe_config
+from aromni.training.trainer import Trainer
+from aromni.vocab.tasks import tail_weighted_tasks
 
 DEFAULTS: dict[str, Any] = {
-    "loss": {"mode": "pretrain", "weighted_ntp": True, "tail_tasks": ["caption", "asr"], "tail_weight": 2.0},
+    "loss": {"mode": "pretrain", "weighted_ntp": True, "tail_tasks": list(tail_weighted_tasks()), "tail_weight": 2.0},
     "perceptual": {"enabled": True, "weight": 1.0},
     "data": {"seq_len": 1300, "too_long": "drop"},
     "optim": {"lr": 6e-5, "warmup_ratio": 0.05, "grad_clip": 1.0},
@@ -26,6 +28,4 @@ def config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfi
 
 
 def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    from aromni.training.trainer import Trainer
-
     return Trainer(config(path, overrides)).fit()

@@ -12,6 +12,7 @@ from typing import Any
 
 from aromni.training.config import TrainConfig
 from aromni.training.recipes import load_recipe_config
+from aromni.training.trainer import Trainer
 
 DEFAULTS: dict[str, Any] = {
     "loss": {"mode": "sft", "weighted_ntp": True, "tail_tasks": [], "segment_weight": 1.0},
@@ -26,6 +27,4 @@ def config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfi
 
 
 def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    from aromni.training.trainer import Trainer
-
     return Trainer(config(path, overrides)).fit()

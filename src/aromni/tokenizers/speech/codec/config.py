@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.utils.io import JSONValue
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,15 @@ class CodecConfig:
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> CodecConfig:
         return dataclass_from_dict(cls, d, "codec config", noun="keys")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> CodecConfig:
+    def preset(cls, name: str, **overrides: object) -> CodecConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown codec preset {name!r}", f"one of {', '.join(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})

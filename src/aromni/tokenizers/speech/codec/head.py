@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aromni.errors import ConfigError
-from aromni.tokenizers.speech.codec.streaming import StreamingModule
+from aromni.tokenizers.streaming import StreamingModule
 
 
 @dataclass
@@ -27,8 +27,13 @@ class OverlapAddState:
     tail: torch.Tensor  # [B, n_fft - hop_s]: contributions already made to samples not yet emitted
 
 
-class ISTFTHead(StreamingModule):
-    """``h [B, dim, T] -> audio [B, T * subframes * hop_s]``."""
+class StreamingISTFTHead(StreamingModule[OverlapAddState]):
+    """``h [B, dim, T] -> audio [B, T * subframes * hop_s]``, streamable.
+
+    Not WavTokenizer's :class:`~aromni.tokenizers.speech.wavtokenizer.head.ISTFTHead`: that one centres its
+    windows ("same" padding) and divides by the exact per-sample envelope, so its first samples depend on later
+    frames; this one starts windows at their sub-frame and normalises by the constant steady-state envelope.
+    """
 
     def __init__(self, dim: int, n_fft: int, hop_s: int, subframes: int, max_log_magnitude: float):
         super().__init__()

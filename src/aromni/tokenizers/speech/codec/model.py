@@ -9,22 +9,19 @@ final as soon as code ``t + lookahead`` has arrived.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from aromni.errors import CheckpointError, InputError
-from aromni.tokenizers.base import SpeechStreamDecoder, SpeechTokenizer
+from aromni.tokenizers.base import SpeechTokenizer
 from aromni.tokenizers.speech.codec.config import CodecConfig
 from aromni.tokenizers.speech.codec.networks import CodecDecoder, CodecEncoder
 from aromni.tokenizers.speech.codec.quantizer import EMAVectorQuantizer, QuantizerOutput
-from aromni.tokenizers.speech.codec.streaming import init_states, installed
-from aromni.utils.io import atomic_dir, atomic_write_json, read_json
+from aromni.tokenizers.streaming import SpeechStreamDecoder, StreamingStates, init_states, installed
+from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json, read_json
 
 FORMAT_VERSION = 1
 
@@ -69,7 +66,7 @@ class StreamingCodec(SpeechTokenizer):
     def lookahead_frames(self) -> int:
         return self.config.lookahead
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, JSONValue]:
         return {"type": self.type_name, "codebook_size": self.codebook_size, "sample_rate": self.sample_rate,
                 "hop_length": self.hop_length, "frame_rate": self.frame_rate, "codes_per_second": self.frame_rate,
                 "lookahead_frames": self.lookahead_frames, "streaming_exact": True,
@@ -117,19 +114,10 @@ class StreamingCodec(SpeechTokenizer):
         return CodecOutput(self.decode_vectors(quant.quantized), target, quant)
 
     # --- streaming ----------------------------------------------------------------------------------------------
-    def stream_decoder(self, batch_size: int = 1, **options: Any) -> CodecStreamDecoder:
+    def stream_decoder(self, batch_size: int = 1, **options: object) -> CodecStreamDecoder:
         if options:
             raise InputError(f"unknown stream_decoder options {sorted(options)}", "StreamingCodec takes none")
         return CodecStreamDecoder(self, batch_size)
-
-    @contextlib.contextmanager
-    def streaming(self, batch_size: int = 1) -> Iterator[CodecStreamDecoder]:
-        """``with codec.streaming(B) as dec: dec.push(codes)``; the stream's state is dropped on exit."""
-        dec = self.stream_decoder(batch_size)
-        try:
-            yield dec
-        finally:
-            dec.close()
 
     # --- files --------------------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -144,7 +132,7 @@ class StreamingCodec(SpeechTokenizer):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, map_location: str | torch.device = "cpu",
-                        **kwargs: Any) -> StreamingCodec:
+                        **kwargs: object) -> StreamingCodec:
         """Load a directory written by :meth:`save_pretrained`; a missing, corrupt or mismatching file raises
         :class:`CheckpointError` naming it."""
         from safetensors import SafetensorError
@@ -182,8 +170,17 @@ class StreamingCodec(SpeechTokenizer):
         return model.to(map_location).eval()
 
 
-class CodecStreamDecoder(SpeechStreamDecoder):
-    """Incremental decoding with an explicit state object (one per stream; the model is shared).
+@dataclass
+class CodecStreamState:
+    """One stream's state: the decoder layers' states (caller-owned, so streams share the model) and counters."""
+
+    layers: StreamingStates  # {decoder module name: its state}, see aromni.tokenizers.streaming.init_states
+    frames_in: int = 0
+    samples_out: int = 0
+
+
+class CodecStreamDecoder(SpeechStreamDecoder[CodecStreamState]):
+    """Exact incremental decoding (one state per stream; the model is shared).
 
     After pushing ``n`` frames in total, exactly ``max(0, n - lookahead) * hop`` samples have been returned;
     :meth:`flush` returns the last ``lookahead * hop``.
@@ -192,41 +189,27 @@ class CodecStreamDecoder(SpeechStreamDecoder):
     exact = True
 
     def __init__(self, codec: StreamingCodec, batch_size: int = 1):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.codec, self.batch_size = codec, batch_size
+        self.codec = codec
         self.lookahead_frames = codec.lookahead_frames
-        self.states: dict[str, Any] | None = init_states(codec.decoder, batch_size)
-        self.frames_in = 0
-        self.samples_out = 0
+        super().__init__(batch_size)
 
-    def _run(self, vectors: torch.Tensor) -> torch.Tensor:
-        if self.states is None:
-            raise InputError("this stream is closed (flush() was called)", "start a new stream_decoder()")
-        with torch.no_grad(), installed(self.codec.decoder, self.states):
+    def init_state(self, batch_size: int) -> CodecStreamState:
+        return CodecStreamState(init_states(self.codec.decoder, batch_size))
+
+    def _run(self, vectors: torch.Tensor, state: CodecStreamState) -> torch.Tensor:
+        with torch.no_grad(), installed(self.codec.decoder, state.layers):
             audio = self.codec.decoder(vectors)
-        self.samples_out += audio.shape[-1]
+        state.samples_out += audio.shape[-1]
         return audio
 
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes ``[B, n]`` -> the audio ``[B, m]`` that became final (``m`` may be 0)."""
+    def step(self, codes: torch.Tensor, state: CodecStreamState) -> torch.Tensor:
         codes = self.codec._check_codes(codes)
-        if codes.shape[0] != self.batch_size:
-            raise InputError(f"pushed a batch of {codes.shape[0]} to a stream of batch {self.batch_size}")
-        self.frames_in += codes.shape[1]
-        return self._run(self.codec.quantizer.decode(codes))
+        state.frames_in += codes.shape[1]
+        return self._run(self.codec.quantizer.decode(codes), state)
 
-    def flush(self) -> torch.Tensor:
+    def finish(self, state: CodecStreamState) -> torch.Tensor:
         """The last ``lookahead`` frames of audio, decoded as if zero frames followed (same as offline)."""
-        if self.states is None:
-            raise InputError("flush() called twice on one stream", "start a new stream_decoder()")
-        if self.frames_in == 0:
-            self.close()
-            return torch.zeros(self.batch_size, 0, device=self.codec.quantizer.embed.device)
-        pad = self.codec.quantizer.embed.new_zeros(self.batch_size, self.lookahead_frames, self.codec.config.codebook_dim)
-        out = self._run(pad)
-        self.close()
-        return out
-
-    def close(self) -> None:
-        self.states = None
+        embed = self.codec.quantizer.embed
+        if state.frames_in == 0:
+            return embed.new_zeros(self.batch_size, 0)
+        return self._run(embed.new_zeros(self.batch_size, self.lookahead_frames, embed.shape[-1]), state)

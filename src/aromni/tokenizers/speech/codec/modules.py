@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aromni.tokenizers.speech.codec.streaming import StreamingModule
+from aromni.tokenizers.streaming import StreamingModule
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ConvState:
     history: torch.Tensor  # [B, C_in, (k - 1) * dilation]: the last inputs, the left padding of the next chunk
 
 
-class StreamingConv1d(StreamingModule):
+class StreamingConv1d(StreamingModule[ConvState]):
     """1-D convolution over frames ``[B, C, T] -> [B, C_out, T]`` (stride 1).
 
     ``causal=True``: left zero padding of ``(k-1)*dilation`` frames; streaming carries those frames between
@@ -59,10 +59,12 @@ class ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-class ConvNeXtBlock(nn.Module):
+class StreamingConvNeXtBlock(nn.Module):
     """Depthwise conv (k) -> LayerNorm -> Linear(dim, r*dim) -> GELU -> Linear -> layer scale, residual.
 
-    ``[B, C, T] -> [B, C, T]``; causal (streamable) or symmetric depending on ``causal``.
+    ``[B, C, T] -> [B, C, T]``; causal (streamable) or symmetric depending on ``causal``. Not the same block as
+    WavTokenizer's :class:`~aromni.tokenizers.speech.wavtokenizer.backbone.AdaConvNeXtBlock`: that one is
+    conditioned on a bandwidth id (AdaLayerNorm), has a fixed "same"-padded kernel of 7 and cannot stream.
     """
 
     def __init__(self, dim: int, kernel: int, mlp_ratio: float, layer_scale: float, *, causal: bool):
@@ -85,7 +87,7 @@ class DelayState:
     to_drop: int  # leading frames still to discard
 
 
-class FrameDelay(StreamingModule):
+class FrameDelay(StreamingModule[DelayState]):
     """Drop the first ``delay`` frames of ``[B, C, T]``: turns a causal network into one with lookahead.
 
     Frame ``t`` of the output comes from network step ``t + delay``, which has seen codes up to ``t + delay``.

@@ -2,7 +2,7 @@
 
 * :class:`CodecEncoder` (offline): waveform -> log-mel sub-frames stacked per code frame -> ConvNeXt -> vectors.
 * :class:`CodecDecoder` (streaming): code vectors -> causal ConvNeXt backbone -> frame delay (lookahead) ->
-  :class:`~aromni.tokenizers.speech.codec.head.ISTFTHead`.
+  :class:`~aromni.tokenizers.speech.codec.head.StreamingISTFTHead`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from aromni.tokenizers.speech.codec.config import CodecConfig
-from aromni.tokenizers.speech.codec.head import ISTFTHead
+from aromni.tokenizers.speech.codec.head import StreamingISTFTHead
 from aromni.tokenizers.speech.codec.modules import (
     ChannelLayerNorm,
-    ConvNeXtBlock,
+    StreamingConvNeXtBlock,
     FrameDelay,
     StreamingConv1d,
 )
@@ -36,7 +36,7 @@ class CodecEncoder(nn.Module):
                                     n_mels=cfg.enc_n_mels, center=False))
         self.embed = StreamingConv1d(cfg.enc_n_mels * cfg.enc_subframes, cfg.enc_dim, cfg.enc_kernel, causal=False)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.enc_dim, cfg.enc_kernel, 3.0, 1.0 / cfg.enc_layers, causal=False)
+            StreamingConvNeXtBlock(cfg.enc_dim, cfg.enc_kernel, 3.0, 1.0 / cfg.enc_layers, causal=False)
             for _ in range(cfg.enc_layers))
         self.norm = nn.LayerNorm(cfg.enc_dim, eps=1e-6)
         self.proj = nn.Linear(cfg.enc_dim, cfg.codebook_dim)
@@ -70,11 +70,13 @@ class CodecDecoder(nn.Module):
         self.embed = StreamingConv1d(cfg.codebook_dim, cfg.dec_dim, cfg.embed_kernel, causal=True)
         self.norm = ChannelLayerNorm(cfg.dec_dim, eps=1e-6)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(cfg.dec_dim, cfg.dec_kernel, cfg.dec_mlp_ratio, 1.0 / cfg.dec_layers, causal=True)
+            StreamingConvNeXtBlock(cfg.dec_dim, cfg.dec_kernel, cfg.dec_mlp_ratio, 1.0 / cfg.dec_layers,
+                                   causal=True)
             for _ in range(cfg.dec_layers))
         self.final_norm = ChannelLayerNorm(cfg.dec_dim, eps=1e-6)
         self.delay = FrameDelay(cfg.lookahead)
-        self.head = ISTFTHead(cfg.dec_dim, cfg.head_n_fft, cfg.head_hop, cfg.head_subframes, cfg.max_log_magnitude)
+        self.head = StreamingISTFTHead(cfg.dec_dim, cfg.head_n_fft, cfg.head_hop, cfg.head_subframes,
+                                       cfg.max_log_magnitude)
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.embed(vectors.transpose(1, 2)))  # [B, C, F]

@@ -72,8 +72,13 @@ class AdaLayerNorm(nn.Module):
         return x * self.scale(bandwidth_id)[:, None, :] + self.shift(bandwidth_id)[:, None, :]
 
 
-class ConvNeXtBlock(nn.Module):
-    """``x + gamma * pw2(gelu(pw1(adanorm(dwconv(x)))))`` on ``[B, C, L]``."""
+class AdaConvNeXtBlock(nn.Module):
+    """``x + gamma * pw2(gelu(pw1(adanorm(dwconv(x)))))`` on ``[B, C, L]``, conditioned on ``bandwidth_id``.
+
+    Vocos' block with AdaLayerNorm and a "same"-padded k7 depthwise conv (offline only); the codec's causal,
+    streamable variant without conditioning is
+    :class:`~aromni.tokenizers.speech.codec.modules.StreamingConvNeXtBlock`.
+    """
 
     def __init__(self, dim: int, intermediate_dim: int, num_layers: int, num_embeddings: int):
         super().__init__()
@@ -99,7 +104,7 @@ class VocosBackbone(nn.Module):
         self.pos_net = nn.Sequential(PosResnetBlock(dim), PosResnetBlock(dim), AttnBlock(dim),
                                      PosResnetBlock(dim), PosResnetBlock(dim), _group_norm(dim))
         self.norm = AdaLayerNorm(cfg.adanorm_num_embeddings, dim)
-        self.convnext = nn.ModuleList(ConvNeXtBlock(dim, cfg.intermediate_dim, cfg.num_layers,
+        self.convnext = nn.ModuleList(AdaConvNeXtBlock(dim, cfg.intermediate_dim, cfg.num_layers,
                                                     cfg.adanorm_num_embeddings) for _ in range(cfg.num_layers))
         self.final_layer_norm = nn.LayerNorm(dim, eps=_EPS)
 

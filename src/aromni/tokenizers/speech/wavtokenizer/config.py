@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from aromni.errors import CheckpointError, ConfigError
 from aromni.utils.config import dataclass_from_dict
+from aromni.utils.io import JSONValue
 
 #: GroupNorm groups in the Vocos pos_net (fixed in the official code).
 POS_NET_GROUPS = 32
@@ -81,22 +82,17 @@ class WavTokenizerConfig:
     def hop_length(self) -> int:
         return math.prod(self.strides)
 
-    @property
-    def encoder_channels(self) -> int:
-        """Channels after the last strided conv (the LSTM width)."""
-        return self.n_filters * 2 ** len(self.strides)
-
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d["strides"] = list(self.strides)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> WavTokenizerConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> WavTokenizerConfig:
         return dataclass_from_dict(cls, d, "wavtokenizer config")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> WavTokenizerConfig:
+    def preset(cls, name: str, **overrides: object) -> WavTokenizerConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown wavtokenizer preset {name!r}", f"one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})

@@ -28,6 +28,9 @@ def istft_same(spec: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tens
 
 
 class ISTFTHead(nn.Module):
+    """Vocos' ISTFT head with "same" padding (offline; the streamable variant of our codec is
+    :class:`~aromni.tokenizers.speech.codec.head.StreamingISTFTHead`)."""
+
     def __init__(self, dim: int, n_fft: int, hop_length: int):
         super().__init__()
         self.hop_length = hop_length

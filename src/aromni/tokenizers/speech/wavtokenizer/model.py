@@ -8,9 +8,9 @@ approximation (``exact = False``); see ``streaming.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -24,7 +24,8 @@ from aromni.tokenizers.speech.wavtokenizer.encoder import SEANetEncoder
 from aromni.tokenizers.speech.wavtokenizer.head import ISTFTHead
 from aromni.tokenizers.speech.wavtokenizer.official import convert_official_state, load_official_checkpoint
 from aromni.tokenizers.speech.wavtokenizer.quantizer import Codebook
-from aromni.utils.io import atomic_dir, atomic_write_json, read_json
+from aromni.tokenizers.speech.wavtokenizer.streaming import ChunkedStreamDecoder
+from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json, read_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -57,7 +58,7 @@ class WavTokenizer(SpeechTokenizer):
     def codebook_size(self) -> int:
         return self.cfg.codebook_size
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, JSONValue]:
         return {"type": self.type_name, "codebook_size": self.codebook_size, "sample_rate": self.sample_rate,
                 "hop_length": self.hop_length, "frame_rate": self.frame_rate, "n_fft": self.cfg.n_fft,
                 "bandwidth_ids": self.cfg.adanorm_num_embeddings, "streaming_exact": False}
@@ -110,13 +111,14 @@ class WavTokenizer(SpeechTokenizer):
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop_length)
 
-    def stream_decoder(self, batch_size: int = 1, **options: Any):
-        """Chunked approximate streaming decoder; see :class:`~.streaming.ChunkedStreamDecoder` for options
-        (``chunk_frames``, ``left_context``, ``lookahead``, ``crossfade``, ``crossfade_shape``,
-        ``bandwidth_id``)."""
-        from aromni.tokenizers.speech.wavtokenizer.streaming import ChunkedStreamDecoder
-
-        return ChunkedStreamDecoder(self, batch_size=batch_size, **options)
+    def stream_decoder(self, batch_size: int = 1, *, bandwidth_id: int = 0,
+                       **options: int | str | None) -> ChunkedStreamDecoder:
+        """Chunked approximate streaming decoder; see :class:`~.streaming.ChunkedStreamDecoder` for ``options``
+        (``chunk_frames``, ``left_context``, ``lookahead``, ``crossfade``, ``crossfade_shape``);
+        ``bandwidth_id`` picks the AdaLayerNorm row (AR-Omni uses 0)."""
+        self._bandwidth(bandwidth_id, batch_size)  # refuse a bad id now, not at the first chunk
+        return ChunkedStreamDecoder(functools.partial(self.decode, bandwidth_id=bandwidth_id), self.hop_length,
+                                    batch_size, device=self.quantizer.embed.device, **options)
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -148,7 +150,7 @@ class WavTokenizer(SpeechTokenizer):
             atomic_write_json(tmp / CONFIG, {"type": self.type_name, "config": self.cfg.to_dict()})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: torch.device | str = "cpu", **_: Any) -> WavTokenizer:
+    def from_pretrained(cls, path: str | Path, *, device: torch.device | str = "cpu", **_: object) -> WavTokenizer:
         path = Path(path)
         raw = read_json(path / CONFIG)
         if not isinstance(raw, dict) or raw.get("type") != cls.type_name or not isinstance(raw.get("config"), dict):

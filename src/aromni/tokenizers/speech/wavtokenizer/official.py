@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from aromni.errors import CheckpointError
+from aromni.utils.safe_load import load_pth
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,9 @@ _PARAMETRIZED = {".parametrizations.weight.original0": ".weight_g", ".parametriz
 def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of an official ``.ckpt`` (tensors only; memory-mapped where the format allows).
 
-    Reading goes through :func:`~aromni.models.checkpoint.tensor_files.load_pth` (``weights_only=True``; a pickle
+    Reading goes through :func:`~aromni.utils.safe_load.load_pth` (``weights_only=True``; a pickle
     that needs arbitrary Python objects is refused with a :class:`CheckpointError`).
     """
-    from aromni.models.checkpoint.tensor_files import load_pth
-
     path = Path(path)
     obj = load_pth(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):

@@ -14,15 +14,13 @@ covers the whole utterance reproduces offline decoding. The error for other sett
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from aromni.errors import ConfigError, InputError
-from aromni.tokenizers.base import SpeechStreamDecoder
-
-if TYPE_CHECKING:
-    from aromni.tokenizers.speech.wavtokenizer.model import WavTokenizer
+from aromni.errors import ConfigError
+from aromni.tokenizers.streaming import SpeechStreamDecoder
 
 CROSSFADE_SHAPES = ("linear", "equal_power")
 
@@ -39,11 +37,28 @@ def crossfade_ramps(n: int, shape: str, device: torch.device | None = None) -> t
     return torch.cos(0.5 * math.pi * t), torch.sin(0.5 * math.pi * t)
 
 
-class ChunkedStreamDecoder(SpeechStreamDecoder):
-    """``push(codes [B, n]) -> audio [B, m]``; ``flush() -> audio [B, r]``; total length = offline length.
+@dataclass
+class ChunkedStreamState:
+    """One utterance's state: the codes still needed as context, and the held seam of the last chunk."""
+
+    codes: torch.Tensor  # [B, n] codes from absolute frame `base` on (older ones are never decoded again)
+    base: int = 0  # absolute frame index of codes[:, 0]
+    next: int = 0  # absolute frame index where the next chunk starts
+    held: torch.Tensor | None = None  # previous chunk's decode of the crossfade region after its boundary
+
+    @property
+    def frames_received(self) -> int:
+        return self.base + self.codes.shape[1]
+
+
+class ChunkedStreamDecoder(SpeechStreamDecoder[ChunkedStreamState]):
+    """Approximate streaming over any offline decoder: ``push(codes [B, n]) -> audio [B, m]``; ``flush() ->
+    audio [B, r]``; total length = offline length.
 
     Args:
-        model: the :class:`WavTokenizer` whose ``decode`` runs each window.
+        decode: the offline decoder run on each window, ``codes [B, F] -> audio [B, F * hop_length]``
+            (:meth:`WavTokenizer.stream_decoder` passes its ``decode`` with the chosen ``bandwidth_id``).
+        hop_length: samples per code frame.
         batch_size: rows ``B`` of every pushed code tensor.
         chunk_frames: frames kept from each decoded window (emission granularity).
         left_context: already-emitted frames re-decoded before each chunk.
@@ -52,22 +67,21 @@ class ChunkedStreamDecoder(SpeechStreamDecoder):
             at most ``left_context * hop`` and its second half at most ``lookahead * hop``. Default: one hop,
             or 0 without left context or lookahead.
         crossfade_shape: ``"linear"`` (default) or ``"equal_power"``.
-        bandwidth_id: AdaLayerNorm row used for decoding (AR-Omni uses 0).
+        device: where codes are kept (the decoder's device).
 
     After :meth:`flush` the decoder is reset and can take the next utterance.
     """
 
     exact = False
 
-    def __init__(self, model: WavTokenizer, batch_size: int = 1, chunk_frames: int = 20, left_context: int = 40,
-                 lookahead: int = 10, crossfade: int | None = None, crossfade_shape: str = "linear",
-                 bandwidth_id: int = 0):
-        hop = model.hop_length
+    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], hop_length: int, batch_size: int = 1,
+                 chunk_frames: int = 20, left_context: int = 40, lookahead: int = 10, crossfade: int | None = None,
+                 crossfade_shape: str = "linear", device: torch.device | str = "cpu"):
+        hop = hop_length
         crossfade = min(hop, lookahead * hop, left_context * hop) if crossfade is None else crossfade
-        if batch_size < 1 or chunk_frames < 1 or left_context < 0 or lookahead < 0 or crossfade < 0:
-            raise ConfigError(f"stream decoder: need batch_size >= 1, chunk_frames >= 1 and non-negative "
-                              f"left_context/lookahead/crossfade, got {batch_size}, {chunk_frames}, "
-                              f"{left_context}, {lookahead}, {crossfade}")
+        if chunk_frames < 1 or left_context < 0 or lookahead < 0 or crossfade < 0:
+            raise ConfigError(f"stream decoder: need chunk_frames >= 1 and non-negative left_context/lookahead/"
+                              f"crossfade, got {chunk_frames}, {left_context}, {lookahead}, {crossfade}")
         if crossfade_shape not in CROSSFADE_SHAPES:
             raise ConfigError(f"stream decoder: crossfade_shape {crossfade_shape!r}", f"one of {CROSSFADE_SHAPES}")
         self.before, self.after = crossfade // 2, crossfade - crossfade // 2
@@ -76,65 +90,52 @@ class ChunkedStreamDecoder(SpeechStreamDecoder):
                               f"{chunk_frames * hop}, left context {left_context * hop}, lookahead "
                               f"{lookahead * hop} samples)",
                               "half the crossfade must fit in the left context and half in the lookahead")
-        self.model, self.batch_size, self.hop = model, batch_size, hop
+        self.decode, self.hop, self.device = decode, hop, torch.device(device)
         self.chunk_frames, self.left_context, self.lookahead_frames = chunk_frames, left_context, lookahead
-        self.crossfade, self.crossfade_shape, self.bandwidth_id = crossfade, crossfade_shape, bandwidth_id
-        self.reset()
+        self.crossfade, self.crossfade_shape = crossfade, crossfade_shape
+        super().__init__(batch_size)  # checks batch_size, starts streaming
 
-    def reset(self) -> None:
-        """Forget all codes; the next push starts a new utterance."""
-        self._codes = torch.zeros(self.batch_size, 0, dtype=torch.long, device=self.model.quantizer.embed.device)
-        self._base = 0  # absolute frame index of self._codes[:, 0]
-        self._next = 0  # absolute frame index where the next chunk starts
-        self._held: torch.Tensor | None = None  # previous chunk's decode of the crossfade region
+    def init_state(self, batch_size: int) -> ChunkedStreamState:
+        return ChunkedStreamState(torch.zeros(batch_size, 0, dtype=torch.long, device=self.device))
 
-    @property
-    def frames_received(self) -> int:
-        return self._base + self._codes.shape[1]
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
+    def step(self, codes: torch.Tensor, state: ChunkedStreamState) -> torch.Tensor:
         """Add codes ``[B, n]``; return every chunk whose lookahead is now available (``[B, m]``, maybe m=0)."""
-        if codes.dim() != 2 or codes.shape[0] != self.batch_size or codes.dtype.is_floating_point:
-            raise InputError(f"stream decoder expects integer codes [{self.batch_size}, n], got {codes.dtype} "
-                             f"{tuple(codes.shape)}")
-        self._codes = torch.cat([self._codes, codes.to(self._codes.device, torch.long)], dim=1)
+        state.codes = torch.cat([state.codes, codes.to(state.codes.device, torch.long)], dim=1)
         out = []
-        while self.frames_received >= self._next + self.chunk_frames + self.lookahead_frames:
-            out.append(self._emit(self._next, self._next + self.chunk_frames, last=False))
-        keep_from = max(0, self._next - self.left_context)  # older frames are never decoded again
-        self._codes, self._base = self._codes[:, keep_from - self._base:], keep_from
+        while state.frames_received >= state.next + self.chunk_frames + self.lookahead_frames:
+            out.append(self._emit(state, state.next, state.next + self.chunk_frames, last=False))
+        keep_from = max(0, state.next - self.left_context)  # older frames are never decoded again
+        state.codes, state.base = state.codes[:, keep_from - state.base:], keep_from
         return self._cat(out)
 
-    def flush(self) -> torch.Tensor:
-        """Decode the remaining frames (the tail has no lookahead) and reset; returns ``[B, r]``."""
-        out, total = [], self.frames_received
-        while self._next < total:
-            end = min(self._next + self.chunk_frames, total)
-            out.append(self._emit(self._next, end, last=end == total))
-        self.reset()
+    def finish(self, state: ChunkedStreamState) -> torch.Tensor:
+        """Decode the remaining frames (the tail has no lookahead); returns ``[B, r]``."""
+        out, total = [], state.frames_received
+        while state.next < total:
+            end = min(state.next + self.chunk_frames, total)
+            out.append(self._emit(state, state.next, end, last=end == total))
         return self._cat(out)
 
     def _cat(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         if not pieces:
-            return torch.zeros(self.batch_size, 0, device=self._codes.device)
+            return torch.zeros(self.batch_size, 0, device=self.device)
         return torch.cat(pieces, dim=1)
 
-    def _emit(self, start: int, end: int, *, last: bool) -> torch.Tensor:
+    def _emit(self, state: ChunkedStreamState, start: int, end: int, *, last: bool) -> torch.Tensor:
         """Decode chunk frames ``[start, end)`` with context; return its final samples (held seam included)."""
         hop = self.hop
         win_start = max(0, start - self.left_context)
-        win_end = min(self.frames_received, end + self.lookahead_frames)
-        codes = self._codes[:, win_start - self._base: win_end - self._base]
-        audio = self.model.decode(codes, bandwidth_id=self.bandwidth_id)  # [B, (win_end - win_start) * hop]
+        win_end = min(state.frames_received, end + self.lookahead_frames)
+        audio = self.decode(state.codes[:, win_start - state.base: win_end - state.base])  # [B, (end-start)*hop]
         offset = win_start * hop
-        first = start * hop - (self.before if self._held is not None else 0)
+        first = start * hop - (self.before if state.held is not None else 0)
         stop = end * hop if last else end * hop - self.before
         piece = audio[:, first - offset: stop - offset].clone()
-        if self._held is not None and self._held.shape[1]:
-            n = self._held.shape[1]
+        if state.held is not None and state.held.shape[1]:
+            n = state.held.shape[1]
             fade_out, fade_in = crossfade_ramps(n, self.crossfade_shape, piece.device)
-            piece[:, :n] = self._held * fade_out + piece[:, :n] * fade_in
+            piece[:, :n] = state.held * fade_out + piece[:, :n] * fade_in
         if not last:
-            self._held = audio[:, stop - offset: min(end * hop + self.after, win_end * hop) - offset].clone()
-        self._next = end
+            state.held = audio[:, stop - offset: min(end * hop + self.after, win_end * hop) - offset].clone()
+        state.next = end
         return piece

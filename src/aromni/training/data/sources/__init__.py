@@ -9,33 +9,35 @@ type               input
 ``dialogs``        multi-turn dialog JSONL with text / image / speech segments -> SFT-style samples
 ``official_jsonl`` the official AR-Omni pretrain JSONL and SFT parquet (already tokenized)
 =================  ==========================================================================================
-
-Classes are imported lazily (by name) so that importing one module never drags in the others.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aromni.errors import ConfigError
+from aromni.training.data.sources.base import Source
+from aromni.training.data.sources.dialogs import DialogSource
+from aromni.training.data.sources.official import OfficialSource
+from aromni.training.data.sources.pairs import ImageTextSource, SpeechTextSource
+from aromni.training.data.sources.text import TextSource
 
-SOURCE_TYPES: dict[str, str] = {
-    "speech_text": "aromni.training.data.sources.pairs:SpeechTextSource",
-    "image_text": "aromni.training.data.sources.pairs:ImageTextSource",
-    "text": "aromni.training.data.sources.text:TextSource",
-    "dialogs": "aromni.training.data.sources.dialogs:DialogSource",
-    "official_jsonl": "aromni.training.data.sources.official:OfficialSource",
+SOURCE_TYPES: dict[str, type[Source]] = {
+    "speech_text": SpeechTextSource,
+    "image_text": ImageTextSource,
+    "text": TextSource,
+    "dialogs": DialogSource,
+    "official_jsonl": OfficialSource,
 }
 
 
-def make_source(index: int, cfg: Mapping[str, Any], base: Path) -> Any:
+def make_source(index: int, cfg: Mapping[str, Any], base: Path) -> Source:
     """Build the :class:`~aromni.training.data.sources.base.Source` that ``cfg["type"]`` names."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"sources[{index}] must be a mapping with a 'type'")
     kind = cfg.get("type")
     if kind not in SOURCE_TYPES:
         raise ConfigError(f"sources[{index}]: unknown type {kind!r}", f"one of {', '.join(SOURCE_TYPES)}")
-    module, cls = SOURCE_TYPES[kind].split(":")
-    return getattr(importlib.import_module(module), cls)(index, cfg, base)
+    return SOURCE_TYPES[kind](index, cfg, base)

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from aromni.errors import ConfigError, InputError
 from aromni.training.data.shards import GROUPS, Sample
+from aromni.vocab.layout import VocabLayout
 
 
 class BadRecord(InputError):
@@ -285,7 +288,7 @@ def str_list(value: Any, where: str, key: str, allowed: Sequence[str]) -> list[s
     return list(dict.fromkeys(value))
 
 
-def group_of(ids: Any, layout: Any) -> str:
+def group_of(ids: Sequence[int] | np.ndarray, layout: VocabLayout) -> str:
     """Modality group of ids: ``image`` with image codes, else ``speech`` with speech codes, else ``text``."""
     if layout.image.contains(ids).any():
         return "image"

@@ -22,7 +22,7 @@ sample's task is the record's ``task`` (or the config's ``task``, or ``dialog``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class DialogSource(Source):
     options = ("media_root", "task")
     default_group = None
 
-    def __init__(self, index: int, cfg: Any, base: Any):
+    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
         super().__init__(index, cfg, base)
         root = self.cfg.get("media_root")
         self.media_root = None if root is None else self.resolve(str(root))

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from aromni.errors import AromniError
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer
+from aromni.tokenizers.image.image_io import load_image
+from aromni.tokenizers.speech.audio_io import load_audio
 from aromni.training.data.sources.base import BadRecord
 
 
@@ -31,7 +34,8 @@ class MediaCache:
     """
 
     def __init__(
-        self, image: Any, speech: Any, *, image_batch: int = 16, max_audio_seconds: float | None = 600.0
+        self, image: ImageTokenizer | None, speech: SpeechTokenizer | None, *, image_batch: int = 16,
+        max_audio_seconds: float | None = 600.0,
     ):
         self.image_tok = image
         self.speech_tok = speech
@@ -67,8 +71,6 @@ class MediaCache:
         return got
 
     def _load_image(self, path: Path) -> Any:
-        from aromni.tokenizers.image.image_io import load_image
-
         if self.image_tok is None:
             raise AromniError(
                 "an image source needs an image tokenizer", "set tokenizers.image or use a bundle with one"
@@ -112,8 +114,6 @@ class MediaCache:
         return got
 
     def _encode_speech(self, path: Path) -> np.ndarray:
-        from aromni.tokenizers.speech.audio_io import load_audio
-
         tok = self.speech_tok
         if tok is None:
             raise AromniError(

@@ -8,7 +8,7 @@ leave the ``USER:`` / ``GPT:`` prefixes out of the text spans.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class OfficialSource(Source):
     options = ("task",)
     default_group = None
 
-    def __init__(self, index: int, cfg: Any, base: Any):
+    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
         super().__init__(index, cfg, base)
         self.sft_task = str(self.cfg.get("task", "sft"))
 

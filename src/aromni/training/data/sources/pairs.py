@@ -15,7 +15,7 @@ style and encoded with :func:`aromni.vocab.conversation.encode_conversation`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +34,7 @@ from aromni.training.data.sources.base import (
     str_list,
 )
 from aromni.vocab.conversation import encode_conversation
+from aromni.vocab.tasks import ASR, CAPTION, T2I, TTS
 from aromni.vocab.templates import task_conversation
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -52,7 +53,7 @@ class PairSource(Source):
     path_keys: ClassVar[tuple[str, ...]]
     text_keys: ClassVar[tuple[str, ...]]
 
-    def __init__(self, index: int, cfg: Any, base: Any):
+    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
         super().__init__(index, cfg, base)
         self.tasks = str_list(
             self.cfg.get("tasks", list(self.all_tasks)), self.where, "tasks", self.all_tasks
@@ -180,12 +181,12 @@ class SpeechTextSource(PairSource):
     media = "speech"
     default_group = "speech"
     suffixes = AUDIO_SUFFIXES
-    all_tasks = ("asr", "tts")
+    all_tasks = (ASR.name, TTS.name)
     path_keys = ("audio", "wav", "file")
     text_keys = ("transcript", "sentence")
 
     def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:
-        if task == "asr":
+        if task == ASR.name:
             return {"speech": codes, "response_text": text}
         return {"text": text, "response_speech": codes}
 
@@ -195,11 +196,11 @@ class ImageTextSource(PairSource):
     media = "image"
     default_group = "image"
     suffixes = IMAGE_SUFFIXES
-    all_tasks = ("caption", "t2i")
+    all_tasks = (CAPTION.name, T2I.name)
     path_keys = ("image", "file")
     text_keys = ("caption", "prompt")
 
     def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:
-        if task == "caption":
+        if task == CAPTION.name:
             return {"image": codes, "response_text": text}
         return {"text": text, "response_image": codes}

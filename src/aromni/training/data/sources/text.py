@@ -8,7 +8,8 @@ files (the string field ``field``, default ``text``). A document longer than ``m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,12 @@ from aromni.training.data.sources.base import (
     read_lines,
 )
 from aromni.vocab.conversation import EncodedConversation, Segment, Span, TextSegment, encode_segment
+from aromni.vocab.layout import VocabLayout
+from aromni.vocab.segments import TextCodec
 
 
 def encode_document(
-    segments: Sequence[Segment], layout: Any, tokenizer: Any, *, end: bool = True
+    segments: Sequence[Segment], layout: VocabLayout, tokenizer: TextCodec, *, end: bool = True
 ) -> EncodedConversation:
     """A document with no dialogue framing: ``<bos> segments… [<eos>]``.
 
@@ -61,7 +64,7 @@ class TextSource(Source):
     options = ("field", "per", "long")
     default_group = "text"
 
-    def __init__(self, index: int, cfg: Any, base: Any):
+    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
         super().__init__(index, cfg, base)
         self.field = self.cfg.get("field", "text")
         self.per = self.cfg.get("per", "line")
@@ -71,7 +74,7 @@ class TextSource(Source):
         if self.long not in ("drop", "split"):
             raise ConfigError(f"{self.where}: long must be 'drop' or 'split', got {self.long!r}")
 
-    def input_files(self) -> list[Any]:
+    def input_files(self) -> list[Path]:
         return self.expand((".txt", ".jsonl"))
 
     def plan(self, chunk_size: int) -> list[Chunk]:

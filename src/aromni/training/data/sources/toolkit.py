@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import ConfigError
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer, load_tokenizer
+from aromni.tokenizers.text import TextTokenizer
+from aromni.toyworld.demo import find_bundle
 from aromni.utils.io import read_json
 from aromni.vocab.conversation import PromptStyle, get_style
 from aromni.vocab.layout import VocabLayout
@@ -34,11 +37,11 @@ class Toolkit:
     spec: ToolkitSpec
     layout: VocabLayout
     style: PromptStyle
-    text: Any = None
-    image: Any = None
-    speech: Any = None
+    text: TextTokenizer | None = None
+    image: ImageTokenizer | None = None
+    speech: SpeechTokenizer | None = None
 
-    def tokenizer(self, modality: str) -> Any:
+    def tokenizer(self, modality: str) -> Tokenizer | None:
         return getattr(self, modality)
 
 
@@ -69,8 +72,6 @@ def _bundle_dir(value: str, base: Path) -> Path:
     ``toy`` directory exists there (as for ``aromni.load("toy")``)."""
     bundle = Path(value) if Path(value).is_absolute() else base / value
     if value == "toy" and not bundle.exists():
-        from aromni.toyworld.demo import find_bundle
-
         shipped = find_bundle()
         if shipped is None:
             raise ConfigError("bundle: toy names the shipped toy bundle, which this installation lacks",
@@ -116,8 +117,6 @@ def resolve(cfg: dict[str, Any], base: Path) -> tuple[dict[str, Path], Any, str 
 
 def load_toolkit(cfg: dict[str, Any], base: Path) -> Toolkit:
     """Load every tokenizer the config names and check them against the layout."""
-    from aromni.tokenizers.base import load_tokenizer
-
     dirs, layout_value, bundle_style = resolve(cfg, base)
     toks: dict[str, Any] = {}
     for m, d in dirs.items():
@@ -144,8 +143,6 @@ def load_toolkit(cfg: dict[str, Any], base: Path) -> Toolkit:
 
 def load_from_spec(spec: ToolkitSpec) -> Toolkit:
     """What a worker process does: load the tokenizers of an already-validated spec."""
-    from aromni.tokenizers.base import load_tokenizer
-
     toks = {m: load_tokenizer(d) for m, d in spec.tokenizers.items()}
     for m, t in toks.items():
         if m != "text" and hasattr(t, "eval"):

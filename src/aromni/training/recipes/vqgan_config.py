@@ -7,9 +7,10 @@ starting architecture (:data:`aromni.tokenizers.image.config.PRESETS`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.tokenizers.image.config import VQGANConfig
@@ -19,7 +20,7 @@ CODEBOOK_MODES = ("ema", "straight_through")
 
 
 @dataclass
-class TrainConfig:
+class VQGANTrainConfig:
     """Hyper-parameters of a small-VQGAN training run.
 
     Losses: ``l1_weight * |x - x'| + l2_weight * (x - x')^2 + commitment_weight * |sg[e] - z|^2``, plus
@@ -86,7 +87,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> VQGANTrainConfig:
         return dataclass_from_dict(cls, d, "train config", noun="keys")
 
 
@@ -95,12 +96,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return apply_overrides({}, items)
 
 
-def load_train_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
-    """Merge a YAML file (optional) with ``key=value`` overrides into a validated :class:`TrainConfig`.
+def load_train_config(path: str | Path | None, overrides: list[str]) -> VQGANTrainConfig:
+    """Merge a YAML file (optional) with ``key=value`` overrides into a validated :class:`VQGANTrainConfig`.
 
     A ``model=...`` override is merged into the file's ``model`` mapping rather than replacing it.
     """
     base = read_yaml(path) if path is not None else {}
     extra = parse_overrides(overrides)
     model = {**base.get("model", {}), **extra.pop("model", {})}
-    return TrainConfig.from_dict({**base, **extra, "model": model})
+    return VQGANTrainConfig.from_dict({**base, **extra, "model": model})

@@ -1,0 +1,299 @@
+"""The one optimisation loop of the package: a :class:`TrainLoop` runs any :class:`TrainRecipe` to its last step.
+
+A recipe (``training/recipes/``: VQGAN, codec, the toy-world judges) says *what* one step computes; the loop
+does everything around it, the same way for every recipe:
+
+- the step's :class:`Update` s (one per optimizer: a GAN step yields the discriminator's and the generator's) are
+  back-propagated, clipped and applied, with autocast (``precision="bf16"``) around the forward code;
+- a loss or gradient norm that is not finite stops the run before the optimizer applies it
+  (:mod:`aromni.training.guard`), and non-finite weights are never checkpointed;
+- metrics: the step logs are averaged over ``log_every`` steps into ``metrics.jsonl`` (+ TensorBoard, + a tqdm
+  bar) through :class:`~aromni.training.metrics.MetricsLogger`; the recipe's held-out evaluation runs every
+  ``eval_every`` steps and at the last step;
+- checkpoints: one directory ``out/checkpoint`` written atomically every ``checkpoint_every`` steps (and when the
+  run stops): ``model.safetensors`` (every module's weights, keys prefixed ``<module>.``), ``state.pt`` (step,
+  optimizers, RNG, the recipe's data position and other state, the unfinished log window; plain tensors and
+  values, read with ``weights_only=True``) and ``trainer.json`` (step and config, for people and the CLI).
+
+Resuming loads all of it, so a run killed at any point and resumed is bitwise identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from aromni.errors import CheckpointError
+from aromni.training.checkpoint import (
+    StateValue,
+    capture_rng,
+    check_state,
+    read_safetensors,
+    read_weights_only,
+    restore_rng,
+)
+from aromni.training.guard import check_finite, check_weights, existing
+from aromni.training.metrics import MetricsLogger
+from aromni.utils.io import atomic_dir, atomic_path, atomic_write_json
+
+#: Files of a checkpoint directory.
+MODEL, STATE, META = "model.safetensors", "state.pt", "trainer.json"
+Logs = dict[str, float]
+
+
+@dataclass
+class Update:
+    """One optimizer update of a step: back-propagate ``loss``, clip to ``clip`` (0: no clipping), step.
+
+    ``name`` names the loss in the divergence error (``"loss"``, ``"discriminator loss"``); with ``grad_norm_key``
+    the (pre-clip) gradient norm is checked and logged under that key. Gradient accumulation: micro-batch
+    updates with ``apply=False`` are only back-propagated (their gradients add up, so the recipe scales each
+    loss by its share); the next update of the same optimizer with ``apply=True`` clips and steps.
+    """
+
+    loss: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    name: str = "loss"
+    clip: float = 0.0
+    grad_norm_key: str | None = None
+    apply: bool = True
+
+
+class TrainRecipe(Protocol):
+    """What a recipe gives the loop. ``train_step`` yields its updates in order and fills ``logs``."""
+
+    def modules(self) -> Mapping[str, nn.Module]: ...
+
+    def optimizers(self) -> Mapping[str, torch.optim.Optimizer]: ...
+
+    def train_step(self, step: int, logs: Logs) -> Iterator[Update]: ...
+
+    def evaluate(self, step: int) -> dict[str, float | int | str | None]: ...
+
+    def log_fields(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, StateValue]: ...
+
+    def load_state_dict(self, state: Mapping[str, StateValue]) -> None: ...
+
+
+@dataclass
+class LoopConfig:
+    """How the loop runs a recipe (the recipe's own config maps onto these)."""
+
+    out: Path | None  # None: no checkpoints or metrics (steps driven by hand)
+    steps: int
+    checkpoint_every: int
+    log_every: int = 1
+    eval_every: int = 0  # 0: no periodic evaluation (``eval_at_end`` still applies)
+    eval_at_end: bool = False
+    precision: str = "fp32"  # or "bf16" (autocast around the recipe's forward code)
+    max_seconds: float = 0.0  # 0: no time limit; else stop (with a checkpoint) after this much training time
+    progress: bool = True
+    desc: str = "train"
+    lr_key: str = "lr"  # for the divergence hint
+    lr: float | None = None
+    resumable: bool = True
+    config: dict[str, StateValue] = field(default_factory=dict)  # written into trainer.json
+    summed: tuple[str, ...] = ("restarted",)  # log keys summed over the ``log_every`` window instead of averaged
+
+
+class TrainLoop:
+    """Runs ``recipe`` from its checkpoint (if any) to ``cfg.steps``; see the module docstring."""
+
+    def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None):
+        self.recipe, self.cfg, self.after_save = recipe, cfg, after_save
+        self.ckpt = Path(cfg.out if cfg.out is not None else ".") / "checkpoint"
+        self.step = 0
+        self.train_seconds = 0.0
+        self.window: Logs = {}
+        self.window_steps = 0
+        self.stop_requested = False
+        self._accumulating: set[int] = set()  # id() of optimizers holding micro-batch gradients
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint directory to resume from (one left half-replaced by a kill is recovered)."""
+        old = self.ckpt.with_name(f".{self.ckpt.name}.old")
+        if not self.ckpt.exists() and old.is_dir():  # killed between the two renames of atomic_dir
+            old.rename(self.ckpt)
+        return self.ckpt if (self.ckpt / STATE).is_file() else None
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for m in self.recipe.modules().values() for p in m.parameters()]
+
+    def _last_good(self) -> Path | None:
+        return existing(self.ckpt) if self.cfg.out is not None else None
+
+    def _diverged_kw(self) -> dict[str, str | float | bool | None]:
+        return {"lr_key": self.cfg.lr_key, "lr": self.cfg.lr, "resumable": self.cfg.resumable}
+
+    def save(self) -> Path:
+        """Write the checkpoint directory atomically (refused when the weights are not finite)."""
+        check_weights(self._params(), self.step, self._last_good(), **self._diverged_kw())
+        weights = {f"{name}.{k}": v.detach().contiguous() for name, m in self.recipe.modules().items()
+                   for k, v in m.state_dict().items()}
+        state = {"step": self.step, "train_seconds": self.train_seconds, "rng": capture_rng(),
+                 "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers().items()},
+                 "recipe": self.recipe.state_dict(), "window": dict(self.window), "window_steps": self.window_steps}
+        with atomic_dir(self.ckpt, overwrite=True) as tmp:
+            save_file(weights, str(tmp / MODEL))
+            with atomic_path(tmp / STATE) as f:
+                torch.save(state, f)
+            atomic_write_json(tmp / META, {"step": self.step, "train_seconds": self.train_seconds,
+                                           "config": self.cfg.config})
+        if self.after_save is not None:
+            self.after_save(self.step)
+        return self.ckpt
+
+    def load(self, path: Path) -> None:
+        """Restore every piece of state from checkpoint directory ``path``."""
+        weights = read_safetensors(path / MODEL)
+        state = read_weights_only(path / STATE)
+        try:
+            # A module (and optimizer) the checkpoint lacks entirely was added by a resumable config change
+            # (e.g. a GAN phase added to a run): it keeps its fresh initialisation. The first must be there.
+            for i, (name, m) in enumerate(self.recipe.modules().items()):
+                sub = {k.removeprefix(f"{name}."): v for k, v in weights.items() if k.startswith(f"{name}.")}
+                if sub or i == 0:
+                    check_state(m.state_dict(), sub, str(path / MODEL))
+                    m.load_state_dict(sub, strict=True)
+            for k, opt in self.recipe.optimizers().items():
+                if k in state["optimizers"]:
+                    opt.load_state_dict(state["optimizers"][k])
+            self.recipe.load_state_dict(state["recipe"])
+            restore_rng(state["rng"])
+            self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
+            self.window, self.window_steps = dict(state["window"]), int(state["window_steps"])
+        except CheckpointError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: damaged training state ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})",
+                                  "start a new run, or restore the checkpoint directory") from None
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _apply(self, u: Update, logs: Logs) -> None:
+        check_finite({u.name: u.loss}, self.step + 1, self._last_good(), **self._diverged_kw())
+        if id(u.optimizer) not in self._accumulating:
+            u.optimizer.zero_grad(set_to_none=True)
+        u.loss.backward()
+        if not u.apply:
+            self._accumulating.add(id(u.optimizer))
+            return
+        self._accumulating.discard(id(u.optimizer))
+        params = [p for g in u.optimizer.param_groups for p in g["params"]]
+        if u.clip > 0 or u.grad_norm_key:
+            gn = torch.nn.utils.clip_grad_norm_(params, u.clip if u.clip > 0 else float("inf"))
+            check_finite({"gradient norm": gn}, self.step + 1, self._last_good(), **self._diverged_kw())
+            if u.grad_norm_key:
+                logs[u.grad_norm_key] = float(gn)
+        u.optimizer.step()
+
+    def train_step(self) -> Logs:
+        """Run the recipe's step ``self.step`` (every update it yields); returns its logs."""
+        logs: Logs = {}
+        updates = self.recipe.train_step(self.step, logs)
+        while True:
+            with self._autocast():
+                u = next(updates, None)
+            if u is None:
+                break
+            self._apply(u, logs)
+        self.step += 1
+        return logs
+
+    # ------------------------------------------------------------------ logging
+    def _accumulate(self, logs: Logs) -> None:
+        for k, v in logs.items():
+            self.window[k] = self.window.get(k, 0.0) + float(v)
+        self.window_steps += 1
+
+    def _flush(self, seconds: float) -> dict[str, float | int]:
+        """The window's record: step logs averaged (``summed`` keys summed), the recipe's fields, speed."""
+        n = max(1, self.window_steps)
+        rec: dict[str, float | int] = {"step": self.step}
+        rec.update({k: (v if k in self.cfg.summed else v / n) for k, v in sorted(self.window.items())})
+        rec.update(self.recipe.log_fields())
+        rec.update(steps_per_s=self.window_steps / max(seconds, 1e-9), train_minutes=self.train_seconds / 60)
+        self.window, self.window_steps = {}, 0
+        return rec
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, until: int | None = None) -> dict[str, float | int | str | None]:
+        """Train from the checkpoint (if any) to ``cfg.steps`` (or stop at step ``until`` with a checkpoint, as an
+        interrupted run would). Returns the last evaluation (``{}`` if none)."""
+        cfg = self.cfg
+        resume = self.checkpoint_path()
+        if resume is not None:
+            self.load(resume)
+        end = cfg.steps if until is None else min(until, cfg.steps)
+        logger = MetricsLogger(cfg.out, resume_step=self.step, total=cfg.steps, progress=cfg.progress,
+                               initial=self.step, desc=cfg.desc)
+        last_eval: dict[str, float | int | str | None] = {}
+        t_log = time.perf_counter()
+        with self._graceful_interrupt(), contextlib.closing(logger):
+            while self.step < end and not self.stop_requested:
+                t0 = time.perf_counter()
+                self._accumulate(self.train_step())
+                self.train_seconds += time.perf_counter() - t0
+                logger.advance()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    logger.log(self._flush(time.perf_counter() - t_log), advance=False)
+                    t_log = time.perf_counter()
+                if (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or (
+                        self.step == cfg.steps and (cfg.eval_every > 0 or cfg.eval_at_end)):
+                    with torch.no_grad():
+                        last_eval = {"step": self.step, **self.recipe.evaluate(self.step)}
+                    logger.log(dict(last_eval), advance=False)
+                out_of_time = cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds
+                if self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time:
+                    self.save()
+                if out_of_time:
+                    break
+            if self.stop_requested and self.ckpt_step() != self.step:
+                self.save()
+        return last_eval
+
+    @contextlib.contextmanager
+    def _graceful_interrupt(self) -> Iterator[None]:
+        """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def ckpt_step(self) -> int | None:
+        """The step of the checkpoint on disk (``None``: none)."""
+        meta = self.ckpt / META
+        return int(json.loads(meta.read_text())["step"]) if meta.is_file() else None
+
