@@ -14,7 +14,7 @@ Each count is computed from the source with :mod:`ast` (no import of the package
 - ``in_function_own_imports``: ``import aromni...`` / ``from aromni... import`` / relative imports inside a function.
 - ``import_circles``: strongly connected groups of more than one module in the graph of imports between our
   modules (module-level, in-function and ``TYPE_CHECKING`` imports all count: each is a dependency a reader
-  must follow).
+  must follow; importing ``a.b.c`` also runs the ``__init__`` of package ``a.b``, an edge too).
 - ``task_name_literals``: string constants equal to a task name of the task tables (``TASKS``,
   ``TASK_OVERRIDES``, ``OFFICIAL_TASKS`` and their official aliases) outside the registry module, docstrings
   excluded. Names that are also modality names (``text``, ``image``, ``speech``) are left out: such a literal
@@ -76,7 +76,8 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_pkg: bool, known
             prefix = ".".join(base + ([node.module] if node.module else []))
         else:
             prefix = node.module or ""
-        names = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+        # ``from pkg import sub`` imports the submodule; ``from pkg import name`` reads pkg itself.
+        names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix for a in node.names]
     out = []
     for name in names:
         while name and name not in known:
@@ -99,9 +100,13 @@ def import_graph(mods: dict[str, Path]) -> tuple[dict[str, set[str]], int]:
                 own = own or ["<relative>"]
             if inside and own:
                 in_func += 1
-            # A package's __init__ importing its own submodules is how a package exposes them, not a circle.
-            graph[name].update(t for t in own if t != "<relative>" and not (path.name == "__init__.py"
-                                                                              and t.startswith(name + ".")))
+            # Importing a.b.c runs the __init__ of every package on the way (a.b) that is not already one of
+            # the importer's own packages: an edge to it, so a circle through a package __init__ shows.
+            mine = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+            own = own + [p for t in own if t != "<relative>"
+                         for p in (".".join(t.split(".")[:i]) for i in range(2, t.count(".") + 1))
+                         if p in known and p not in mine and p != name]
+            graph[name].update(t for t in own if t != "<relative>")
     return graph, in_func
 
 

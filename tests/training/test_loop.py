@@ -88,3 +88,37 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16(tmp_path):
                                           progress=False))
     loop.run()
     assert seen == [torch.bfloat16]
+
+
+def test_a_reduced_loss_is_checked_after_the_backward_passes_and_contexts_span_forward_and_backward(tmp_path):
+    """A data-parallel recipe: the micro-batch losses are rank-local parts (not checked before backward); the
+    reduced loss is checked once all micro-batches are back-propagated, before the update; the update is
+    back-propagated while the recipe's context (DDP ``no_sync``) is still open."""
+    events: list[str] = []
+
+    class Parallel(_Linear):
+        def __init__(self, reduced: float):
+            super().__init__(2)
+            self.reduced = reduced
+
+        def train_step(self, step, logs):
+            def reduced():
+                events.append("reduced")
+                assert all(p.grad is not None for p in self.model.parameters())  # after every backward
+                return {"loss": self.reduced}
+
+            for i, (x, y) in enumerate(zip(self.x.chunk(2), self.y.chunk(2))):
+                events.append(f"enter {i}")
+                loss = ((self.model(x) - y) ** 2).sum() * (float("nan") if i == 0 else 1.0)  # a rank-local nan part
+                loss.register_hook(lambda g, i=i: events.append(f"backward {i}"))
+                yield Update(loss, self.opt, grad_norm_key="grad_norm", apply=i == 1, reduced_loss=reduced)
+                events.append(f"exit {i}")
+
+    recipe = Parallel(reduced=float("inf"))
+    before = recipe.model.weight.detach().clone()
+    loop = TrainLoop(recipe, LoopConfig(out=None, steps=1, checkpoint_every=1, progress=False, diverged_note="n"))
+    with pytest.raises(TrainingDivergedError, match="loss became inf at step 1; no checkpoint was written; n"):
+        loop.train_step()
+    assert events == ["enter 0", "backward 0", "exit 0", "enter 1", "backward 1", "reduced"]
+    assert torch.equal(recipe.model.weight, before)
+    assert all(p.grad is None for p in recipe.model.parameters())  # the diverged gradients are dropped

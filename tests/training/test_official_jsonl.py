@@ -19,7 +19,7 @@ from aromni.training.data.official_jsonl import (
     sft_sample,
 )
 from aromni.training.data.shards import ShardDataset
-from aromni.training.data.sources.base import BadRecord
+from aromni.training.data.records import BadRecord
 from aromni.vocab.conversation import Conversation, Span, TextSegment, Turn, encode_conversation
 from aromni.vocab.layout import VocabLayout
 from aromni.vocab.templates import task_conversation

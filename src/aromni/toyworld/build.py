@@ -13,8 +13,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import AromniError, InputError
 from aromni.toyworld import grammar
@@ -26,7 +26,7 @@ from aromni.toyworld.sizes import SIZES
 from aromni.toyworld.splits import SPLITS
 from aromni.toyworld.voices import ASSISTANT_VOICE, SAMPLE_RATE, Voice, require_espeak, synthesize
 from aromni.utils.extras import optional
-from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, atomic_write_text, read_json
 
 
 def is_complete(world: str | Path) -> bool:
@@ -60,7 +60,8 @@ def _speech_job(args: tuple[str, str, str, dict, int, int]) -> tuple[str, float]
 def _run_jobs(plan: WorldPlan, root: Path, workers: int, progress: bool) -> dict[str, float]:
     from tqdm import tqdm
 
-    jobs: list[tuple[Any, tuple]] = [(_image_job, (str(root), j.path, j.spec.to_dict())) for j in plan.images]
+    jobs: list[tuple[Callable[[tuple], tuple[str, float]], tuple]] = [
+        (_image_job, (str(root), j.path, j.spec.to_dict())) for j in plan.images]
     jobs += [
         (_speech_job, (str(root), j.path, j.text, j.voice.to_dict(), j.speed_jitter, j.pitch_jitter))
         for j in plan.speech
@@ -88,7 +89,7 @@ def _espeak_version() -> str:
     return out.strip().split("  ")[0]
 
 
-def _manifest(plan: WorldPlan, durations: dict[str, float], build_s: float, workers: int) -> dict[str, Any]:
+def _manifest(plan: WorldPlan, durations: dict[str, float], build_s: float, workers: int) -> dict[str, JSONValue]:
     counts: dict[str, dict[str, int]] = collections.defaultdict(lambda: dict.fromkeys(SPLITS, 0))
     for split, rows in plan.records.items():
         for r in rows:
@@ -138,7 +139,7 @@ def _write_indexes(plan: WorldPlan, root: Path, durations: dict[str, float]) -> 
     atomic_write_text(root / "speech.jsonl", dumps_jsonl(speech))
 
 
-def _prepare_partial(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> Path:
+def _prepare_partial(out: Path, fingerprint: dict[str, JSONValue], overwrite: bool) -> Path:
     partial = out.with_name(out.name + ".partial")
     stamp = partial / "build.json"
     if partial.exists():
@@ -158,7 +159,7 @@ def _prepare_partial(out: Path, fingerprint: dict[str, Any], overwrite: bool) ->
 def build_world(
     out: str | Path, *, size: str = "small", seed: int = 0, workers: int = 1, overwrite: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, JSONValue]:
     """Build (or resume building) a world in ``out``; returns its manifest."""
     if size not in SIZES:
         raise InputError(f"unknown world size {size!r}", f"choose one of {list(SIZES)}")

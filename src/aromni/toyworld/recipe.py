@@ -46,8 +46,8 @@ from aromni.toyworld.evaluation import SuiteConfig, run_suite
 from aromni.toyworld.report import write_report
 from aromni.training.data.build import BuildConfig, build
 from aromni.training.recipes import pretrain, sft
-from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
-from aromni.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from aromni.utils.config import apply_overrides, dataclass_from_dict, deep_merge, read_yaml
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, atomic_write_text, read_json
 from aromni.vocab.layout import VocabLayout
 from aromni.vocab.tasks import ASR, CAPTION, T2I, TEXT, TEXT_QA, TTS
 
@@ -80,6 +80,8 @@ class RecipeConfig:
             trains each at the main stage-1's step count and scores them on the pre-training tasks (Table 7).
     """
 
+    # Raw sections, each validated by the stage that reads it (``Any``: dataclass_from_dict passes them through
+    # unchanged; a narrower annotation would make it coerce the values).
     seed: int = 0
     world: dict[str, Any] = field(default_factory=lambda: {"size": "full", "workers": 2})
     text: dict[str, Any] = field(default_factory=lambda: {"vocab_size": 640})
@@ -129,7 +131,7 @@ class Recipe:
         return self.out / "bundle"
 
     # ------------------------------------------------------------------ driver
-    def run(self) -> dict[str, Any]:
+    def run(self) -> dict[str, JSONValue]:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "recipe.yaml", yaml.safe_dump(self.cfg.__dict__, sort_keys=False))
         t0 = time.time()
@@ -148,7 +150,7 @@ class Recipe:
                 break
         return self.write_summary(time.time() - t0)
 
-    def write_summary(self, this_run_s: float) -> dict[str, Any]:
+    def write_summary(self, this_run_s: float) -> dict[str, JSONValue]:
         stages = {}
         for stage in STAGES:
             marker = self.out / "stages" / f"{stage}.json"
@@ -161,7 +163,7 @@ class Recipe:
         return summary
 
     # ------------------------------------------------------------------ stages
-    def stage_world(self) -> dict[str, Any]:
+    def stage_world(self) -> dict[str, JSONValue]:
         if self.cfg.world.get("path"):
             if not is_complete(self.world_dir):
                 raise InputError(f"{self.world_dir}: not a finished toy world", "build it or drop world.path")
@@ -185,7 +187,7 @@ class Recipe:
                             texts.append(seg["transcript"])
         return texts
 
-    def stage_text(self) -> dict[str, Any]:
+    def stage_text(self) -> dict[str, JSONValue]:
         specials = VocabLayout.compact(0, 0, 0).special_token_strings()
         tk = TextTokenizer.train(self.world_texts(), int(self.cfg.text.get("vocab_size", 640)), specials,
                                  min_frequency=int(self.cfg.text.get("min_frequency", 2)))
@@ -212,7 +214,7 @@ class Recipe:
                           *resume, "--quiet", *kv]
         return cmds
 
-    def stage_tokenizers(self) -> dict[str, Any]:
+    def stage_tokenizers(self) -> dict[str, JSONValue]:
         cmds = self._tokenizer_commands()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         with contextlib.ExitStack() as stack:
@@ -235,7 +237,7 @@ class Recipe:
             shutil.copytree(src, self.tok_dir(m))
         return {m: str(self.tok_dir(m)) for m in cmds}
 
-    def stage_shards(self) -> dict[str, Any]:
+    def stage_shards(self) -> dict[str, JSONValue]:
         settings = {"max_len": 512, "workers": 2, **self.cfg.shards}
         cfg = BuildConfig(
             sources=[{"type": "dialogs", "paths": [str(self.world_dir / "records" / "*.jsonl")]}],
@@ -244,9 +246,9 @@ class Recipe:
         manifest = build(cfg, out=self.shards_dir, overwrite=True, progress=False)
         return {"splits": manifest.get("splits"), "report": manifest.get("report")}
 
-    def _train_yaml(self, stage: str, overrides: dict[str, Any], out: Path, name: str | None = None) -> Path:
+    def _train_yaml(self, stage: str, overrides: dict[str, JSONValue], out: Path, name: str | None = None) -> Path:
         """Write the YAML of a training stage: recipe defaults < stage section < ``overrides``."""
-        base: dict[str, Any] = {
+        base: dict[str, JSONValue] = {
             "out": str(out), "seed": self.cfg.seed, "num_threads": 2,
             "data": {"root": str(self.shards_dir), "seq_len": 512, "micro_batch": 8},
             "eval": {"every": 250, "max_rows": 32},
@@ -262,19 +264,19 @@ class Recipe:
         else:
             base["model"] = {"init_from": str(self.out / "pretrain" / "bundle")}
             base["perceptual"] = {"table": str(self.tok_dir("image"))}
-        merged = _deep_merge(_deep_merge(base, getattr(self.cfg, stage)), overrides)
+        merged = deep_merge(deep_merge(base, getattr(self.cfg, stage) or {}), overrides or {})
         path = self.out / "configs" / f"{name or stage}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(merged, sort_keys=False))
         return path
 
-    def stage_pretrain(self) -> dict[str, Any]:
+    def stage_pretrain(self) -> dict[str, JSONValue]:
         return _brief(pretrain.run(self._train_yaml("pretrain", {}, self.out / "pretrain")))
 
-    def stage_sft(self) -> dict[str, Any]:
+    def stage_sft(self) -> dict[str, JSONValue]:
         return _brief(sft.run(self._train_yaml("sft", {}, self.out / "sft")))
 
-    def stage_bundle(self) -> dict[str, Any]:
+    def stage_bundle(self) -> dict[str, JSONValue]:
         """Re-export the SFT model in the shipping dtype (weights, tokenizers and layout as trained)."""
         src = Bundle.load(self.out / "sft" / "bundle")
         if self.bundle_dir.exists():
@@ -289,7 +291,7 @@ class Recipe:
         size = sum(p.stat().st_size for p in self.bundle_dir.rglob("*") if p.is_file())
         return {"bytes": size, "dtype": self.cfg.export_dtype}
 
-    def stage_eval(self) -> dict[str, Any]:
+    def stage_eval(self) -> dict[str, JSONValue]:
         if not self.cfg.eval.get("enabled", True):
             return {"skipped": True}
 
@@ -338,7 +340,7 @@ class Recipe:
         return md
 
 
-def _store_floats_as(path: Path, dtype: Any) -> None:
+def _store_floats_as(path: Path, dtype: torch.dtype) -> None:
     """Rewrite the floating-point tensors of a safetensors file in ``dtype`` (others unchanged), atomically.
 
     Halves the shipped VQGAN and codec; measured on the toy codec, decoding the same codes from fp16-stored
@@ -350,14 +352,7 @@ def _store_floats_as(path: Path, dtype: Any) -> None:
         save_file(tensors, str(tmp))
 
 
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in (b or {}).items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _brief(result: Any) -> dict[str, Any]:
+def _brief(result: object) -> dict[str, JSONValue]:
     if not isinstance(result, dict):
         return {}
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None}

@@ -18,33 +18,63 @@ SpeechSegment. Text-only documents (task ``text``) are a single assistant turn.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from aromni.errors import InputError
+from aromni.utils.io import JSONValue
 
 ROLES = ("user", "assistant")
 SEGMENT_TYPES = ("text", "image", "speech")
 
 
-def text(value: str) -> dict[str, str]:
+class RecordSegment(TypedDict, total=False):
+    """One segment of a turn: ``type`` plus the keys its type needs (see the module docstring)."""
+
+    type: str
+    text: str
+    path: str
+    transcript: str
+    voice: str
+
+
+class RecordTurn(TypedDict):
+    role: str
+    segments: list[RecordSegment]
+
+
+class _RecordMeta(TypedDict, total=False):
+    meta: dict[str, JSONValue]
+    chat: bool
+
+
+class WorldRecord(_RecordMeta):
+    """One dialog of a world's ``records/{split}.jsonl`` (``meta`` is optional)."""
+
+    id: str
+    task: str
+    split: str
+    turns: list[RecordTurn]
+
+
+def text(value: str) -> RecordSegment:
     return {"type": "text", "text": value}
 
 
-def image(path: str) -> dict[str, str]:
+def image(path: str) -> RecordSegment:
     return {"type": "image", "path": path}
 
 
-def speech(path: str, transcript: str, voice: str) -> dict[str, str]:
+def speech(path: str, transcript: str, voice: str) -> RecordSegment:
     return {"type": "speech", "path": path, "transcript": transcript, "voice": voice}
 
 
-def turn(role: str, *segments: dict[str, str]) -> dict[str, Any]:
+def turn(role: str, *segments: RecordSegment) -> RecordTurn:
     return {"role": role, "segments": list(segments)}
 
 
-def validate(record: dict[str, Any], where: str = "record") -> None:
+def validate(record: Mapping[str, object], where: str = "record") -> None:
     """Raise :class:`InputError` unless ``record`` has the documented shape."""
     for key in ("id", "task", "split", "turns"):
         if key not in record:
@@ -66,7 +96,7 @@ def validate(record: dict[str, Any], where: str = "record") -> None:
                 raise InputError(f"{where}: {kind} segment lacks {missing}")
 
 
-def iter_records(world: str | Path, split: str) -> Iterator[dict[str, Any]]:
+def iter_records(world: str | Path, split: str) -> Iterator[WorldRecord]:
     """Yield the validated records of ``split`` from a built world."""
     path = Path(world) / "records" / f"{split}.jsonl"
     if not path.is_file():
@@ -83,7 +113,7 @@ def iter_records(world: str | Path, split: str) -> Iterator[dict[str, Any]]:
             yield rec
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> list[dict[str, JSONValue]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file", "is this a world built with `aromni toyworld build`?")
@@ -91,5 +121,5 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
+def dumps_jsonl(rows: Sequence[Mapping[str, object]]) -> str:
     return "".join(json.dumps(r, separators=(",", ":"), sort_keys=False) + "\n" for r in rows)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import InputError
 from aromni.tokenizers.speech.audio_io import save_wav
@@ -25,7 +24,7 @@ from aromni.toyworld.evaluation.context import JUDGES_STEP
 from aromni.toyworld.evaluation.result import rounded
 from aromni.toyworld.evaluation.suite import SuiteResult
 from aromni.toyworld.evaluation.targets import attribute_table, format_value, lookup
-from aromni.utils.io import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json, atomic_write_text, read_json
 from aromni.vocab.tasks import CHAT_IMAGE, S2I, T2I, TTS
 
 #: Ablation table columns: (header, dotted key, unit).
@@ -157,7 +156,7 @@ def _audio(result: SuiteResult, out: Path, n: int = 3) -> list[str]:
     return names
 
 
-def ablation_rows(ablation: Sequence[tuple[str, SuiteResult]]) -> list[dict[str, Any]]:
+def ablation_rows(ablation: Sequence[tuple[str, SuiteResult]]) -> list[dict[str, JSONValue]]:
     rows = []
     for name, res in ablation:
         row = {"name": name, "bundle": res.info.get("bundle")}
@@ -166,7 +165,7 @@ def ablation_rows(ablation: Sequence[tuple[str, SuiteResult]]) -> list[dict[str,
     return rows
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return out
@@ -176,7 +175,7 @@ def _verdict(p: bool | None) -> str:
     return {True: "pass", False: "**FAIL**", None: ""}[p]
 
 
-def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], audio: list[str],
+def _markdown(result: SuiteResult, data: dict[str, JSONValue], figs: dict[str, str], audio: list[str],
               runs: dict[str, Path], samples_per_task: int) -> str:
     lines = _md_header(result.info, data) + _md_tables(result, data) + _md_figures(figs, audio, runs)
     lines += ["## Samples", "", "Every sample is in `samples.jsonl`; the first few of each task:", ""]
@@ -187,7 +186,7 @@ def _markdown(result: SuiteResult, data: dict[str, Any], figs: dict[str, str], a
     return "\n".join(lines)
 
 
-def _md_header(info: dict[str, Any], data: dict[str, Any]) -> list[str]:
+def _md_header(info: dict[str, JSONValue], data: dict[str, JSONValue]) -> list[str]:
     cfg = info["config"]
     return ["# Toy-world evaluation", "",
             (f"- bundle: `{info['bundle']}` ({info['decoder_params'] / 1e6:.2f} M decoder parameters, prompt style "
@@ -200,7 +199,7 @@ def _md_header(info: dict[str, Any], data: dict[str, Any]) -> list[str]:
             f"- targets met: **{data['targets_met']} of {data['targets_checked']}**", ""]
 
 
-def _md_tables(result: SuiteResult, data: dict[str, Any]) -> list[str]:
+def _md_tables(result: SuiteResult, data: dict[str, JSONValue]) -> list[str]:
     L = ["## Metrics and targets", ""]
     main = [r for r in data["summary"] if r["section"] == "main"]
     L += _table(["task", "metric", "value", "target", "verdict", "n", "note"],

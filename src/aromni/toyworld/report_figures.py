@@ -4,7 +4,7 @@ spectrograms of generated vs reference speech, ground truth vs VQGAN reconstruct
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def _show(ax: Any, image: Any, title: str, ok: bool | None = None) -> None:
             spine.set_linewidth(2)
 
 
-def image_grid(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | None]], out: Path,
+def image_grid(rows: Sequence[Mapping[str, object]], columns: Sequence[tuple[str, str | None]], out: Path,
                title: str) -> Path:
     """Per example: the prompt, then one image per column ``(image key, read key)``; a read that matches the
     example's ``attributes`` is framed green, one that does not, red. Narrow examples sit side by side."""
@@ -101,7 +101,7 @@ def _logmel(wav: Any, sample_rate: int) -> np.ndarray:
         return mel(x)[0].numpy()
 
 
-def spectrograms(examples: Sequence[dict[str, Any]], out: Path, columns: Sequence[tuple[str, str | None]],
+def spectrograms(examples: Sequence[Mapping[str, object]], out: Path, columns: Sequence[tuple[str, str | None]],
                  title: str) -> Path:
     """Log-mel spectrograms, one row per example, one column per ``(waveform key, judge-transcript key)``."""
     plt = _plt()

@@ -22,7 +22,7 @@ from typing import Any
 from aromni.errors import ConfigError
 from aromni.models.config import DecoderConfig
 from aromni.training.distributed import resolve_device
-from aromni.utils.config import coerce_value, describe, field_types, non_finite_floats, yaml_with_overrides
+from aromni.utils.config import dataclass_from_dict, describe, non_finite_floats, yaml_with_overrides
 from aromni.vocab.conversation import STYLES
 from aromni.vocab.tasks import tail_weighted_tasks
 
@@ -439,7 +439,7 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"{bad[0]} is not a finite number" + (f" (nor {', '.join(bad[1:])})" if bad[1:] else ""),
                               "nan and inf are not settings; numbers beyond ~1.8e308 overflow to inf")
-        return _build(cls, d, "")
+        return dataclass_from_dict(cls, d, "training config", noun="config keys")
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -450,25 +450,3 @@ class TrainConfig:
 def _at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise ConfigError(f"{key} must be >= {low}, got {value}")
-
-
-def _build(cls: type, d: Any, prefix: str) -> Any:
-    """``cls`` from the mapping ``d`` (the section at dotted ``prefix``), every value checked against its field type."""
-    if d is None:
-        d = {}
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {describe(d)}")
-    types = field_types(cls)
-    unknown = set(d) - set(types)
-    if unknown:
-        raise ConfigError(f"unknown config keys {sorted(prefix + str(k) for k in unknown)}",
-                          f"known under {prefix.rstrip('.') or '<root>'}: {sorted(types)}")
-    kwargs = {name: coerce_value(types[name], value, prefix + name, _section) for name, value in d.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'}: {e}") from None
-
-
-def _section(cls: type, value: Any, key: str) -> Any:
-    return _build(cls, value, key + ".")

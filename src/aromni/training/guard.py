@@ -1,9 +1,10 @@
 """Stopping a diverged run: a loss (or gradient norm) that is nan / inf ends training with a clear error.
 
-The training loops (:class:`~aromni.training.loop.TrainLoop`, which runs the VQGAN, codec and judge recipes, and
-the decoder trainer) call :func:`check_finite` on the step's loss before the optimizer applies it, and
-:func:`check_weights` before they write a checkpoint or an export, so a diverged run never overwrites its last
-good checkpoint with nan weights and never exports a broken model. The error names the step, the last good checkpoint and the fix.
+The training loop (:class:`~aromni.training.loop.TrainLoop`, which runs the decoder, VQGAN, codec and judge
+recipes) calls :func:`check_finite` on the step's loss before the optimizer applies it, and
+:func:`check_weights` (the decoder trainer: its rank-reduced equivalent) before a checkpoint or an export is
+written, so a diverged run never overwrites its last good checkpoint with nan weights and never exports a broken
+model. The error names the step, the last good checkpoint and the fix.
 """
 
 from __future__ import annotations

@@ -6,7 +6,12 @@ does everything around it, the same way for every recipe:
 - the step's :class:`Update` s (one per optimizer: a GAN step yields the discriminator's and the generator's) are
   back-propagated, clipped and applied, with autocast (``precision="bf16"``) around the forward code;
 - a loss or gradient norm that is not finite stops the run before the optimizer applies it
-  (:mod:`aromni.training.guard`), and non-finite weights are never checkpointed;
+  (:mod:`aromni.training.guard`), and non-finite weights are never checkpointed; a data-parallel recipe hands
+  the loop its loss reduced across ranks (:attr:`Update.reduced_loss`), checked after the backward passes, so
+  every rank takes the same decision;
+- gradient accumulation under DDP / FSDP: a recipe yields each micro-batch's :class:`Update` from inside its
+  gradient-sync context (``no_sync`` on all but the last micro-batch); the loop back-propagates it before the
+  recipe's code resumes, so forward and backward both run inside that context;
 - metrics: the step logs are averaged over ``log_every`` steps into ``metrics.jsonl`` (+ TensorBoard, + a tqdm
   bar) through :class:`~aromni.training.metrics.MetricsLogger`; the recipe's held-out evaluation runs every
   ``eval_every`` steps and at the last step;
@@ -36,7 +41,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from aromni.errors import CheckpointError
+from aromni.errors import CheckpointError, TrainingDivergedError
 from aromni.training.checkpoint import (
     StateValue,
     capture_rng,
@@ -62,6 +67,12 @@ class Update:
     the (pre-clip) gradient norm is checked and logged under that key. Gradient accumulation: micro-batch
     updates with ``apply=False`` are only back-propagated (their gradients add up, so the recipe scales each
     loss by its share); the next update of the same optimizer with ``apply=True`` clips and steps.
+
+    ``reduced_loss`` (data-parallel recipes): ``loss`` is then only this rank's part and is not checked before
+    its backward; when the update is applied, after the backward passes and clipping, the loop calls it (on every
+    rank: it may all-reduce) and checks the values it returns (``{"loss": summed over ranks}``) and then the
+    gradient norm, so all ranks stop together. A recipe that needs a context around forward *and* backward
+    (DDP ``no_sync``) yields the update from inside that context.
     """
 
     loss: torch.Tensor
@@ -70,6 +81,7 @@ class Update:
     clip: float = 0.0
     grad_norm_key: str | None = None
     apply: bool = True
+    reduced_loss: Callable[[], Mapping[str, float]] | None = None
 
 
 class TrainRecipe(Protocol):
@@ -109,13 +121,18 @@ class LoopConfig:
     resumable: bool = True
     config: dict[str, StateValue] = field(default_factory=dict)  # written into trainer.json
     summed: tuple[str, ...] = ("restarted",)  # log keys summed over the ``log_every`` window instead of averaged
+    autocast_device: str = ""  # "": cuda when available, else cpu
+    diverged_note: str = ""  # appended to the divergence error's problem
+    diverged_or_else: str = ""  # follows the divergence error's resume hint
 
 
 class TrainLoop:
     """Runs ``recipe`` from its checkpoint (if any) to ``cfg.steps``; see the module docstring."""
 
-    def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None):
-        self.recipe, self.cfg, self.after_save = recipe, cfg, after_save
+    def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None,
+                 last_good: Callable[[], Path | None] | None = None):
+        """``last_good``: the checkpoint a divergence error names (default: ``out/checkpoint`` if it exists)."""
+        self.recipe, self.cfg, self.after_save, self.last_good = recipe, cfg, after_save, last_good
         self.ckpt = Path(cfg.out if cfg.out is not None else ".") / "checkpoint"
         self.step = 0
         self.train_seconds = 0.0
@@ -136,10 +153,13 @@ class TrainLoop:
         return [p for m in self.recipe.modules().values() for p in m.parameters()]
 
     def _last_good(self) -> Path | None:
+        if self.last_good is not None:
+            return self.last_good()
         return existing(self.ckpt) if self.cfg.out is not None else None
 
     def _diverged_kw(self) -> dict[str, str | float | bool | None]:
-        return {"lr_key": self.cfg.lr_key, "lr": self.cfg.lr, "resumable": self.cfg.resumable}
+        return {"lr_key": self.cfg.lr_key, "lr": self.cfg.lr, "resumable": self.cfg.resumable,
+                "note": self.cfg.diverged_note, "or_else": self.cfg.diverged_or_else}
 
     def save(self) -> Path:
         """Write the checkpoint directory atomically (refused when the weights are not finite)."""
@@ -188,11 +208,13 @@ class TrainLoop:
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "bf16":
-            return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
+            device = self.cfg.autocast_device or ("cpu" if not torch.cuda.is_available() else "cuda")
+            return torch.autocast(device, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _apply(self, u: Update, logs: Logs) -> None:
-        check_finite({u.name: u.loss}, self.step + 1, self._last_good(), **self._diverged_kw())
+        if u.reduced_loss is None:
+            check_finite({u.name: u.loss}, self.step + 1, self._last_good(), **self._diverged_kw())
         if id(u.optimizer) not in self._accumulating:
             u.optimizer.zero_grad(set_to_none=True)
         u.loss.backward()
@@ -201,11 +223,22 @@ class TrainLoop:
             return
         self._accumulating.discard(id(u.optimizer))
         params = [p for g in u.optimizer.param_groups for p in g["params"]]
+        checks: dict[str, float | torch.Tensor] = {}
+        gn: torch.Tensor | None = None
         if u.clip > 0 or u.grad_norm_key:
             gn = torch.nn.utils.clip_grad_norm_(params, u.clip if u.clip > 0 else float("inf"))
-            check_finite({"gradient norm": gn}, self.step + 1, self._last_good(), **self._diverged_kw())
-            if u.grad_norm_key:
-                logs[u.grad_norm_key] = float(gn)
+            gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2: a DTensor
+        if u.reduced_loss is not None:
+            checks.update(u.reduced_loss())  # every rank, the same values: the same decision
+        if gn is not None:
+            checks["gradient norm"] = gn
+        try:
+            check_finite(checks, self.step + 1, self._last_good(), **self._diverged_kw())
+        except TrainingDivergedError:
+            u.optimizer.zero_grad(set_to_none=True)
+            raise
+        if gn is not None and u.grad_norm_key:
+            logs[u.grad_norm_key] = float(gn)
         u.optimizer.step()
 
     def train_step(self) -> Logs:

@@ -1,16 +1,16 @@
-"""The training loop shared by the pretrain and SFT recipes.
+"""The run of the pretrain and SFT recipes around the decoder's step.
 
 ``Trainer(cfg).fit()`` does, top to bottom: join the process group (torchrun) -> plan the data -> build the model
 (scratch / bundle, vocabulary extension, ablation switches) and the perceptual head -> resume the latest
 checkpoint if any -> wrap (DDP / FSDP2) -> AdamW + linear schedule -> steps -> checkpoints -> export a bundle.
 
-One optimizer step: the rank's ``grad_accum`` micro-batches are read first, so the loss normalisers of the whole
-global step are known (:class:`~aromni.training.losses.StepTotals`); each micro-batch is forwarded and
-back-propagated (gradient sync only on the last); gradients are clipped; AdamW and the schedule step.
+One optimizer step is :class:`~aromni.training.recipes.decoder.DecoderRecipe` run by the package's one loop
+(:meth:`aromni.training.loop.TrainLoop.train_step`): micro-batches forwarded and back-propagated (gradient sync
+only on the last), clipped, AdamW and the schedule step.
 
-A step whose loss or gradient norm is not finite (nan / inf: the run diverged) stops the run with a
-:class:`~aromni.errors.TrainingDivergedError` before the optimizer applies it; the weights are checked again
-before every checkpoint and the export, so neither is ever written from a diverged model and the last
+A step whose loss (summed over ranks) or gradient norm is not finite (nan / inf: the run diverged) stops the run
+with a :class:`~aromni.errors.TrainingDivergedError` before the optimizer applies it; the weights are checked
+again before every checkpoint and the export, so neither is ever written from a diverged model and the last
 checkpoint stays a good one to resume from.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,17 @@ from aromni.errors import AromniError, CheckpointError, ConfigError, InputError,
 from aromni.training import checkpoint as ckpt
 from aromni.training import distributed as D
 from aromni.training.config import TrainConfig
-from aromni.training.data.batching import Batch
 from aromni.training.data.pipeline import build_batcher, data_layout, describe
 from aromni.training.evaluate import Evaluator
 from aromni.training.export import export_bundle
 from aromni.training.guard import diverged
-from aromni.training.losses import StepTotals, TrainingObjective
+from aromni.training.loop import LoopConfig, TrainLoop
+from aromni.training.losses import TrainingObjective
 from aromni.training.metrics import MetricsLogger
 from aromni.training.model_init import build_decoder
 from aromni.training.optim import build_optimizer, build_scheduler
 from aromni.training.perceptual import PerceptualHead, load_table
+from aromni.training.recipes.decoder import DecoderRecipe
 from aromni.utils.io import atomic_write_json
 
 
@@ -92,6 +92,14 @@ class Trainer:
                             f"strategy {self.info.strategy}, device {self.info.device}"
                             + (f"; resumed from {resume} at step {self.step}" if resume else ""))
         self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
+        self.recipe = DecoderRecipe(cfg, self.info, self.objective, self.model, self.opt, self.sched, self.batcher)
+        loop_cfg = LoopConfig(out=None, steps=cfg.optim.max_steps, checkpoint_every=cfg.checkpoint.every or 1,
+                              precision=cfg.precision, progress=False, lr_key="optim.lr", lr=cfg.optim.lr,
+                              autocast_device=self.info.device.type, diverged_note="no bundle was exported",
+                              diverged_or_else="or from an earlier one with checkpoint.resume=DIR")
+        # The last checkpoint may already hold blown-up (if finite) weights, hence or_else's earlier ones.
+        self.loop = TrainLoop(self.recipe, loop_cfg,
+                              last_good=lambda: ckpt.latest_checkpoint(self.out / "checkpoints"))
         if self.info.is_main:
             atomic_write_json(self.out / "train_config.json",
                               {"config": cfg.to_dict(), "data": describe(report), "model": notes})
@@ -160,51 +168,15 @@ class Trainer:
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _totals(self, batches: list[Batch]) -> tuple[StepTotals, dict[str, float]]:
-        local = [sum(float(b.weights.sum()) for b in batches), sum(int((b.weights > 0).sum()) for b in batches),
-                 sum(float(b.weights[b.tail].sum()) for b in batches),
-                 sum(int((b.perc_codes >= 0).sum()) for b in batches), sum(b.n_real for b in batches),
-                 sum(b.tokens.numel() for b in batches)]
-        wsum, ntgt, tailw, nperc, nreal, nslots = D.all_sum(local, self.info)
-        denom = wsum if self.cfg.loss.normalize == "weight" else ntgt
-        stats = {"weight_sum": wsum, "targets": ntgt, "tail_ratio": tailw / wsum if wsum else 0.0,
-                 "perc_positions": nperc, "tokens": nreal, "fill": nreal / nslots if nslots else 0.0}
-        return StepTotals(ntp=denom, perc=nperc, scale=float(self.info.world)), stats
-
-    def train_step(self, batches: list[Batch]) -> dict[str, Any]:
-        """Forward/backward every micro-batch, clip, step. Returns the step's metrics."""
-        totals, stats = self._totals(batches)
-        lr = self.sched.get_last_lr()[0]
-        ntp_sum = perc_sum = 0.0
-        for m, b in enumerate(batches):
-            b = b.to(self.info.device)
-            with D.grad_sync(self.model, self.info, enabled=m == len(batches) - 1):
-                with self._autocast():
-                    loss, ntp_s, perc_s = self.model(b.tokens, b.targets, b.weights, b.perc_codes, b.segment_ids,
-                                                     totals)
-                loss.backward()
-            ntp_sum += float(ntp_s)
-            perc_sum += float(perc_s)
-        gn = torch.nn.utils.clip_grad_norm_(self.objective.parameters(),
-                                            self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf"))
-        gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
-        ntp_sum, perc_sum = D.all_sum([ntp_sum, perc_sum], self.info)
-        ntp = ntp_sum / max(totals.ntp, 1e-12)
-        perc = perc_sum / max(totals.perc, 1.0)
-        total = ntp + (self.cfg.perceptual.weight * perc if self.objective.perceptual is not None else 0.0)
-        if not (math.isfinite(total) and math.isfinite(float(gn))):
-            # Every rank sees the same summed loss and global norm, so every rank stops here, before the update.
-            self.opt.zero_grad(set_to_none=True)
-            what = f"loss became {total}" if not math.isfinite(total) else f"gradient norm became {float(gn)}"
-            raise self._diverged(what, self.step + 1)
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step on the loop (the recipe reads its micro-batches). Returns the step's metrics."""
+        self.loop.step = self.step
+        logs = self.loop.train_step()
+        self.step = self.loop.step
         # A step without image positions has no perceptual value (logged as null, not as a misleading 0).
-        return {"loss": total, "ntp": ntp, "perc": perc if totals.perc > 0 else None,
-                "tail_ratio": stats["tail_ratio"], "lr": lr,
-                "grad_norm": float(gn), "tokens": int(stats["tokens"]), "fill": stats["fill"],
-                "perc_positions": int(stats["perc_positions"])}
+        return {"loss": logs["loss"], "ntp": logs["ntp"], "perc": logs["perc"] if logs["perc_positions"] > 0 else None,
+                "tail_ratio": logs["tail_ratio"], "lr": logs["lr"], "grad_norm": logs["grad_norm"],
+                "tokens": int(logs["tokens"]), "fill": logs["fill"], "perc_positions": int(logs["perc_positions"])}
 
     # ------------------------------------------------------------------ divergence
     def _diverged(self, what: str, step: int) -> TrainingDivergedError:
@@ -270,9 +242,8 @@ class Trainer:
     def _logged_step(self, start: float) -> dict[str, Any]:
         """One optimizer step plus its evaluation and logging; returns the record."""
         t0 = time.perf_counter()
-        batches = self.batcher.load(self.batcher.next_plan())
-        rec = self.train_step(batches)
-        self.step += 1
+        rec = self.train_step()
+        batches = self.recipe.batches
         dt = time.perf_counter() - t0
         last = {"step": self.step, **rec, "tokens_per_s": rec["tokens"] / dt, "step_s": dt,
                 "epoch": self.batcher.rows.sampler.epoch, "elapsed_s": time.perf_counter() - start}

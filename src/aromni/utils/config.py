@@ -14,6 +14,7 @@ field a string; lists, tuples and mappings their element types; nested dataclass
 
 from __future__ import annotations
 
+import copy
 import collections.abc as cabc
 import dataclasses
 import math
@@ -226,7 +227,7 @@ def _from_dict(cls: type[T], d: Any, what: str, noun: str, prefix: str) -> T:
         raise ConfigError(f"{what}: unknown {noun} {unknown}", f"known {noun}: {', '.join(sorted(types_))}")
 
     def build(sub: type, value: Any, key: str) -> Any:
-        return _from_dict(sub, value, what, "fields", prefix=key + ".")
+        return _from_dict(sub, value, what, noun, prefix=key + ".")
 
     kwargs = {}
     for name, value in d.items():
@@ -242,6 +243,16 @@ def _from_dict(cls: type[T], d: Any, what: str, noun: str, prefix: str) -> T:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what}: {e}") from None
+
+
+def deep_merge(base: Mapping[str, object], top: Mapping[str, object]) -> dict[str, object]:
+    """``base`` with ``top`` laid over it: nested mappings merge key by key, anything else in ``top`` replaces
+    (deep-copied, so the result shares nothing mutable with ``top``). Neither argument is changed."""
+    out = dict(base)
+    for k, v in top.items():
+        old = out.get(k)
+        out[k] = deep_merge(old, v) if isinstance(v, Mapping) and isinstance(old, Mapping) else copy.deepcopy(v)
+    return out
 
 
 def check_tree(value: object, where: str) -> None:

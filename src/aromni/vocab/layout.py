@@ -24,14 +24,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from aromni.errors import ConfigError, InputError
+from aromni.utils.io import JSONValue
 
 ArrayLike = Union[int, Sequence[int], np.ndarray, torch.Tensor]
+#: What :meth:`CodeRange.to_ids` / :meth:`CodeRange.to_codes` return: the input's container type (a Python int or
+#: list for Python input, an int64 array for numpy input, a long tensor for tensor input).
+IdsLike = int | list[int] | npt.NDArray[np.int64] | torch.Tensor
+#: What :meth:`CodeRange.contains` returns: a boolean array (or numpy bool for a scalar) or a boolean tensor.
+MaskLike = npt.NDArray[np.bool_] | np.bool_ | torch.Tensor
 
 #: The roles every layout defines, in the order compact layouts assign them.
 SPECIAL_ROLES: tuple[str, ...] = ("pad", "bos", "eos", "boi", "eoi", "boa", "eoa", "eoh", "eom", "ins", "res")
@@ -106,7 +113,7 @@ class CodeRange:
     def _torch_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self.code_to_id), torch.from_numpy(self._id_to_code)
 
-    def to_ids(self, codes: ArrayLike) -> Any:
+    def to_ids(self, codes: ArrayLike) -> IdsLike:
         """Codes ``[...]`` -> token ids ``[...]`` (same container type). Raises on codes out of range."""
         if isinstance(codes, torch.Tensor):
             if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.size):
@@ -120,7 +127,7 @@ class CodeRange:
         out = arr + self.start if self.is_contiguous else self.code_to_id[arr]
         return out.tolist() if isinstance(codes, (list, tuple, int)) else out
 
-    def to_codes(self, ids: ArrayLike) -> Any:
+    def to_codes(self, ids: ArrayLike) -> IdsLike:
         """Token ids ``[...]`` -> codes ``[...]``. Raises if an id is not in this range."""
         if isinstance(ids, torch.Tensor):
             if self.is_contiguous:
@@ -146,7 +153,7 @@ class CodeRange:
             raise InputError(f"token id outside the {self.modality} range")
         return out.tolist() if isinstance(ids, (list, tuple, int)) else out
 
-    def contains(self, ids: ArrayLike) -> Any:
+    def contains(self, ids: ArrayLike) -> MaskLike:
         """Boolean mask: which ids belong to this range."""
         if isinstance(ids, torch.Tensor):
             if self.is_contiguous:
@@ -158,13 +165,13 @@ class CodeRange:
         inside = (arr >= 0) & (arr < self.stop)
         return inside & (self._id_to_code[np.clip(arr, 0, self.stop - 1)] >= 0)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         if self.is_contiguous:
             return {"start": self.start if self.size else 0, "size": self.size}
         return {"runs": _runs(self.code_to_id)}
 
     @classmethod
-    def from_dict(cls, modality: str, d: Mapping[str, Any]) -> CodeRange:
+    def from_dict(cls, modality: str, d: Mapping[str, object]) -> CodeRange:
         if "runs" in d:
             return cls(modality, _from_runs(d["runs"]))
         return cls.contiguous(modality, int(d["start"]), int(d["size"]))
@@ -298,7 +305,7 @@ class VocabLayout:
                 taken[a:b] = True
 
     # ----------------------------------------------------------------- serialization
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return {
             "name": self.name,
             "vocab_size": self.vocab_size,
@@ -311,7 +318,7 @@ class VocabLayout:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VocabLayout:
+    def from_dict(cls, d: Mapping[str, object]) -> VocabLayout:
         try:
             if not isinstance(d, Mapping):
                 raise TypeError(f"expected a mapping, got {type(d).__name__}")
@@ -347,7 +354,7 @@ class VocabLayout:
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
-    def replace(self, **changes: Any) -> VocabLayout:
+    def replace(self, **changes: object) -> VocabLayout:
         return dataclasses.replace(self, **changes)
 
     # ----------------------------------------------------------------- presets

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -18,7 +17,7 @@ from aromni.training.recipes.codec import train_codec
 from aromni.training.recipes.codec_config import load_train_config, resume_config
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("codec", help="streaming speech codec: train, reconstruct audio")
     sub = p.add_subparsers(dest="codec_command", metavar="SUBCOMMAND", required=True)
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,7 +21,7 @@ from aromni.training.recipes.vqgan_config import VQGANTrainConfig, load_train_co
 from aromni.utils.io import read_json
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("vqgan", help="VQGAN image tokenizer: train, evaluate, convert official files")
     sub = p.add_subparsers(dest="vqgan_command", metavar="SUBCOMMAND", required=True)
 

@@ -7,8 +7,9 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+import torch
 from tqdm import tqdm
 
 from aromni.errors import ConfigError, InputError
@@ -17,8 +18,12 @@ from aromni.toyworld.evaluation.generation import Caps, Output, generate, policy
 from aromni.toyworld.evaluation.prompts import MediaEncoder
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
-from aromni.toyworld.records import iter_records
+from aromni.toyworld.records import WorldRecord, iter_records
+from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, S2I, S2S, S2T, T2I, TTS, VQA_SPEECH, VQA_TEXT, Task
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: Suite steps that are not tasks of the registry: the judges' sanity check on ground truth, and timed
 #: streaming TTS.
@@ -85,7 +90,7 @@ class SuiteConfig:
         assert isinstance(self.limits, dict)
         return self.limits[task]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return {"split": self.split, "limits": self.limits, "tasks": list(self.tasks), "seed": self.seed,
                 "batch_size": self.batch_size, "caps": vars(self.caps),
                 "judges": str(self.judges) if self.judges else "shipped"}
@@ -102,14 +107,14 @@ class Context:
         if not (self.world / "manifest.json").is_file():
             raise InputError(f"{self.world}: not a toy world (no manifest.json)",
                              "build one with `aromni toyworld build --out DIR`")
-        self.by_task: dict[str, list[dict[str, Any]]] = {}
+        self.by_task: dict[str, list[WorldRecord]] = {}
         for rec in iter_records(self.world, cfg.split):
             self.by_task.setdefault(rec["task"], []).append(rec)
         self.media = MediaEncoder(model, self.world)
         self._speech_judge: SpeechJudge | None = None
         self._image_judge: ImageJudge | None = None
 
-    def records(self, task: str, limit_key: str | None = None) -> list[dict[str, Any]]:
+    def records(self, task: str, limit_key: str | None = None) -> list[WorldRecord]:
         return self.by_task.get(task, [])[: self.cfg.limit(limit_key or task)]
 
     def seeds(self, task: str, n: int) -> list[int]:
@@ -129,14 +134,14 @@ class Context:
             self._image_judge = ImageJudge.load(Path(self.cfg.judges) / "image" if self.cfg.judges else None)
         return self._image_judge
 
-    def transcribe(self, wavs: Sequence[Any]) -> list[str]:
+    def transcribe(self, wavs: Sequence[torch.Tensor]) -> list[str]:
         """Speech judge transcripts of waveforms at the codec's sample rate (an empty waveform reads as "")."""
         present = [w for w in wavs if len(w)]
         heard = iter(self.speech_judge.transcribe(present, sample_rate=self.model.speech.sample_rate)
                      if present else [])
         return [next(heard) if len(w) else "" for w in wavs]
 
-    def read_images(self, images: Sequence[Any]) -> list[dict[str, str] | None]:
+    def read_images(self, images: Sequence[PILImage | None]) -> list[dict[str, str] | None]:
         """Image judge reads (``None`` for a missing image)."""
         present = [im for im in images if im is not None]
         reads = iter(self.image_judge.read(present) if present else [])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,8 +31,12 @@ from aromni.inference.media import codes_to_audio, codes_to_image
 from aromni.inference.omni import OmniModel
 from aromni.inference.options import DecodeOptions
 from aromni.inference.streaming import SpeechStreamer
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import ImageSegment, SpeechSegment, TextSegment
 from aromni.vocab.tasks import ASR, CAPTION, CHAT, S2I, T2I, TTS
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: Suite policies that are variants rather than a task's own settings.
 T2I_NOCFG, ANSWER_TEXT, ANSWER_SPEECH = "t2i_nocfg", "answer_text", "answer_speech"
@@ -116,7 +120,7 @@ def generate(model: OmniModel, prompts: Sequence[Sequence[int]], options: Decode
 
 
 @torch.no_grad()
-def decode_image(model: OmniModel, codes: Sequence[int] | None) -> Any:
+def decode_image(model: OmniModel, codes: Sequence[int] | None) -> PILImage | None:
     """Codes -> PIL image (``None`` stays ``None``)."""
     return None if codes is None else codes_to_image(model.image, codes)
 
@@ -136,7 +140,7 @@ def resynthesize(model: OmniModel, wav: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct_images(model: OmniModel, images: Sequence[Any]) -> list[Any]:
+def reconstruct_images(model: OmniModel, images: Sequence[PILImage]) -> list[PILImage]:
     """PIL images through the bundle's VQGAN (encode, then decode)."""
     if not images:
         return []
@@ -145,7 +149,7 @@ def reconstruct_images(model: OmniModel, images: Sequence[Any]) -> list[Any]:
 
 
 def stream_speech(model: OmniModel, make_prompt: Callable[[], list[int]], options: DecodeOptions, *,
-                  first_chunk_frames: int = 4, chunk_frames: int = 20) -> tuple[torch.Tensor, dict[str, Any]]:
+                  first_chunk_frames: int = 4, chunk_frames: int = 20) -> tuple[torch.Tensor, dict[str, JSONValue]]:
     """One request through the streaming path (:class:`~aromni.inference.streaming.SpeechStreamer`): the clock
     starts before ``make_prompt`` runs, as in ``OmniModel.tts``. Returns the audio (every chunk, concatenated)
     and the latency figures of :class:`~aromni.inference.streaming.StreamMetrics`."""

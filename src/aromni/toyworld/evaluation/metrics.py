@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from aromni.toyworld.attributes import (
     ATTRIBUTE_NAMES,
@@ -95,7 +94,7 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float | 
     return float(jiwer.wer(refs, [normalize(h) for h in hypotheses]))
 
 
-def attribute_accuracy(reads: Sequence[Mapping[str, Any] | None], truths: Sequence[Mapping[str, str]]
+def attribute_accuracy(reads: Sequence[Mapping[str, str] | None], truths: Sequence[Mapping[str, str]]
                        ) -> dict[str, float | None]:
     """Per-attribute and all-five accuracy of attribute reads (``None`` read: everything wrong)."""
     if len(reads) != len(truths):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from aromni.errors import InputError
 from aromni.inference.omni import OmniModel
 from aromni.tokenizers.image.image_io import load_image
 from aromni.tokenizers.speech.audio_io import load_audio
+from aromni.toyworld.records import RecordSegment, WorldRecord
 from aromni.vocab.conversation import (
     Conversation,
     ImageSegment,
@@ -66,12 +66,12 @@ class MediaEncoder:
         return self._speech[rel]
 
 
-def _device(module: Any) -> torch.device:
+def _device(module: object) -> torch.device:
     p = next(module.parameters(), None) if hasattr(module, "parameters") else None
     return p.device if p is not None else torch.device("cpu")
 
 
-def record_turns(record: dict[str, Any], media: MediaEncoder, n_turns: int | None = None) -> list[Turn]:
+def record_turns(record: WorldRecord, media: MediaEncoder, n_turns: int | None = None) -> list[Turn]:
     """The record's first ``n_turns`` turns (all by default) with media replaced by codes."""
     out = []
     for t in record["turns"][:n_turns]:
@@ -95,7 +95,7 @@ def encode_prompt(model: OmniModel, turns: Sequence[Turn], chat: bool | None = N
     return encode_conversation(conv, model.layout, model.text, model.style).ids.tolist()
 
 
-def record_prompt(model: OmniModel, record: dict[str, Any], media: MediaEncoder, user_turn: int = 0) -> list[int]:
+def record_prompt(model: OmniModel, record: WorldRecord, media: MediaEncoder, user_turn: int = 0) -> list[int]:
     """Prompt for the assistant turn after user turn ``user_turn`` (0-based count of user turns), with the
     record's own earlier turns as history."""
     n = 2 * user_turn + 1
@@ -107,6 +107,6 @@ def record_prompt(model: OmniModel, record: dict[str, Any], media: MediaEncoder,
     return encode_prompt(model, record_turns(record, media, n), chat)
 
 
-def reference_segment(record: dict[str, Any], turn: int, kind: str) -> dict[str, Any] | None:
+def reference_segment(record: WorldRecord, turn: int, kind: str) -> RecordSegment | None:
     """The first ``kind`` segment of turn ``turn`` of a record (``None`` when there is none)."""
     return next((s for s in record["turns"][turn]["segments"] if s["type"] == kind), None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from aromni.utils.io import JSONValue
 
 
 @dataclass
@@ -14,12 +15,12 @@ class TaskResult:
         examples: the first few generated media with their context (PIL images, waveforms), for figures only.
     """
 
-    metrics: dict[str, Any]
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, JSONValue]
+    samples: list[dict[str, JSONValue]] = field(default_factory=list)
+    examples: list[dict[str, object]] = field(default_factory=list)
 
 
-def rounded(x: Any, digits: int = 5) -> Any:
+def rounded(x: JSONValue | tuple[JSONValue, ...], digits: int = 5) -> JSONValue:
     """Round floats (recursively in dicts and lists) for stable, readable JSON."""
     if isinstance(x, float):
         return round(x, digits)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -17,6 +16,7 @@ from aromni.toyworld.evaluation import sanity, tasks_answers, tasks_basic, tasks
 from aromni.toyworld.evaluation.context import JUDGES_STEP, STREAMING_STEP, Context, SuiteConfig
 from aromni.toyworld.evaluation.result import TaskResult, rounded
 from aromni.toyworld.evaluation.targets import attribute_table, summary_rows
+from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, S2I, S2S, S2T, T2I, TTS, VQA_SPEECH, VQA_TEXT
 
 
@@ -46,16 +46,16 @@ class SuiteResult:
         examples: per-task media examples (for the report's figures; not JSON).
     """
 
-    info: dict[str, Any]
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    info: dict[str, JSONValue]
+    tasks: dict[str, dict[str, JSONValue]] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, JSONValue]]] = field(default_factory=dict)
+    examples: dict[str, list[dict[str, object]]] = field(default_factory=dict)
 
     @property
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, JSONValue]]:
         return summary_rows(self.tasks)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         """Everything machine-readable (metrics, summary rows, per-attribute table), no per-sample rows."""
         rows = self.rows
         checked = [r for r in rows if r["pass"] is not None]

@@ -5,10 +5,12 @@ A row whose metric could not be computed (task not run, no samples) has ``value`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
+from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import CHAT_IMAGE
 
 
@@ -75,7 +77,7 @@ ATTRIBUTE_ROWS = (
 )
 
 
-def lookup(tasks: dict[str, Any], key: str) -> Any:
+def lookup(tasks: Mapping[str, JSONValue], key: str) -> JSONValue:
     cur: Any = tasks
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -98,7 +100,7 @@ def passes(value: float | None, target: tuple[str, float] | None) -> bool | None
     return value <= bound if op == "<=" else value >= bound
 
 
-def format_value(value: Any, unit: str) -> str:
+def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
     if unit == "pct":
@@ -121,7 +123,7 @@ def format_target(target: tuple[str, float] | None, unit: str) -> str:
     return f"{sym} {shown}"
 
 
-def row_note(key: str, tasks: dict[str, Any]) -> str:
+def row_note(key: str, tasks: Mapping[str, JSONValue]) -> str:
     """What a reader must know to read a row right (empty when nothing)."""
     task = key.split(".")[0]
     m = tasks.get(task) or {}
@@ -144,7 +146,7 @@ def row_note(key: str, tasks: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def summary_rows(tasks: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(tasks: Mapping[str, JSONValue]) -> list[dict[str, JSONValue]]:
     """One dict per :data:`ROWS` entry: section, task, metric, value, shown, target, pass, n, note."""
     out = []
     for spec in ROWS:
@@ -161,7 +163,7 @@ def summary_rows(tasks: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def attribute_table(tasks: dict[str, Any]) -> list[dict[str, Any]]:
+def attribute_table(tasks: Mapping[str, JSONValue]) -> list[dict[str, JSONValue]]:
     """Per-attribute accuracy rows (only those whose task ran)."""
     out = []
     for label, key, all_key in ATTRIBUTE_ROWS:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import InputError
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
@@ -19,9 +18,10 @@ from aromni.toyworld.judges.train_speech import reply_paths
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
 from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
+from aromni.utils.io import JSONValue
 
 
-def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
+def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | None = None) -> dict[str, JSONValue]:
     rows = [r for r in read_jsonl(world / "speech.jsonl") if r["split"] == split][:limit]
     if not rows:
         raise InputError(f"{world}: no {split} clips in speech.jsonl")
@@ -53,7 +53,7 @@ def measure_speech(judge: SpeechJudge, world: Path, split: str, limit: int | Non
 FRESH_JITTERS = ((-10, -6), (10, 6), (-10, 6), (10, -6))
 
 
-def measure_fresh_replies(judge: SpeechJudge, world: Path, split: str) -> dict[str, Any] | None:
+def measure_fresh_replies(judge: SpeechJudge, world: Path, split: str) -> dict[str, JSONValue] | None:
     """Exact-read rate of the split's distinct reply sentences re-synthesised in the assistant voice at each of
     ``FRESH_JITTERS`` (None without espeak-ng)."""
     import shutil
@@ -71,7 +71,7 @@ def measure_fresh_replies(judge: SpeechJudge, world: Path, split: str) -> dict[s
             "wer": round(wer([t for t, _, _ in cases], hyps), 5), "examples_of_errors": wrong[:10]}
 
 
-def measure_image(judge: ImageJudge, world: Path, split: str, limit: int | None = None) -> dict[str, Any]:
+def measure_image(judge: ImageJudge, world: Path, split: str, limit: int | None = None) -> dict[str, JSONValue]:
     rows = [r for r in read_jsonl(world / "images.jsonl") if r["split"] == split][:limit]
     if not rows:
         raise InputError(f"{world}: no {split} images in images.jsonl")
@@ -121,7 +121,7 @@ def measure_image_stress(judge: ImageJudge, world: Path, split: str) -> dict[str
     return result
 
 
-def measure_judges(world: str | Path, judges: str | Path | None, split: str = "test") -> dict[str, Any]:
+def measure_judges(world: str | Path, judges: str | Path | None, split: str = "test") -> dict[str, JSONValue]:
     world = Path(world)
     speech_dir = Path(judges) / "speech" if judges else None
     image_dir = Path(judges) / "image" if judges else None

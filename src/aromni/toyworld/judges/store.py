@@ -6,17 +6,16 @@ Weights are stored in fp16 (they ship in the repository) and loaded into an fp32
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from aromni.errors import CheckpointError
-from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, read_json
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "judges"
 
 
-def save_judge(out: str | Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
+def save_judge(out: str | Path, model: torch.nn.Module, config: dict[str, JSONValue]) -> None:
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -28,7 +27,7 @@ def save_judge(out: str | Path, model: torch.nn.Module, config: dict[str, Any]) 
     atomic_write_json(out / "config.json", config)
 
 
-def load_judge_files(path: str | Path, expected_type: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_judge_files(path: str | Path, expected_type: str) -> tuple[dict[str, JSONValue], dict[str, torch.Tensor]]:
     """``(config, fp32 state dict)`` of a saved judge, checking its ``"type"``."""
     from safetensors.torch import load_file
 

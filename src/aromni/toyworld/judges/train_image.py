@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,9 @@ from aromni.toyworld.attributes import (
 )
 from aromni.toyworld.images import random_spec, render
 from aromni.toyworld.judges.augment import augment_image
+from aromni.toyworld.judges.fit import fit_judge
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
-from aromni.training.loop import LoopConfig, TrainLoop, Update
+from aromni.training.loop import Update
 
 
 @dataclass
@@ -136,18 +137,15 @@ def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, p
     out = Path(out)
     t0 = time.perf_counter()
     recipe = ImageJudgeRecipe(cfg)
-    loop = TrainLoop(recipe, LoopConfig(out=out, steps=cfg.steps, checkpoint_every=cfg.save_every,
-                                        log_every=cfg.log_every, progress=progress, desc="image judge",
-                                        lr_key="the judge lr", lr=cfg.lr, config=asdict(cfg)))
-    loop.run(until=until)
-    if loop.step < cfg.steps:
-        return {"steps": loop.step}
+    step = fit_judge(recipe, cfg, out, desc="image judge", progress=progress, until=until)
+    if step < cfg.steps:
+        return {"steps": step}
     val_images, val_labels = render_set(cfg.val_images, f"judge-val-{cfg.seed}")
     vg = torch.Generator().manual_seed(cfg.seed + 1)
     aug_val = (augment_image(val_images.float() / 255, vg) * 255).round().to(torch.uint8)
     model = recipe.model
     metrics = {"val_clean": accuracy(model, val_images, val_labels),
-               "val_augmented": accuracy(model, aug_val, val_labels), "steps": loop.step,
+               "val_augmented": accuracy(model, aug_val, val_labels), "steps": step,
                "params": sum(p.numel() for p in model.parameters()),
                "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     ImageJudge(model).save(out, metrics)

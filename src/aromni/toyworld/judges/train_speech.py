@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,11 @@ import torch
 from aromni.errors import InputError
 from aromni.toyworld import grammar
 from aromni.toyworld.judges.augment import augment_logmel, spec_augment
+from aromni.toyworld.judges.fit import fit_judge
 from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import iter_records, read_jsonl
-from aromni.training.loop import LoopConfig, TrainLoop, Update
+from aromni.training.loop import Update
 from aromni.utils.extras import optional
 from aromni.vocab.tasks import CHAT_IMAGE, S2S, VQA_SPEECH
 
@@ -224,19 +225,16 @@ def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfi
                          "rebuild the world with this version of aromni")
     t0 = time.perf_counter()
     recipe = SpeechJudgeRecipe(cfg, train, clip_repeats(train_rows, replies, cfg))
-    loop = TrainLoop(recipe, LoopConfig(out=out, steps=cfg.steps, checkpoint_every=cfg.save_every,
-                                        log_every=cfg.log_every, progress=progress, desc="speech judge",
-                                        lr_key="the judge lr", lr=cfg.lr, config=asdict(cfg)))
-    loop.run(until=until)
-    if loop.step < cfg.steps:
-        return {"steps": loop.step}
+    step = fit_judge(recipe, cfg, out, desc="speech judge", progress=progress, until=until)
+    if step < cfg.steps:
+        return {"steps": step}
     val = load_clips(world, speech_rows(world, "validation", cfg.val_clips, cfg.seed))
     val_reply_paths = reply_paths(world, "validation")
     val_replies = load_clips(world, [r for r in speech_rows(world, "validation") if r["path"] in val_reply_paths])
     judge = SpeechJudge(recipe.model)
     val_wer, val_wer_replies = evaluate_wer(judge, val), evaluate_wer(judge, val_replies)
     metrics = {"val_wer": None if val_wer is None else round(val_wer, 5),
-               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": loop.step,
+               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": step,
                "train_clips": len(train), "train_reply_clips": sum(r["path"] in replies for r in train_rows),
                "assistant_repeat": cfg.assistant_repeat, "reply_repeat": cfg.reply_repeat,
                "params": sum(p.numel() for p in recipe.model.parameters()),

@@ -24,19 +24,21 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from aromni.training.data.mixing import MixingSampler
+from aromni.training.data.shards import ShardDataset
 from aromni.training.data.targets import SampleTargets, TargetBuilder
+from aromni.utils.io import JSONValue
 
 
 class RowSource(Protocol):
     def next_row(self) -> list[int]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, JSONValue]: ...
+    def load_state_dict(self, state: Mapping[str, JSONValue]) -> None: ...
 
 
 class PackedRows:
@@ -86,10 +88,10 @@ class PackedRows:
             else:
                 return self._emit_fullest()
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, JSONValue]:
         return {"kind": "pack", "sampler": self.sampler.state_dict(), "open": [list(r) for r in self._open]}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, JSONValue]) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self._open = [[int(i) for i in r] for r in state.get("open", [])]
 
@@ -114,7 +116,7 @@ class BucketedRows:
         self._order: list[int] = []
         self._offset = 0
         self._window_no = -1
-        self._window_start: dict[str, Any] | None = None
+        self._window_start: dict[str, JSONValue] | None = None
 
     def _fill(self) -> None:
         self._window_no += 1
@@ -140,7 +142,7 @@ class BucketedRows:
         self._offset += 1
         return [self._order[self._offset - 1]]
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, JSONValue]:
         if self._window_start is None or self._offset >= len(self._order):
             # At a window boundary the sampler's own state is the whole position.
             return {"kind": "bucket", "sampler": self.sampler.state_dict(), "offset": 0,
@@ -148,7 +150,7 @@ class BucketedRows:
         return {"kind": "bucket", "sampler": copy.deepcopy(self._window_start), "offset": self._offset,
                 "window_no": self._window_no - 1, "fresh": False}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, JSONValue]) -> None:
         self.sampler.load_state_dict(state["sampler"])
         self._window_no = int(state["window_no"])
         self._order, self._offset, self._window_start = [], 0, None
@@ -230,7 +232,7 @@ class StepBatcher:
         fixed_len: pad every batch to this length (packing); ``None`` pads to the longest row.
     """
 
-    def __init__(self, rows: RowSource, dataset: Any, targets: TargetBuilder, micro_batch: int, grad_accum: int,
+    def __init__(self, rows: RowSource, dataset: ShardDataset, targets: TargetBuilder, micro_batch: int, grad_accum: int,
                  rank: int, world: int, pad_id: int, fixed_len: int | None):
         self.rows, self.dataset, self.targets = rows, dataset, targets
         self.micro_batch, self.grad_accum = micro_batch, grad_accum
@@ -260,8 +262,8 @@ class StepBatcher:
     def next_step(self) -> list[Batch]:
         return self.load(self.next_plan())
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, JSONValue]:
         return {"rows": self.rows.state_dict(), "rows_per_step": self.rows_per_step}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, JSONValue]) -> None:
         self.rows.load_state_dict(state["rows"])

@@ -24,16 +24,16 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from aromni.errors import AromniError, ConfigError, InputError
 from aromni.training.data.shards import MANIFEST, write_manifest
 from aromni.training.data.sources import make_source
-from aromni.training.data.sources.toolkit import identities, load_toolkit
+from aromni.training.data.sources.base import Source
+from aromni.training.data.sources.toolkit import Toolkit, identities, load_toolkit
 from aromni.training.data.sources.worker import (
     MAX_EXAMPLES,
     SUMMARY,
@@ -43,7 +43,7 @@ from aromni.training.data.sources.worker import (
     set_inherited,
 )
 from aromni.utils.config import dataclass_from_dict, describe, read_yaml
-from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, read_json
 
 BUILDER_VERSION = 1
 STAGE = ".build"
@@ -106,7 +106,7 @@ class BuildConfig:
             )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, config_dir: str | Path = ".") -> BuildConfig:
+    def from_dict(cls, d: Mapping[str, object], *, config_dir: str | Path = ".") -> BuildConfig:
         if not isinstance(d, dict):
             raise ConfigError("the build config must be a YAML mapping")
         known = {f.name for f in dataclasses.fields(cls)} - {"base"}
@@ -134,14 +134,14 @@ class BuildConfig:
         p = Path(os.path.expanduser(str(p)))
         return p if p.is_absolute() else self.base / p
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, JSONValue]:
         return {
             "max_len": self.max_len,
             "image_batch": self.image_batch,
             "max_audio_seconds": self.max_audio_seconds,
         }
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d.pop("base")
         d["root"] = str(self.base)
@@ -386,11 +386,11 @@ def _finalize(
     cfg: BuildConfig,
     out: Path,
     chunk_ids: list[str],
-    sources: list[Any],
-    kit: Any,
-    kit_ids: dict[str, Any],
+    sources: list[Source],
+    kit: Toolkit,
+    kit_ids: dict[str, JSONValue],
     fingerprint: str,
-) -> dict[str, Any]:
+) -> dict[str, JSONValue]:
     stage = out / STAGE / "chunks"
     summaries = [read_json(stage / c / SUMMARY) for c in chunk_ids]
     splits, report = _merge_summaries(summaries, sources)
@@ -419,8 +419,8 @@ def build(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    on_chunk: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_chunk: Callable[[dict[str, JSONValue]], None] | None = None,
+) -> dict[str, JSONValue]:
     """Run (or resume) a data build and return its manifest.
 
     Args:
@@ -470,7 +470,7 @@ def build(
 
 
 # ---------------------------------------------------------------- report
-def format_report(manifest: dict[str, Any], root: str | Path = "") -> str:
+def format_report(manifest: Mapping[str, JSONValue], root: str | Path = "") -> str:
     """Human-readable summary of a build: rows and tokens per split, task and group; skipped records."""
     lines = [f"shards: {root}" if root else "shards:"]
     gen = (manifest.get("report") or {}).get("generator") if isinstance(manifest.get("report"), dict) else None
@@ -503,10 +503,10 @@ def format_report(manifest: dict[str, Any], root: str | Path = "") -> str:
     return "\n".join(lines)
 
 
-def _get(d: Any, key: str) -> Any:
+def _get(d: JSONValue, key: str) -> JSONValue:
     return d.get(key) if isinstance(d, dict) else None
 
 
-def _count(n: Any) -> str:
+def _count(n: object) -> str:
     """A count as the report prints it (``1,234``; ``?`` when the manifest does not say)."""
     return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else "?"

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from aromni.errors import ConfigError, InputError
 from aromni.training.data.shards import GROUPS
+from aromni.utils.io import JSONValue
 
 
 def group_indices(groups: Sequence[str]) -> dict[str, np.ndarray]:
@@ -137,12 +137,12 @@ class MixingSampler:
         return int(min(len(self.groups[g]) / p for g, p in zip(self.names, self.probs)))
 
     # ----------------------------------------------------------------- resume
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, JSONValue]:
         return {"epoch": self.epoch, "cursor": dict(self.cursor), "passes": dict(self.passes), "draws": self.draws,
                 "rng": copy.deepcopy(self._rng.bit_generator.state), "groups": list(self.names),
                 "sizes": [len(self.groups[g]) for g in self.names], "seed": self.seed}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, JSONValue]) -> None:
         sizes = [len(self.groups[g]) for g in self.names]
         if list(state["groups"]) != self.names or list(state["sizes"]) != sizes or int(state["seed"]) != self.seed:
             raise InputError(f"the data position in the checkpoint was saved for groups {state['groups']} of sizes "

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
+from aromni.training.data.records import BadRecord, group_of
 from aromni.training.data.shards import Sample
-from aromni.training.data.sources.base import BadRecord, group_of
 from aromni.vocab.conversation import OFFICIAL, PromptStyle, Span, get_style
 from aromni.vocab.layout import VocabLayout
 from aromni.vocab.segments import TextCodec
@@ -38,7 +37,7 @@ OFFICIAL_TASKS: Mapping[str, str] = MappingProxyType({alias: task.name for alias
 IGNORE_INDEX = -100
 
 
-def check_ids(value: Any, layout: VocabLayout, where: str, key: str) -> np.ndarray:
+def check_ids(value: object, layout: VocabLayout, where: str, key: str) -> np.ndarray:
     """A non-empty list of ints inside ``[0, vocab_size)`` as ``[T]`` int64, else :class:`BadRecord`."""
     if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
         raise BadRecord("bad_record", f"{where}: {key!r} must be a non-empty list of token ids")
@@ -162,7 +161,7 @@ def derive_spans(
 
 
 def pretrain_sample(
-    obj: dict[str, Any],
+    obj: Mapping[str, object],
     layout: VocabLayout,
     *,
     tokenizer: TextCodec | None = None,
@@ -192,8 +191,8 @@ def pretrain_sample(
 
 
 def sft_sample(
-    input_ids: Any,
-    labels: Any,
+    input_ids: object,
+    labels: object,
     layout: VocabLayout,
     *,
     task: str = "sft",

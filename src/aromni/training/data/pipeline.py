@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -12,8 +11,9 @@ from aromni.training.config import DataConfig, LossConfig, PerceptualConfig
 from aromni.training.data.batching import BucketedRows, PackedRows, RowSource, StepBatcher
 from aromni.training.data.mixing import MixingSampler, group_indices
 from aromni.training.data.shards import ShardDataset, read_manifest
-from aromni.training.tasks import canonical_task
 from aromni.training.data.targets import TargetBuilder
+from aromni.training.tasks import canonical_task
+from aromni.utils.io import JSONValue
 from aromni.vocab.layout import VocabLayout
 
 
@@ -79,7 +79,7 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
     return batcher, report
 
 
-def describe(report: DataReport) -> dict[str, Any]:
+def describe(report: DataReport) -> dict[str, JSONValue]:
     return {"samples": report.samples, "kept": report.kept, "too_long": report.too_long,
             "too_short": report.too_short, "other_task": report.other_task, "corrupt": report.corrupt,
             "per_group": report.per_group}

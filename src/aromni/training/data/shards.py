@@ -25,7 +25,7 @@ column         type                       meaning
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from aromni.errors import InputError
-from aromni.utils.io import atomic_path, atomic_write_json, read_json
+from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, read_json
 from aromni.vocab.conversation import EncodedConversation, Span
 from aromni.vocab.layout import VocabLayout
 
@@ -71,7 +71,7 @@ class Sample:
     def from_encoded(cls, enc: EncodedConversation, task: str, group: str, source: str = "") -> Sample:
         return cls(enc.ids.astype(np.int64), enc.is_response.astype(bool), list(enc.spans), task, group, source)
 
-    def to_row(self) -> dict[str, Any]:
+    def to_row(self) -> dict[str, JSONValue]:
         if self.group not in GROUPS:
             raise InputError(f"sample group must be one of {GROUPS}, got {self.group!r}")
         return {"ids": self.ids.astype(np.int32).tolist(), "response": self.response.astype(bool).tolist(),
@@ -80,7 +80,7 @@ class Sample:
                 "task": self.task, "group": self.group, "source": self.source}
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Sample:
+    def from_row(cls, row: Mapping[str, JSONValue]) -> Sample:
         ids = np.asarray(row["ids"], dtype=np.int64)
         response = np.asarray(row["response"], dtype=bool)
         if ids.size == 0 or response.size != ids.size:
@@ -97,7 +97,7 @@ class ShardWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows_per_shard = rows_per_shard
         self.index = start_index
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[dict[str, JSONValue]] = []
         self.written = 0
 
     def add(self, sample: Sample) -> None:
@@ -122,13 +122,13 @@ class ShardWriter:
         self.flush()
 
 
-def write_manifest(root: str | Path, layout: VocabLayout, splits: dict[str, dict[str, Any]], report: dict[str, Any],
-                   extra: dict[str, Any] | None = None) -> None:
+def write_manifest(root: str | Path, layout: VocabLayout, splits: Mapping[str, JSONValue], report: Mapping[str, JSONValue],
+                   extra: Mapping[str, JSONValue] | None = None) -> None:
     atomic_write_json(Path(root) / MANIFEST, {"format": FORMAT, "version": VERSION, "layout": layout.to_dict(),
                                               "splits": splits, "report": report, **(extra or {})})
 
 
-def read_manifest(root: str | Path) -> dict[str, Any]:
+def read_manifest(root: str | Path) -> dict[str, JSONValue]:
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise InputError(f"{root}: no {MANIFEST}", "the shard directory is missing or its build did not finish")
@@ -179,7 +179,7 @@ class ShardDataset:
     def __len__(self) -> int:
         return int(self._valid.size)
 
-    def _row(self, global_row: int) -> dict[str, Any]:
+    def _row(self, global_row: int) -> dict[str, JSONValue]:
         ti = int(np.searchsorted(self._offsets, global_row, side="right") - 1)
         local = int(global_row - self._offsets[ti])
         return {k: self._tables[ti][k][local].as_py() for k in self._tables[ti].column_names}
@@ -187,7 +187,7 @@ class ShardDataset:
     def __getitem__(self, i: int) -> Sample:
         return Sample.from_row(self._row(int(self._valid[i])))
 
-    def column(self, name: str) -> list[Any]:
+    def column(self, name: str) -> list[JSONValue]:
         """A scalar column (``task``, ``group``, ``source``) over the valid rows, in index order."""
         values = [v for t in self._tables for v in t[name].to_pylist()]
         return [values[int(j)] for j in self._valid]

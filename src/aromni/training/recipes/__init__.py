@@ -1,6 +1,7 @@
 """Training recipes: what one training run computes; the loop around it is shared.
 
-Decoder stages (run by :class:`~aromni.training.trainer.Trainer`):
+Decoder stages (run by :class:`~aromni.training.trainer.Trainer`; the step is :mod:`.decoder` on
+:class:`~aromni.training.loop.TrainLoop`):
 ``pretrain``: loss on every token, tail-weighted NTP for caption/ASR, perceptual loss (paper stage 1).
 ``sft``: loss on response tokens only (paper stage 2), optional INS...RES segment weight.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.training.config import TrainConfig
-from aromni.utils.config import apply_overrides, read_yaml
+from aromni.utils.config import apply_overrides, deep_merge, read_yaml
 
 
 def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path | None,
@@ -27,15 +28,8 @@ def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path 
     """``defaults`` under the YAML file under the ``key=value`` overrides; ``loss.mode`` must stay ``mode``."""
     raw: dict[str, Any] = copy.deepcopy(dict(defaults))
     if path is not None:
-        raw = _deep_merge(raw, read_yaml(path))
+        raw = deep_merge(raw, read_yaml(path))
     cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
     if cfg.loss.mode != mode:
         raise ConfigError(f"the {mode} recipe got loss.mode={cfg.loss.mode!r}", f"use `aromni train {cfg.loss.mode}`")
     return cfg
-
-
-def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.training.data.sources.base import Source
@@ -23,6 +22,7 @@ from aromni.training.data.sources.dialogs import DialogSource
 from aromni.training.data.sources.official import OfficialSource
 from aromni.training.data.sources.pairs import ImageTextSource, SpeechTextSource
 from aromni.training.data.sources.text import TextSource
+from aromni.utils.io import JSONValue
 
 SOURCE_TYPES: dict[str, type[Source]] = {
     "speech_text": SpeechTextSource,
@@ -33,7 +33,7 @@ SOURCE_TYPES: dict[str, type[Source]] = {
 }
 
 
-def make_source(index: int, cfg: Mapping[str, Any], base: Path) -> Source:
+def make_source(index: int, cfg: Mapping[str, JSONValue], base: Path) -> Source:
     """Build the :class:`~aromni.training.data.sources.base.Source` that ``cfg["type"]`` names."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"sources[{index}] must be a mapping with a 'type'")

@@ -18,22 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
-from aromni.errors import ConfigError, InputError
+from aromni.errors import ConfigError
+from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer
+from aromni.tokenizers.text import TextTokenizer
+from aromni.training.data.records import BadRecord
 from aromni.training.data.shards import GROUPS, Sample
+from aromni.utils.io import JSONValue
+from aromni.vocab.conversation import PromptStyle
 from aromni.vocab.layout import VocabLayout
-
-
-class BadRecord(InputError):
-    """A record that is skipped and counted (never fatal). ``reason`` is a short code for the report."""
-
-    def __init__(self, reason: str, problem: str):
-        self.reason = reason
-        super().__init__(problem)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (BadRecord, (self.reason, self.problem))
 
 
 @dataclass
@@ -52,9 +44,9 @@ class Chunk:
     offset: int = 0
     count: int = 0
     first: int = 1
-    items: list[Any] = field(default_factory=list)
+    items: list[object] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
@@ -71,12 +63,13 @@ class Item:
 class EncodeContext:
     """What :meth:`Source.encode` may use: the layout, tokenizers, prompt style, media cache, limits."""
 
-    layout: Any
-    text: Any
-    image: Any
-    speech: Any
-    style: Any  # PromptStyle
-    media: Any  # aromni.training.data.sources.media.MediaCache
+    layout: VocabLayout
+    text: TextTokenizer | None
+    image: ImageTokenizer | None
+    speech: SpeechTokenizer | None
+    style: PromptStyle
+    # aromni.training.data.sources.media.MediaCache (not imported: that module imports this one)
+    media: Any
     max_len: int
 
 
@@ -95,7 +88,7 @@ class Source(abc.ABC):
     default_group: ClassVar[str | None] = None
     common: ClassVar[tuple[str, ...]] = ("type", "paths", "split", "group", "name", "chunk_size")
 
-    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
+    def __init__(self, index: int, cfg: Mapping[str, JSONValue], base: Path):
         self.index = index
         self.cfg = dict(cfg)
         self.base = Path(base)
@@ -183,7 +176,7 @@ class Source(abc.ABC):
     def encode(self, item: Item, ctx: EncodeContext) -> list[tuple[str, Sample]]:
         """``(split, sample)`` pairs of one record; raises :class:`BadRecord` to skip it."""
 
-    def image_paths(self, payload: Any) -> list[Path]:
+    def image_paths(self, payload: object) -> list[Path]:
         """Images a record needs (a worker encodes a chunk's images in batches before :meth:`encode`)."""
         return []
 
@@ -227,7 +220,7 @@ def line_chunks(source: Source, paths: Sequence[Path], chunk_size: int) -> list[
     return chunks
 
 
-def item_chunks(source: Source, items: Sequence[Any], chunk_size: int) -> list[Chunk]:
+def item_chunks(source: Source, items: Sequence[object], chunk_size: int) -> list[Chunk]:
     return [
         Chunk(
             source.chunk_id(k),
@@ -276,7 +269,7 @@ def json_items(chunk: Chunk) -> Iterator[Item]:
         yield Item(where, obj)
 
 
-def str_list(value: Any, where: str, key: str, allowed: Sequence[str]) -> list[str]:
+def str_list(value: object, where: str, key: str, allowed: Sequence[str]) -> list[str]:
     """A config value that is one name or a list of names, each in ``allowed``."""
     if isinstance(value, str):
         value = [value]
@@ -286,12 +279,3 @@ def str_list(value: Any, where: str, key: str, allowed: Sequence[str]) -> list[s
     if bad:
         raise ConfigError(f"{where}: {key} {bad} not in {list(allowed)}")
     return list(dict.fromkeys(value))
-
-
-def group_of(ids: Sequence[int] | np.ndarray, layout: VocabLayout) -> str:
-    """Modality group of ids: ``image`` with image codes, else ``speech`` with speech codes, else ``text``."""
-    if layout.image.contains(ids).any():
-        return "image"
-    if layout.speech.contains(ids).any():
-        return "speech"
-    return "text"

@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from aromni.errors import AromniError
+from aromni.training.data.records import BadRecord, group_of
 from aromni.training.data.shards import Sample
 from aromni.training.data.sources.base import (
-    BadRecord,
     Chunk,
     EncodeContext,
     Item,
     Source,
-    group_of,
     json_items,
     line_chunks,
 )
 from aromni.training.data.sources.text import encode_document
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import (
     Conversation,
     ImageSegment,
@@ -55,7 +55,7 @@ class DialogSource(Source):
     options = ("media_root", "task")
     default_group = None
 
-    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
+    def __init__(self, index: int, cfg: Mapping[str, JSONValue], base: Path):
         super().__init__(index, cfg, base)
         root = self.cfg.get("media_root")
         self.media_root = None if root is None else self.resolve(str(root))
@@ -130,7 +130,7 @@ class DialogSource(Source):
             return (kind, self._path(seg["path"], roots), seg.get("transcript"))
         raise BadRecord("bad_record", f"{where}: segment type {kind!r} is not text, image or speech")
 
-    def image_paths(self, payload: Any) -> list[Path]:
+    def image_paths(self, payload: object) -> list[Path]:
         return [s[1] for _, segs in payload["turns"] for s in segs if s[0] == "image" and s[1] is not None]
 
     def encode(self, item: Item, ctx: EncodeContext) -> list[tuple[str, Sample]]:

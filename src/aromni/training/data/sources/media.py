@@ -20,7 +20,7 @@ from aromni.errors import AromniError
 from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer
 from aromni.tokenizers.image.image_io import load_image
 from aromni.tokenizers.speech.audio_io import load_audio
-from aromni.training.data.sources.base import BadRecord
+from aromni.training.data.records import BadRecord
 
 
 class MediaCache:

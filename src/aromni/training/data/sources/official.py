@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import InputError
 from aromni.training.data.official_jsonl import pretrain_sample, sft_sample
@@ -24,6 +23,7 @@ from aromni.training.data.sources.base import (
     json_items,
     line_chunks,
 )
+from aromni.utils.io import JSONValue
 
 
 class OfficialSource(Source):
@@ -31,7 +31,7 @@ class OfficialSource(Source):
     options = ("task",)
     default_group = None
 
-    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
+    def __init__(self, index: int, cfg: Mapping[str, JSONValue], base: Path):
         super().__init__(index, cfg, base)
         self.sft_task = str(self.cfg.get("task", "sft"))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from aromni.errors import ConfigError
 from aromni.training.data.shards import Sample
@@ -33,6 +33,7 @@ from aromni.training.data.sources.base import (
     read_lines,
     str_list,
 )
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import encode_conversation
 from aromni.vocab.tasks import ASR, CAPTION, T2I, TTS
 from aromni.vocab.templates import task_conversation
@@ -50,10 +51,12 @@ class PairSource(Source):
     media: ClassVar[str]  # "speech" | "image"
     suffixes: ClassVar[tuple[str, ...]]
     all_tasks: ClassVar[tuple[str, ...]]
+    #: The task that reads the media and answers in text (the other one generates the media from the text).
+    to_text_task: ClassVar[str]
     path_keys: ClassVar[tuple[str, ...]]
     text_keys: ClassVar[tuple[str, ...]]
 
-    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
+    def __init__(self, index: int, cfg: Mapping[str, JSONValue], base: Path):
         super().__init__(index, cfg, base)
         self.tasks = str_list(
             self.cfg.get("tasks", list(self.all_tasks)), self.where, "tasks", self.all_tasks
@@ -148,7 +151,7 @@ class PairSource(Source):
         media = Path(path.strip())
         return Item(item.where, {"media": media if media.is_absolute() else root / media, "text": text})
 
-    def image_paths(self, payload: Any) -> list[Path]:
+    def image_paths(self, payload: object) -> list[Path]:
         return [payload["media"]] if self.media == "image" else []
 
     # ------------------------------------------------------------------ encoding
@@ -172,8 +175,10 @@ class PairSource(Source):
             )
         return out
 
-    def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:
-        raise NotImplementedError
+    def _task_args(self, task: str, text: str, codes: object) -> dict[str, object]:
+        if task == self.to_text_task:
+            return {self.media: codes, "response_text": text}
+        return {"text": text, f"response_{self.media}": codes}
 
 
 class SpeechTextSource(PairSource):
@@ -182,13 +187,9 @@ class SpeechTextSource(PairSource):
     default_group = "speech"
     suffixes = AUDIO_SUFFIXES
     all_tasks = (ASR.name, TTS.name)
+    to_text_task = ASR.name
     path_keys = ("audio", "wav", "file")
     text_keys = ("transcript", "sentence")
-
-    def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:
-        if task == ASR.name:
-            return {"speech": codes, "response_text": text}
-        return {"text": text, "response_speech": codes}
 
 
 class ImageTextSource(PairSource):
@@ -197,10 +198,6 @@ class ImageTextSource(PairSource):
     default_group = "image"
     suffixes = IMAGE_SUFFIXES
     all_tasks = (CAPTION.name, T2I.name)
+    to_text_task = CAPTION.name
     path_keys = ("image", "file")
     text_keys = ("caption", "prompt")
-
-    def _task_args(self, task: str, text: str, codes: Any) -> dict[str, Any]:
-        if task == CAPTION.name:
-            return {"image": codes, "response_text": text}
-        return {"text": text, "response_image": codes}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from aromni.training.data.sources.base import (
     line_chunks,
     read_lines,
 )
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import EncodedConversation, Segment, Span, TextSegment, encode_segment
 from aromni.vocab.layout import VocabLayout
 from aromni.vocab.segments import TextCodec
@@ -64,7 +64,7 @@ class TextSource(Source):
     options = ("field", "per", "long")
     default_group = "text"
 
-    def __init__(self, index: int, cfg: Mapping[str, Any], base: Path):
+    def __init__(self, index: int, cfg: Mapping[str, JSONValue], base: Path):
         super().__init__(index, cfg, base)
         self.field = self.cfg.get("field", "text")
         self.per = self.cfg.get("per", "line")

@@ -8,15 +8,15 @@ tokenizers' sizes the way :meth:`VocabLayout.compact` lays out models we train).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer, load_tokenizer
 from aromni.tokenizers.text import TextTokenizer
 from aromni.toyworld.demo import find_bundle
-from aromni.utils.io import read_json
+from aromni.utils.io import JSONValue, read_json
 from aromni.vocab.conversation import PromptStyle, get_style
 from aromni.vocab.layout import VocabLayout
 
@@ -27,7 +27,7 @@ MODALITIES = ("text", "image", "speech")
 class ToolkitSpec:
     """Picklable description of the toolkit (what a worker process needs to load it)."""
 
-    layout: dict[str, Any]
+    layout: dict[str, JSONValue]
     style: str
     tokenizers: dict[str, str] = field(default_factory=dict)  # modality -> directory
 
@@ -45,7 +45,7 @@ class Toolkit:
         return getattr(self, modality)
 
 
-def _layout_from(value: Any, base: Path, toks: dict[str, Any]) -> VocabLayout:
+def _layout_from(value: JSONValue, base: Path, toks: Mapping[str, Tokenizer]) -> VocabLayout:
     if isinstance(value, dict):
         return VocabLayout.from_dict(value)
     if value == "aromni-7b":
@@ -84,10 +84,10 @@ def _bundle_dir(value: str, base: Path) -> Path:
     return bundle
 
 
-def resolve(cfg: dict[str, Any], base: Path) -> tuple[dict[str, Path], Any, str | None]:
+def resolve(cfg: Mapping[str, JSONValue], base: Path) -> tuple[dict[str, Path], JSONValue, str | None]:
     """(tokenizer dirs, layout value, bundle style) from the ``bundle`` / ``tokenizers`` / ``layout`` keys."""
     dirs: dict[str, Path] = {}
-    layout: Any = None
+    layout: JSONValue = None
     style = None
     if cfg.get("bundle"):
         bundle = _bundle_dir(str(cfg["bundle"]), base)
@@ -115,10 +115,10 @@ def resolve(cfg: dict[str, Any], base: Path) -> tuple[dict[str, Path], Any, str 
     return dirs, layout, style
 
 
-def load_toolkit(cfg: dict[str, Any], base: Path) -> Toolkit:
+def load_toolkit(cfg: Mapping[str, JSONValue], base: Path) -> Toolkit:
     """Load every tokenizer the config names and check them against the layout."""
     dirs, layout_value, bundle_style = resolve(cfg, base)
-    toks: dict[str, Any] = {}
+    toks: dict[str, Tokenizer] = {}
     for m, d in dirs.items():
         if not d.is_dir():
             raise ConfigError(f"tokenizers.{m}: {d} is not a directory")
@@ -166,9 +166,9 @@ def dir_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def identities(kit: Toolkit) -> dict[str, Any]:
+def identities(kit: Toolkit) -> dict[str, JSONValue]:
     """Per tokenizer: directory, type, size and content digest (what the manifest records)."""
-    out: dict[str, Any] = {}
+    out: dict[str, JSONValue] = {}
     for m, d in kit.spec.tokenizers.items():
         tok = kit.tokenizer(m)
         out[m] = {

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from aromni.training.data.records import BadRecord
 from aromni.training.data.shards import Sample, ShardWriter
 from aromni.training.data.sources import make_source
-from aromni.training.data.sources.base import BadRecord, Chunk, EncodeContext
+from aromni.training.data.sources.base import Chunk, EncodeContext
 from aromni.training.data.sources.media import MediaCache
 from aromni.training.data.sources.toolkit import Toolkit, ToolkitSpec, load_from_spec
-from aromni.utils.io import atomic_dir, atomic_write_json
+from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json
 
 SUMMARY = "summary.json"
 #: Examples kept per skip reason (per chunk, and in the final report).
@@ -47,7 +48,7 @@ class Summary:
         row[1] += len(s)
         row[2] += int(s.response.sum())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return {
             "chunk": self.chunk,
             "source": self.source,
@@ -61,7 +62,8 @@ class Summary:
 class Worker:
     """Holds the loaded tokenizers and sources; :meth:`run` encodes one chunk."""
 
-    def __init__(self, kit: Toolkit, sources: list[dict[str, Any]], base: str, options: dict[str, Any]):
+    def __init__(self, kit: Toolkit, sources: Sequence[Mapping[str, JSONValue]], base: str,
+                 options: Mapping[str, JSONValue]):
         self.kit = kit
         self.sources = [make_source(i, s, Path(base)) for i, s in enumerate(sources)]
         self.max_len = int(options["max_len"])
@@ -81,7 +83,7 @@ class Worker:
             self.max_len,
         )
 
-    def run(self, chunk_dict: dict[str, Any], stage: str) -> dict[str, Any]:
+    def run(self, chunk_dict: Mapping[str, object], stage: str) -> dict[str, JSONValue]:
         chunk = Chunk(**chunk_dict)
         src = self.sources[chunk.source]
         summary = Summary(chunk.id, chunk.source)
@@ -128,7 +130,8 @@ _WORKER: Worker | None = None
 
 
 def init_process(
-    spec: ToolkitSpec, sources: list[dict[str, Any]], base: str, options: dict[str, Any]
+    spec: ToolkitSpec, sources: Sequence[Mapping[str, JSONValue]], base: str,
+    options: Mapping[str, JSONValue],
 ) -> None:
     """Pool initializer: one thread per worker (the workers are the parallelism), tokenizers loaded once."""
     global _WORKER
@@ -147,7 +150,7 @@ def set_inherited(worker: Worker | None) -> None:
     _WORKER = worker
 
 
-def run_in_process(chunk_dict: dict[str, Any], stage: str) -> dict[str, Any]:
+def run_in_process(chunk_dict: Mapping[str, object], stage: str) -> dict[str, JSONValue]:
     assert _WORKER is not None, "init_process was not called"
     out = _WORKER.run(chunk_dict, stage)
     out["pid"] = os.getpid()

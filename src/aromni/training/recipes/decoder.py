@@ -1,0 +1,101 @@
+"""The decoder's optimizer step (pretrain and SFT) as a :class:`~aromni.training.loop.TrainRecipe`.
+
+One step: the rank's ``grad_accum`` micro-batches are read first, so the loss normalisers of the whole global step
+are known (:class:`~aromni.training.losses.StepTotals`); each micro-batch is forwarded inside its gradient-sync
+context (DDP ``no_sync`` / FSDP2 sync flag off on all but the last) and yielded to the loop, which back-propagates
+it there; the last update carries the loss summed over ranks (checked by the loop after the backward passes, so
+every rank stops together on a nan), is clipped and applied; then the schedule steps.
+
+The run around the steps (setup, the ``checkpoints/step-N`` directories, resume, metrics, export) is
+:class:`~aromni.training.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from aromni.training import distributed as D
+from aromni.training.checkpoint import StateValue
+from aromni.training.config import TrainConfig
+from aromni.training.data.batching import Batch, StepBatcher
+from aromni.training.loop import Logs, Update
+from aromni.training.losses import StepTotals, TrainingObjective
+
+
+class DecoderRecipe:
+    """The decoder's step on :class:`~aromni.training.loop.TrainLoop`; see the module docstring.
+
+    ``objective`` is the unwrapped model (parameters, clipping), ``model`` its DDP / FSDP wrapper (forward).
+    After each step :attr:`batches` holds the step's micro-batches (the trainer logs their sample ids)."""
+
+    def __init__(self, cfg: TrainConfig, info: D.DistInfo, objective: TrainingObjective, model: nn.Module,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, batcher: StepBatcher):
+        self.cfg, self.info, self.objective, self.model = cfg, info, objective, model
+        self.opt, self.sched, self.batcher = opt, sched, batcher
+        self.batches: list[Batch] = []
+
+    def modules(self) -> Mapping[str, nn.Module]:
+        return {"objective": self.objective}
+
+    def optimizers(self) -> Mapping[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
+
+    def _totals(self, batches: list[Batch]) -> tuple[StepTotals, dict[str, float]]:
+        local = [sum(float(b.weights.sum()) for b in batches), sum(int((b.weights > 0).sum()) for b in batches),
+                 sum(float(b.weights[b.tail].sum()) for b in batches),
+                 sum(int((b.perc_codes >= 0).sum()) for b in batches), sum(b.n_real for b in batches),
+                 sum(b.tokens.numel() for b in batches)]
+        wsum, ntgt, tailw, nperc, nreal, nslots = D.all_sum(local, self.info)
+        denom = wsum if self.cfg.loss.normalize == "weight" else ntgt
+        stats = {"weight_sum": wsum, "targets": ntgt, "tail_ratio": tailw / wsum if wsum else 0.0,
+                 "perc_positions": nperc, "tokens": nreal, "fill": nreal / nslots if nslots else 0.0}
+        return StepTotals(ntp=denom, perc=nperc, scale=float(self.info.world)), stats
+
+    def train_step(self, step: int, logs: Logs) -> Iterator[Update]:
+        """Yield every micro-batch's update (the last one applies); fills ``logs`` with the step's metrics
+        (``perc`` is meaningful only when ``perc_positions`` > 0)."""
+        batches = self.batcher.load(self.batcher.next_plan())
+        self.batches = batches
+        totals, stats = self._totals(batches)
+        lr = self.sched.get_last_lr()[0]
+        sums = [0.0, 0.0]  # this rank's NTP and perceptual loss sums
+
+        def reduced() -> dict[str, float]:
+            ntp_sum, perc_sum = D.all_sum(sums, self.info)
+            ntp = ntp_sum / max(totals.ntp, 1e-12)
+            perc = perc_sum / max(totals.perc, 1.0)
+            total = ntp + (self.cfg.perceptual.weight * perc if self.objective.perceptual is not None else 0.0)
+            logs.update(loss=total, ntp=ntp, perc=perc)
+            return {"loss": total}
+
+        clip = self.cfg.optim.grad_clip
+        for m, b in enumerate(batches):
+            b = b.to(self.info.device)
+            last = m == len(batches) - 1
+            with D.grad_sync(self.model, self.info, enabled=last):
+                loss, ntp_s, perc_s = self.model(b.tokens, b.targets, b.weights, b.perc_codes, b.segment_ids, totals)
+                sums[0] += float(ntp_s)
+                sums[1] += float(perc_s)
+                # The loop back-propagates this before the generator resumes, i.e. inside grad_sync.
+                yield Update(loss, self.opt, clip=clip, grad_norm_key="grad_norm", apply=last, reduced_loss=reduced)
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        logs.update(tail_ratio=stats["tail_ratio"], lr=lr, tokens=stats["tokens"], fill=stats["fill"],
+                    perc_positions=stats["perc_positions"])
+
+    def evaluate(self, step: int) -> dict[str, float | int | str | None]:
+        return {}  # the trainer runs its Evaluator on the wrapped model
+
+    def log_fields(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, StateValue]:
+        return {"data": self.batcher.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, StateValue]) -> None:
+        data = state["data"]
+        if isinstance(data, dict):
+            self.batcher.load_state_dict(data)
