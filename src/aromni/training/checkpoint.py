@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from aromni.models.decoder import Decoder
 from aromni.training.distributed import DistInfo
 from aromni.utils.io import atomic_dir, atomic_path
 from aromni.utils.safe_load import load_weights_only
+from aromni.vocab.layout import VocabLayout
 
 #: A value ``torch.load(weights_only=True)`` reads back: tensors, numbers, strings, and lists / dicts of them.
 StateValue = torch.Tensor | float | int | str | bool | None | list | dict
@@ -46,10 +47,10 @@ PERCEPTUAL = "perceptual.safetensors"
 
 
 # --------------------------------------------------------------------------- RNG
-def capture_rng() -> dict[str, Any]:
+def capture_rng() -> dict[str, StateValue]:
     """RNG states of torch, numpy (legacy global), python and CUDA, as weights-only-loadable values."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+    state: dict[str, StateValue] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
                                        float(gauss)]}
     if torch.cuda.is_available():
@@ -57,7 +58,7 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: Mapping[str, StateValue]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_as_tuple(state["python"]))
     name, keys, pos, has_gauss, gauss = state["numpy"]
@@ -66,7 +67,7 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _as_tuple(x: Any) -> Any:
+def _as_tuple(x: object) -> object:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
@@ -80,7 +81,7 @@ def full_model_state(model: nn.Module, info: DistInfo) -> dict[str, torch.Tensor
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, info: DistInfo) -> dict[str, Any]:
+def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, info: DistInfo) -> dict[str, StateValue]:
     """Optimizer state keyed by parameter name (unsharded; rank 0 under FSDP)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -89,7 +90,7 @@ def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, info: Dis
     return get_optimizer_state_dict(model, opt)
 
 
-def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], info: DistInfo) -> None:
+def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, StateValue], info: DistInfo) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     if info.strategy == "fsdp":
@@ -127,8 +128,8 @@ def remove_partial(root: str | Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, layout: Any,
-                    model_state: dict[str, torch.Tensor], trainer_state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, layout: VocabLayout | None,
+                    model_state: dict[str, torch.Tensor], trainer_state: dict[str, StateValue], keep_last: int) -> Path:
     """Write one step directory atomically (call on rank 0 with the gathered states) and prune old ones."""
     dest = step_dir(root, step)
     dec_state = {k.removeprefix("decoder."): v for k, v in model_state.items() if k.startswith("decoder.")}
@@ -208,7 +209,7 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
                               "the checkpoint was written by a run with another model config") from None
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, StateValue]]:
     """The model state (``decoder.*`` and ``perceptual.*`` keys) and the trainer state of a step directory."""
     path = Path(path)
     if not (path / TRAINER_STATE).is_file():

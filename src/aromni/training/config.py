@@ -23,6 +23,7 @@ from aromni.errors import ConfigError
 from aromni.models.config import DecoderConfig
 from aromni.training.distributed import resolve_device
 from aromni.utils.config import dataclass_from_dict, describe, non_finite_floats, yaml_with_overrides
+from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import STYLES
 from aromni.vocab.tasks import tail_weighted_tasks
 
@@ -31,7 +32,7 @@ PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
 
 
 
-def decoder_config(spec: Mapping[str, Any], vocab_size: int) -> DecoderConfig:
+def decoder_config(spec: Mapping[str, object], vocab_size: int) -> DecoderConfig:
     """The :class:`DecoderConfig` of a ``model.decoder`` mapping (``preset`` + overrides, or every field)."""
     spec = dict(spec)
     preset = spec.pop("preset", None)
@@ -426,11 +427,11 @@ class TrainConfig:
                               f"(model.decoder max_seq_len {context})",
                               f"set data.seq_len <= {context} or model.decoder.max_seq_len >= {self.data.seq_len}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> TrainConfig:
         """A validated config from a plain mapping: unknown keys, values of the wrong type, ``nan``/``inf``
         anywhere (``model.decoder`` included) and out-of-range values are :class:`ConfigError`."""
         if not isinstance(d, Mapping):

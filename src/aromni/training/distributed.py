@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +19,9 @@ from torch import nn
 
 from aromni.errors import ConfigError, InputError
 from aromni.utils.device import resolve_device as user_device
+
+#: The type of an object sent between ranks (any picklable value; each rank gets back the same type).
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,12 +135,12 @@ def all_sum(values: list[float], info: DistInfo) -> list[float]:
     return t.tolist()
 
 
-def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+def all_gather_object(obj: T, info: DistInfo) -> list[T]:
     if not info.active:
         return [obj]
-    out: list[Any] = [None] * info.world
+    out: list[T | None] = [None] * info.world
     dist.all_gather_object(out, obj)
-    return out
+    return out  # type: ignore[return-value]  # every slot now holds a rank's object
 
 
 def barrier(info: DistInfo) -> None:
@@ -145,7 +148,7 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
+def broadcast_object(obj: T, info: DistInfo) -> T:
     if not info.active:
         return obj
     box = [obj]

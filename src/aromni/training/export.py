@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -11,7 +10,7 @@ from aromni.bundle import save_bundle
 from aromni.errors import ConfigError
 from aromni.models.config import DecoderConfig
 from aromni.models.decoder import Decoder
-from aromni.tokenizers.base import load_tokenizer
+from aromni.tokenizers.base import Tokenizer, load_tokenizer
 from aromni.training.config import ExportConfig
 from aromni.utils.io import atomic_dir, read_json
 from aromni.vocab.layout import VocabLayout
@@ -19,7 +18,7 @@ from aromni.vocab.layout import VocabLayout
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def export_tokenizers(cfg: ExportConfig) -> dict[str, Any]:
+def export_tokenizers(cfg: ExportConfig) -> dict[str, Tokenizer | None]:
     """Tokenizers to put in the bundle: ``cfg.text/image/speech`` directories, else those of ``tokenizers_from``."""
     dirs: dict[str, Path | None] = {m: None for m in ("text", "image", "speech")}
     if cfg.tokenizers_from:
@@ -34,7 +33,7 @@ def export_tokenizers(cfg: ExportConfig) -> dict[str, Any]:
     return {m: load_tokenizer(d) if d is not None else None for m, d in dirs.items()}
 
 
-def export_bundle(path: str | Path, decoder_cfg: DecoderConfig, layout: VocabLayout, model_state: dict[str, Any],
+def export_bundle(path: str | Path, decoder_cfg: DecoderConfig, layout: VocabLayout, model_state: dict[str, torch.Tensor],
                   cfg: ExportConfig) -> None:
     """Write ``path`` (replacing a previous export of the same run) from the ``decoder.*`` entries of a state."""
     if cfg.dtype not in DTYPES:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -38,7 +37,7 @@ def diverged(what: str, step: int, checkpoint: str | Path | None, *, lr_key: str
 
 
 def check_finite(values: Mapping[str, float | torch.Tensor], step: int, checkpoint: str | Path | None,
-                 **kw: Any) -> None:
+                 **kw: str | float | bool | None) -> None:
     """Raise :func:`diverged` (``kw`` goes to it) for the first of ``values`` (``{"loss": ..., "gradient
     norm": ...}``) that is not finite."""
     for name, v in values.items():
@@ -53,7 +52,7 @@ def weights_finite(params: Iterable[torch.Tensor]) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def check_weights(params: Iterable[torch.Tensor], step: int, checkpoint: str | Path | None, **kw: Any) -> None:
+def check_weights(params: Iterable[torch.Tensor], step: int, checkpoint: str | Path | None, **kw: str | float | bool | None) -> None:
     """Raise :func:`diverged` (``kw`` goes to it) when a parameter holds nan / inf (call before saving or
     exporting)."""
     if not weights_finite(params):

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from aromni.utils.extras import optional
-from aromni.utils.io import atomic_write_text
+from aromni.utils.io import JSONValue, atomic_write_text
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | Path) -> list[dict[str, JSONValue]]:
     """Records of a metrics JSONL file (a torn last line, from a killed writer, is ignored)."""
-    out = []
+    out: list[dict[str, JSONValue]] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
@@ -75,7 +75,7 @@ class MetricsLogger:
         if self.enabled and self._bar is not None:
             self._bar.update(1)
 
-    def log(self, record: dict[str, Any], *, advance: bool = True) -> None:
+    def log(self, record: Mapping[str, JSONValue], *, advance: bool = True) -> None:
         """Append ``record`` (it must have a ``step``); ``advance``: also move the progress bar one step."""
         if not self.enabled:
             return

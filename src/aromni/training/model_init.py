@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -43,10 +42,10 @@ def set_swin_norm(decoder: Decoder, on: bool) -> None:
 
 
 def build_decoder(cfg: ModelConfig, data_layout: VocabLayout, *, seed: int = 0
-                  ) -> tuple[Decoder, VocabLayout, dict[str, Any]]:
+                  ) -> tuple[Decoder, VocabLayout, dict[str, str]]:
     """Returns ``(decoder in train mode, its final layout, notes for the log)``."""
     gen = torch.Generator().manual_seed(seed)
-    notes: dict[str, Any] = {}
+    notes: dict[str, str] = {}
     explicit = VocabLayout.from_dict(read_json(cfg.layout)) if cfg.layout else None
     if not cfg.init_from:
         layout = explicit or data_layout

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from aromni.errors import InputError
 from aromni.utils.extras import optional
-from aromni.utils.io import atomic_path
+from aromni.utils.io import JSONValue, atomic_path
 
 
 def ema(values: Sequence[float], smooth: float) -> np.ndarray:
@@ -22,7 +21,7 @@ def ema(values: Sequence[float], smooth: float) -> np.ndarray:
     return out
 
 
-def plot_metrics(runs: dict[str, list[dict[str, Any]]], out: str | Path, *, smooth: float = 0.9,
+def plot_metrics(runs: Mapping[str, Sequence[Mapping[str, JSONValue]]], out: str | Path, *, smooth: float = 0.9,
                  keys: Sequence[str] = ("loss", "ntp", "perc"), title: str | None = None) -> Path:
     """Draw one panel per metric in ``keys`` (raw faint, smoothed solid, held-out ``val_<key>`` as markers),
     one line per run; write a PNG."""

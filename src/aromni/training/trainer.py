@@ -20,7 +20,6 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,7 +38,8 @@ from aromni.training.model_init import build_decoder
 from aromni.training.optim import build_optimizer, build_scheduler
 from aromni.training.perceptual import PerceptualHead, load_table
 from aromni.training.recipes.decoder import DecoderRecipe
-from aromni.utils.io import atomic_write_json
+from aromni.utils.io import JSONValue, atomic_write_json
+from aromni.vocab.layout import VocabLayout
 
 
 class Trainer:
@@ -104,7 +104,7 @@ class Trainer:
             atomic_write_json(self.out / "train_config.json",
                               {"config": cfg.to_dict(), "data": describe(report), "model": notes})
 
-    def _build_objective(self, data_layout: Any) -> dict[str, Any]:
+    def _build_objective(self, data_layout: VocabLayout) -> dict[str, str]:
         """The decoder (scratch / loaded / extended) and the perceptual head, on the device."""
         cfg = self.cfg
         decoder, self.layout, notes = build_decoder(cfg.model, data_layout, seed=cfg.seed)
@@ -140,7 +140,7 @@ class Trainer:
             return ckpt.latest_checkpoint(root)
         return Path(mode)
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, ckpt.StateValue]) -> None:
         if int(state["rows_per_step"]) != self.batcher.rows_per_step:
             raise ConfigError(f"the checkpoint was trained with {state['rows_per_step']} rows per step, this run has "
                               f"{self.batcher.rows_per_step}", "keep micro_batch x grad_accum x processes fixed")
@@ -168,7 +168,7 @@ class Trainer:
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> dict[str, Any]:
+    def train_step(self) -> dict[str, float | None]:
         """One optimizer step on the loop (the recipe reads its micro-batches). Returns the step's metrics."""
         self.loop.step = self.step
         logs = self.loop.train_step()
@@ -212,7 +212,7 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> dict[str, JSONValue]:
         """Train to ``optim.max_steps`` (resuming if a checkpoint exists) and export. Returns the last record."""
         try:
             self.setup()
@@ -220,7 +220,7 @@ class Trainer:
             if hasattr(self, "info"):
                 D.shutdown(self.info)
             raise
-        last: dict[str, Any] = {}
+        last: dict[str, JSONValue] = {}
         try:
             start = time.perf_counter()
             ck = self.cfg.checkpoint
@@ -239,7 +239,7 @@ class Trainer:
             D.shutdown(self.info)
         return last if self.info.is_main else {}
 
-    def _logged_step(self, start: float) -> dict[str, Any]:
+    def _logged_step(self, start: float) -> dict[str, JSONValue]:
         """One optimizer step plus its evaluation and logging; returns the record."""
         t0 = time.perf_counter()
         rec = self.train_step()

@@ -16,17 +16,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from aromni.errors import ConfigError
 from aromni.training.config import TrainConfig
 from aromni.utils.config import apply_overrides, deep_merge, read_yaml
+from aromni.utils.io import JSONValue
 
 
-def load_recipe_config(mode: str, defaults: Mapping[str, Any], path: str | Path | None,
+def load_recipe_config(mode: str, defaults: Mapping[str, JSONValue], path: str | Path | None,
                        overrides: Sequence[str] = ()) -> TrainConfig:
     """``defaults`` under the YAML file under the ``key=value`` overrides; ``loss.mode`` must stay ``mode``."""
-    raw: dict[str, Any] = copy.deepcopy(dict(defaults))
+    raw: dict[str, JSONValue] = copy.deepcopy(dict(defaults))
     if path is not None:
         raw = deep_merge(raw, read_yaml(path))
     cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))

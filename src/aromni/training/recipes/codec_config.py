@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.speech.codec.config import CodecConfig
 from aromni.utils.config import apply_overrides, dataclass_from_dict, yaml_with_overrides
-from aromni.utils.io import read_json
+from aromni.utils.io import JSONValue, read_json
 
 
 @dataclass
@@ -70,13 +71,13 @@ class CodecTrainConfig:
     def codec_config(self) -> CodecConfig:
         return CodecConfig.preset(self.preset, **self.codec)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CodecTrainConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> CodecTrainConfig:
         return dataclass_from_dict(cls, d, "codec train config", noun="keys")
 
 

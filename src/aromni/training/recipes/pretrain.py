@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aromni.training.config import TrainConfig
 from aromni.training.recipes import load_recipe_config
 from aromni.training.trainer import Trainer
+from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import tail_weighted_tasks
 
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: dict[str, JSONValue] = {
     "loss": {"mode": "pretrain", "weighted_ntp": True, "tail_tasks": list(tail_weighted_tasks()), "tail_weight": 2.0},
     "perceptual": {"enabled": True, "weight": 1.0},
     "data": {"seq_len": 1300, "too_long": "drop"},
@@ -27,5 +27,5 @@ def config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfi
     return load_recipe_config("pretrain", DEFAULTS, path, overrides)
 
 
-def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, JSONValue]:
     return Trainer(config(path, overrides)).fit()

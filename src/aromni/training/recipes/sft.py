@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aromni.training.config import TrainConfig
 from aromni.training.recipes import load_recipe_config
 from aromni.training.trainer import Trainer
+from aromni.utils.io import JSONValue
 
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: dict[str, JSONValue] = {
     "loss": {"mode": "sft", "weighted_ntp": True, "tail_tasks": [], "segment_weight": 1.0},
     "perceptual": {"enabled": True, "weight": 1.0},
     "data": {"seq_len": 3456, "too_long": "drop", "mixing": {"ratios": {}, "exhaust": "stop"}},
@@ -26,5 +26,5 @@ def config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfi
     return load_recipe_config("sft", DEFAULTS, path, overrides)
 
 
-def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def run(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, JSONValue]:
     return Trainer(config(path, overrides)).fit()

@@ -15,6 +15,7 @@ from typing import Any
 from aromni.errors import ConfigError
 from aromni.tokenizers.image.config import VQGANConfig
 from aromni.utils.config import apply_overrides, dataclass_from_dict, read_yaml
+from aromni.utils.io import JSONValue
 
 CODEBOOK_MODES = ("ema", "straight_through")
 
@@ -81,17 +82,17 @@ class VQGANTrainConfig:
     def model_config(self) -> VQGANConfig:
         return VQGANConfig.preset(self.preset, **self.model)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VQGANTrainConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> VQGANTrainConfig:
         return dataclass_from_dict(cls, d, "train config", noun="keys")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str]) -> dict[str, JSONValue]:
     """``["steps=100", "model.n_embed=256"]`` -> nested dict; values are parsed as YAML scalars/lists."""
     return apply_overrides({}, items)
 
