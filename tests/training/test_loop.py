@@ -3,6 +3,9 @@ recipe after SIGKILL at a random step."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 from sigkill import check_sigkill_resume
@@ -122,3 +125,44 @@ def test_a_reduced_loss_is_checked_after_the_backward_passes_and_contexts_span_f
     assert events == ["enter 0", "backward 0", "exit 0", "enter 1", "backward 1", "reduced"]
     assert torch.equal(recipe.model.weight, before)
     assert all(p.grad is None for p in recipe.model.parameters())  # the diverged gradients are dropped
+
+
+class _MemoryStore:
+    """A :class:`~aromni.training.loop.CheckpointStore` keeping checkpoints in memory (the protocol only)."""
+
+    def __init__(self, recipe):
+        self.recipe, self.saved = recipe, {}
+
+    def latest(self):
+        return max(self.saved, default=None)
+
+    def last_good(self):
+        return self.latest()
+
+    def save(self, step, state):
+        path = Path(f"mem-{step:04d}")
+        weights = {k: v.clone() for k, v in self.recipe.model.state_dict().items()}
+        self.saved[path] = (weights, copy.deepcopy(self.recipe.opt.state_dict()), copy.deepcopy(state))
+        return path
+
+    def load(self, path):
+        weights, opt, state = self.saved[path]
+        self.recipe.model.load_state_dict(weights)
+        self.recipe.opt.load_state_dict(opt)
+        return copy.deepcopy(state)
+
+
+def test_the_loop_saves_and_resumes_through_a_plugged_in_store(tmp_path):
+    straight = _Linear(2)
+    TrainLoop(straight, LoopConfig(out=tmp_path / "a", steps=4, checkpoint_every=100, progress=False)).run()
+    recipe = _Linear(2)
+    store = _MemoryStore(recipe)
+    first = TrainLoop(recipe, LoopConfig(out=tmp_path / "b", steps=4, checkpoint_every=1, progress=False), store=store)
+    first.run(until=2)
+    assert sorted(p.name for p in store.saved) == ["mem-0001", "mem-0002"] and first.ckpt_step() == 2
+    resumed = _Linear(2)
+    store.recipe = resumed
+    second = TrainLoop(resumed, LoopConfig(out=tmp_path / "b", steps=4, checkpoint_every=1, progress=False), store=store)
+    second.run()
+    assert second.step == 4 and torch.equal(resumed.model.weight, straight.model.weight)
+    assert not (tmp_path / "b" / "checkpoint").exists()  # the store, not the loop's own format, holds them

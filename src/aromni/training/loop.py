@@ -15,8 +15,9 @@ does everything around it, the same way for every recipe:
 - metrics: the step logs are averaged over ``log_every`` steps into ``metrics.jsonl`` (+ TensorBoard, + a tqdm
   bar) through :class:`~aromni.training.metrics.MetricsLogger`; the recipe's held-out evaluation runs every
   ``eval_every`` steps and at the last step;
-- checkpoints: one directory ``out/checkpoint`` written atomically every ``checkpoint_every`` steps (and when the
-  run stops): ``model.safetensors`` (every module's weights, keys prefixed ``<module>.``), ``state.pt`` (step,
+- checkpoints, through a :class:`CheckpointStore` (the one save / resume path; the decoder trainer plugs in
+  its ``checkpoints/step-N`` directories); by default one directory ``out/checkpoint`` written atomically
+  every ``checkpoint_every`` steps (and when the run stops): ``model.safetensors`` (every module's weights, keys prefixed ``<module>.``), ``state.pt`` (step,
   optimizers, RNG, the recipe's data position and other state, the unfinished log window; plain tensors and
   values, read with ``weights_only=True``) and ``trainer.json`` (step and config, for people and the CLI).
 
@@ -41,7 +42,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from aromni.errors import CheckpointError, TrainingDivergedError
+from aromni.errors import AromniError, CheckpointError, TrainingDivergedError
 from aromni.training.checkpoint import (
     StateValue,
     capture_rng,
@@ -126,84 +127,144 @@ class LoopConfig:
     diverged_or_else: str = ""  # follows the divergence error's resume hint
 
 
+class CheckpointStore(Protocol):
+    """Where and how a :class:`TrainLoop` keeps its checkpoints: the one resume path of the package.
+
+    The loop hands :meth:`save` its run state (``step``, ``train_seconds``, ``rng``, ``recipe``, ``window``,
+    ``window_steps``); the store writes it together with the weights and optimizer state of the objects it was
+    built for, refusing non-finite weights. :meth:`load` restores those objects from a checkpoint directory and
+    returns the run state for the loop to restore. Implementations: :class:`LoopCheckpointStore` (one
+    ``out/checkpoint`` directory; VQGAN, codec, judges) and the decoder trainer's ``checkpoints/step-N``
+    directories (:class:`aromni.training.trainer.StepDirStore`)."""
+
+    def latest(self) -> Path | None: ...
+
+    def load(self, path: Path) -> dict[str, StateValue]: ...
+
+    def save(self, step: int, state: dict[str, StateValue]) -> Path | None: ...
+
+    def last_good(self) -> Path | None: ...
+
+
+class LoopCheckpointStore:
+    """The loop's own format: one directory ``out/checkpoint`` (see the module docstring), replaced atomically.
+
+    ``check(step, last_good)`` refuses to save non-finite weights (raises)."""
+
+    def __init__(self, directory: Path, recipe: TrainRecipe, config: Mapping[str, StateValue],
+                 check: Callable[[int, Path | None], None]):
+        self.dir, self.recipe, self.config, self.check = directory, recipe, config, check
+
+    def latest(self) -> Path | None:
+        """The checkpoint directory to resume from (one left half-replaced by a kill is recovered)."""
+        old = self.dir.with_name(f".{self.dir.name}.old")
+        if not self.dir.exists() and old.is_dir():  # killed between the two renames of atomic_dir
+            old.rename(self.dir)
+        return self.dir if (self.dir / STATE).is_file() else None
+
+    def last_good(self) -> Path | None:
+        return existing(self.dir)
+
+    def save(self, step: int, state: dict[str, StateValue]) -> Path:
+        self.check(step, self.last_good())
+        weights = {f"{name}.{k}": v.detach().contiguous() for name, m in self.recipe.modules().items()
+                   for k, v in m.state_dict().items()}
+        full = {"step": step, "train_seconds": state["train_seconds"], "rng": state["rng"],
+                "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers().items()},
+                "recipe": state["recipe"], "window": state["window"], "window_steps": state["window_steps"]}
+        with atomic_dir(self.dir, overwrite=True) as tmp:
+            save_file(weights, str(tmp / MODEL))
+            with atomic_path(tmp / STATE) as f:
+                torch.save(full, f)
+            atomic_write_json(tmp / META, {"step": step, "train_seconds": state["train_seconds"],
+                                           "config": dict(self.config)})
+        return self.dir
+
+    def load(self, path: Path) -> dict[str, StateValue]:
+        weights = read_safetensors(path / MODEL)
+        state = read_weights_only(path / STATE)
+        # A module (and optimizer) the checkpoint lacks entirely was added by a resumable config change
+        # (e.g. a GAN phase added to a run): it keeps its fresh initialisation. The first must be there.
+        for i, (name, m) in enumerate(self.recipe.modules().items()):
+            sub = {k.removeprefix(f"{name}."): v for k, v in weights.items() if k.startswith(f"{name}.")}
+            if sub or i == 0:
+                check_state(m.state_dict(), sub, str(path / MODEL))
+                m.load_state_dict(sub, strict=True)
+        for k, opt in self.recipe.optimizers().items():
+            if k in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][k])
+        return state
+
+    def saved_step(self) -> int | None:
+        meta = self.dir / META
+        return int(json.loads(meta.read_text())["step"]) if meta.is_file() else None
+
+
 class TrainLoop:
-    """Runs ``recipe`` from its checkpoint (if any) to ``cfg.steps``; see the module docstring."""
+    """Runs ``recipe`` from its checkpoint (if any) to ``cfg.steps``; see the module docstring.
+
+    ``store``: where checkpoints go and resume from (default: :class:`LoopCheckpointStore` on ``out/checkpoint``)."""
 
     def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None,
-                 last_good: Callable[[], Path | None] | None = None):
-        """``last_good``: the checkpoint a divergence error names (default: ``out/checkpoint`` if it exists)."""
-        self.recipe, self.cfg, self.after_save, self.last_good = recipe, cfg, after_save, last_good
+                 store: CheckpointStore | None = None):
+        self.recipe, self.cfg, self.after_save = recipe, cfg, after_save
         self.ckpt = Path(cfg.out if cfg.out is not None else ".") / "checkpoint"
+        self.store: CheckpointStore = store if store is not None else LoopCheckpointStore(
+            self.ckpt, recipe, cfg.config, self._check_weights)
         self.step = 0
         self.train_seconds = 0.0
         self.window: Logs = {}
         self.window_steps = 0
         self.stop_requested = False
+        self._saved: int | None = None  # step of the last checkpoint saved or loaded by this loop
         self._accumulating: set[int] = set()  # id() of optimizers holding micro-batch gradients
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self) -> Path | None:
-        """The checkpoint directory to resume from (one left half-replaced by a kill is recovered)."""
-        old = self.ckpt.with_name(f".{self.ckpt.name}.old")
-        if not self.ckpt.exists() and old.is_dir():  # killed between the two renames of atomic_dir
-            old.rename(self.ckpt)
-        return self.ckpt if (self.ckpt / STATE).is_file() else None
+        """The checkpoint to resume from (``None``: none)."""
+        return self.store.latest()
 
     def _params(self) -> list[torch.Tensor]:
         return [p for m in self.recipe.modules().values() for p in m.parameters()]
 
+    def _check_weights(self, step: int, last_good: Path | None) -> None:
+        check_weights(self._params(), step, last_good, **self._diverged_kw())
+
     def _last_good(self) -> Path | None:
-        if self.last_good is not None:
-            return self.last_good()
-        return existing(self.ckpt) if self.cfg.out is not None else None
+        if self.cfg.out is None and isinstance(self.store, LoopCheckpointStore):
+            return None  # steps driven by hand: no checkpoint directory
+        return self.store.last_good()
 
     def _diverged_kw(self) -> dict[str, str | float | bool | None]:
         return {"lr_key": self.cfg.lr_key, "lr": self.cfg.lr, "resumable": self.cfg.resumable,
                 "note": self.cfg.diverged_note, "or_else": self.cfg.diverged_or_else}
 
-    def save(self) -> Path:
-        """Write the checkpoint directory atomically (refused when the weights are not finite)."""
-        check_weights(self._params(), self.step, self._last_good(), **self._diverged_kw())
-        weights = {f"{name}.{k}": v.detach().contiguous() for name, m in self.recipe.modules().items()
-                   for k, v in m.state_dict().items()}
-        state = {"step": self.step, "train_seconds": self.train_seconds, "rng": capture_rng(),
-                 "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers().items()},
-                 "recipe": self.recipe.state_dict(), "window": dict(self.window), "window_steps": self.window_steps}
-        with atomic_dir(self.ckpt, overwrite=True) as tmp:
-            save_file(weights, str(tmp / MODEL))
-            with atomic_path(tmp / STATE) as f:
-                torch.save(state, f)
-            atomic_write_json(tmp / META, {"step": self.step, "train_seconds": self.train_seconds,
-                                           "config": self.cfg.config})
+    def save(self) -> Path | None:
+        """Write a checkpoint through the store (refused when the weights are not finite)."""
+        state: dict[str, StateValue] = {
+            "step": self.step, "train_seconds": self.train_seconds, "rng": capture_rng(),
+            "recipe": self.recipe.state_dict(), "window": dict(self.window), "window_steps": self.window_steps}
+        path = self.store.save(self.step, state)
+        self._saved = self.step
         if self.after_save is not None:
             self.after_save(self.step)
-        return self.ckpt
+        return path
 
     def load(self, path: Path) -> None:
-        """Restore every piece of state from checkpoint directory ``path``."""
-        weights = read_safetensors(path / MODEL)
-        state = read_weights_only(path / STATE)
+        """Restore every piece of state from checkpoint ``path`` (through the store)."""
         try:
-            # A module (and optimizer) the checkpoint lacks entirely was added by a resumable config change
-            # (e.g. a GAN phase added to a run): it keeps its fresh initialisation. The first must be there.
-            for i, (name, m) in enumerate(self.recipe.modules().items()):
-                sub = {k.removeprefix(f"{name}."): v for k, v in weights.items() if k.startswith(f"{name}.")}
-                if sub or i == 0:
-                    check_state(m.state_dict(), sub, str(path / MODEL))
-                    m.load_state_dict(sub, strict=True)
-            for k, opt in self.recipe.optimizers().items():
-                if k in state["optimizers"]:
-                    opt.load_state_dict(state["optimizers"][k])
+            state = self.store.load(path)
             self.recipe.load_state_dict(state["recipe"])
             restore_rng(state["rng"])
             self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
             self.window, self.window_steps = dict(state["window"]), int(state["window_steps"])
-        except CheckpointError:
+        except AromniError:
             raise
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"{path}: damaged training state ({type(e).__name__}: "
                                   f"{' '.join(str(e).split())[:200]})",
                                   "start a new run, or restore the checkpoint directory") from None
+        self._saved = self.step
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -326,7 +387,8 @@ class TrainLoop:
             signal.signal(signal.SIGINT, previous)
 
     def ckpt_step(self) -> int | None:
-        """The step of the checkpoint on disk (``None``: none)."""
-        meta = self.ckpt / META
-        return int(json.loads(meta.read_text())["step"]) if meta.is_file() else None
+        """The step of the latest checkpoint (``None``: none)."""
+        if isinstance(self.store, LoopCheckpointStore):
+            return self.store.saved_step()
+        return self._saved
 

@@ -8,6 +8,10 @@ One optimizer step is :class:`~aromni.training.recipes.decoder.DecoderRecipe` ru
 (:meth:`aromni.training.loop.TrainLoop.train_step`): micro-batches forwarded and back-propagated (gradient sync
 only on the last), clipped, AdamW and the schedule step.
 
+Checkpoints are saved and resumed by that loop too (:meth:`~aromni.training.loop.TrainLoop.save` /
+:meth:`~aromni.training.loop.TrainLoop.load`), through :class:`StepDirStore`, the loop's
+:class:`~aromni.training.loop.CheckpointStore` for the ``OUT/checkpoints/step-N`` directories.
+
 A step whose loss (summed over ranks) or gradient norm is not finite (nan / inf: the run diverged) stops the run
 with a :class:`~aromni.errors.TrainingDivergedError` before the optimizer applies it; the weights are checked
 again before every checkpoint and the export, so neither is ever written from a diverged model and the last
@@ -66,23 +70,22 @@ class Trainer:
                                              grad_accum=cfg.optim.grad_accum, rank=self.info.rank,
                                              world=self.info.world)
         notes = self._build_objective(layout)
+        self.store = StepDirStore(self)
         resume = self._resume_path()
-        trainer_state = None
-        if resume is not None:
-            model_state, trainer_state = ckpt.load_checkpoint(resume)
-            ckpt.load_model_state(self.objective, model_state, resume)
+        if resume is not None:  # the weights go in before DDP / FSDP wraps the model, the rest through the loop
+            self.store.load_model(resume)
         self.model = D.wrap(self.objective, self.info)
         self.opt = build_optimizer(self.objective, cfg.optim)
         self.sched = build_scheduler(self.opt, cfg.optim)
-        if trainer_state is not None:
-            try:
-                self._restore(trainer_state)
-            except AromniError:
-                raise
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-                raise CheckpointError(f"{resume / ckpt.TRAINER_STATE}: damaged training state ({type(e).__name__}: "
-                                      f"{e})", "resume from an earlier checkpoint (checkpoint.resume=DIR) or start "
-                                      "a new run") from None
+        self.recipe = DecoderRecipe(cfg, self.info, self.objective, self.model, self.opt, self.sched, self.batcher)
+        loop_cfg = LoopConfig(out=None, steps=cfg.optim.max_steps, checkpoint_every=cfg.checkpoint.every or 1,
+                              precision=cfg.precision, progress=False, lr_key="optim.lr", lr=cfg.optim.lr,
+                              autocast_device=self.info.device.type, diverged_note="no bundle was exported",
+                              diverged_or_else="or from an earlier one with checkpoint.resume=DIR")
+        self.loop = TrainLoop(self.recipe, loop_cfg, store=self.store)
+        if resume is not None:
+            self.loop.load(resume)
+            self.step = self.loop.step
         self.logger = MetricsLogger(self.out, resume_step=self.step if resume else None, total=cfg.optim.max_steps,
                                     tensorboard=cfg.log.tensorboard, progress=cfg.log.progress,
                                     enabled=self.info.is_main, initial=self.step)
@@ -92,14 +95,6 @@ class Trainer:
                             f"strategy {self.info.strategy}, device {self.info.device}"
                             + (f"; resumed from {resume} at step {self.step}" if resume else ""))
         self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
-        self.recipe = DecoderRecipe(cfg, self.info, self.objective, self.model, self.opt, self.sched, self.batcher)
-        loop_cfg = LoopConfig(out=None, steps=cfg.optim.max_steps, checkpoint_every=cfg.checkpoint.every or 1,
-                              precision=cfg.precision, progress=False, lr_key="optim.lr", lr=cfg.optim.lr,
-                              autocast_device=self.info.device.type, diverged_note="no bundle was exported",
-                              diverged_or_else="or from an earlier one with checkpoint.resume=DIR")
-        # The last checkpoint may already hold blown-up (if finite) weights, hence or_else's earlier ones.
-        self.loop = TrainLoop(self.recipe, loop_cfg,
-                              last_good=lambda: ckpt.latest_checkpoint(self.out / "checkpoints"))
         if self.info.is_main:
             atomic_write_json(self.out / "train_config.json",
                               {"config": cfg.to_dict(), "data": describe(report), "model": notes})
@@ -140,28 +135,6 @@ class Trainer:
             return ckpt.latest_checkpoint(root)
         return Path(mode)
 
-    def _restore(self, state: dict[str, ckpt.StateValue]) -> None:
-        if int(state["rows_per_step"]) != self.batcher.rows_per_step:
-            raise ConfigError(f"the checkpoint was trained with {state['rows_per_step']} rows per step, this run has "
-                              f"{self.batcher.rows_per_step}", "keep micro_batch x grad_accum x processes fixed")
-        ckpt.load_optimizer_state(self.objective, self.opt, state["optimizer"], self.info)
-        self.sched.load_state_dict(state["scheduler"])
-        # This run's hyper-parameters win over the saved ones (identical when the config is unchanged), so a
-        # relaunch with a lower optim.lr after a divergence really trains with it. Groups: decayed, then not.
-        optim = self.cfg.optim
-        for group, wd in zip(self.opt.param_groups, (optim.weight_decay, 0.0)):
-            group.update(initial_lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), eps=optim.eps, weight_decay=wd)
-        self.sched.base_lrs = [optim.lr for _ in self.opt.param_groups]
-        # Re-evaluate this run's schedule at the restored step (identical when the config is unchanged; correct
-        # when optim.lr, optim.max_steps or the warmup changed between runs).
-        for group, base in zip(self.opt.param_groups, self.sched.base_lrs):
-            group["lr"] = base * self.sched.lr_lambdas[0](self.sched.last_epoch)
-        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
-        self.batcher.load_state_dict(state["data"])
-        rngs = state["rng"]
-        ckpt.restore_rng(rngs[self.info.rank] if len(rngs) == self.info.world else rngs[0])
-        self.step = int(state["step"])
-
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "bf16":
@@ -196,20 +169,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints and export
     def save(self) -> Path | None:
-        self._check_weights()
-        state = ckpt.full_model_state(self.objective, self.info)
-        osd = ckpt.full_optimizer_state(self.objective, self.opt, self.info)
-        rngs = D.all_gather_object(ckpt.capture_rng(), self.info)
-        path = None
-        if self.info.is_main:
-            trainer_state = {"step": self.step, "optimizer": osd, "scheduler": self.sched.state_dict(), "rng": rngs,
-                             "data": self.batcher.state_dict(), "rows_per_step": self.batcher.rows_per_step,
-                             "world": self.info.world, "config": json.dumps(self.cfg.to_dict())}
-            path = ckpt.save_checkpoint(self.out / "checkpoints", self.step, decoder_cfg=self.objective.decoder.cfg,
-                                        layout=self.layout, model_state=state, trainer_state=trainer_state,
-                                        keep_last=self.cfg.checkpoint.keep_last)
-        D.barrier(self.info)
-        return path
+        """A checkpoint of the current step, through the loop (``checkpoints/step-N``; ``None`` off rank 0)."""
+        self.loop.step = self.step
+        return self.loop.save()
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, JSONValue]:
@@ -228,7 +190,7 @@ class Trainer:
                 last = self._logged_step(start)
                 stop = ck.stop_after and self.step >= ck.stop_after
                 if (ck.every and self.step % ck.every == 0) or self.step == self.cfg.optim.max_steps or stop:
-                    self.save()
+                    self.save()  # through the loop and its store
                 if stop:
                     self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
                     break
@@ -269,3 +231,82 @@ class Trainer:
             ckpt.save_perceptual(self.out / "bundle", state)
             self.logger.message(f"bundle written to {self.out / 'bundle'}")
         D.barrier(self.info)
+
+
+class StepDirStore:
+    """The decoder's :class:`~aromni.training.loop.CheckpointStore`: ``OUT/checkpoints/step-N`` directories
+    (:mod:`aromni.training.checkpoint`: the decoder in aromni format, ``perceptual.safetensors``,
+    ``trainer_state.pt``; keep-last-N; FSDP states gathered to rank 0, which writes).
+
+    :meth:`load_model` puts a checkpoint's weights into the unwrapped model before DDP / FSDP wraps it; the
+    loop's :meth:`load` then restores the optimizer, the schedule (under this run's hyper-parameters), the data
+    position (returned as the recipe's state) and this rank's RNG."""
+
+    def __init__(self, trainer: Trainer):
+        self.t = trainer
+        self.root = trainer.out / "checkpoints"
+        self._pending: dict[str, ckpt.StateValue] | None = None  # trainer_state.pt read by load_model
+
+    def latest(self) -> Path | None:
+        return ckpt.latest_checkpoint(self.root)
+
+    def last_good(self) -> Path | None:
+        # The last checkpoint may already hold blown-up (if finite) weights, hence or_else's earlier ones.
+        return ckpt.latest_checkpoint(self.root)
+
+    def load_model(self, path: Path) -> None:
+        model_state, self._pending = ckpt.load_checkpoint(path)
+        ckpt.load_model_state(self.t.objective, model_state, path)
+
+    def load(self, path: Path) -> dict[str, ckpt.StateValue]:
+        state = self._pending if self._pending is not None else ckpt.load_checkpoint(path)[1]
+        self._pending = None
+        try:
+            return self._restore(state)
+        except AromniError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{path / ckpt.TRAINER_STATE}: damaged training state ({type(e).__name__}: "
+                                  f"{e})", "resume from an earlier checkpoint (checkpoint.resume=DIR) or start "
+                                  "a new run") from None
+
+    def _restore(self, state: dict[str, ckpt.StateValue]) -> dict[str, ckpt.StateValue]:
+        t = self.t
+        if int(state["rows_per_step"]) != t.batcher.rows_per_step:
+            raise ConfigError(f"the checkpoint was trained with {state['rows_per_step']} rows per step, this run has "
+                              f"{t.batcher.rows_per_step}", "keep micro_batch x grad_accum x processes fixed")
+        ckpt.load_optimizer_state(t.objective, t.opt, state["optimizer"], t.info)
+        t.sched.load_state_dict(state["scheduler"])
+        # This run's hyper-parameters win over the saved ones (identical when the config is unchanged), so a
+        # relaunch with a lower optim.lr after a divergence really trains with it. Groups: decayed, then not.
+        optim = t.cfg.optim
+        for group, wd in zip(t.opt.param_groups, (optim.weight_decay, 0.0)):
+            group.update(initial_lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), eps=optim.eps, weight_decay=wd)
+        t.sched.base_lrs = [optim.lr for _ in t.opt.param_groups]
+        # Re-evaluate this run's schedule at the restored step (identical when the config is unchanged; correct
+        # when optim.lr, optim.max_steps or the warmup changed between runs).
+        for group, base in zip(t.opt.param_groups, t.sched.base_lrs):
+            group["lr"] = base * t.sched.lr_lambdas[0](t.sched.last_epoch)
+        t.sched._last_lr = [g["lr"] for g in t.opt.param_groups]
+        rngs = state["rng"]
+        return {"step": int(state["step"]), "train_seconds": 0.0, "window": {}, "window_steps": 0,
+                "recipe": {"data": state["data"]}, "rng": rngs[t.info.rank] if len(rngs) == t.info.world else rngs[0]}
+
+    def save(self, step: int, state: dict[str, ckpt.StateValue]) -> Path | None:
+        """Gather (every rank) and write (rank 0) ``step-N``; refused when the weights are not finite."""
+        t = self.t
+        t._check_weights()
+        model_state = ckpt.full_model_state(t.objective, t.info)
+        osd = ckpt.full_optimizer_state(t.objective, t.opt, t.info)
+        rngs = D.all_gather_object(state["rng"], t.info)
+        path = None
+        if t.info.is_main:
+            trainer_state = {"step": step, "optimizer": osd, "scheduler": t.sched.state_dict(), "rng": rngs,
+                             "data": state["recipe"]["data"],
+                             "rows_per_step": t.batcher.rows_per_step, "world": t.info.world,
+                             "config": json.dumps(t.cfg.to_dict())}
+            path = ckpt.save_checkpoint(self.root, step, decoder_cfg=t.objective.decoder.cfg, layout=t.layout,
+                                        model_state=model_state, trainer_state=trainer_state,
+                                        keep_last=t.cfg.checkpoint.keep_last)
+        D.barrier(t.info)
+        return path

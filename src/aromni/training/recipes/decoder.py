@@ -6,8 +6,8 @@ context (DDP ``no_sync`` / FSDP2 sync flag off on all but the last) and yielded 
 it there; the last update carries the loss summed over ranks (checked by the loop after the backward passes, so
 every rank stops together on a nan), is clipped and applied; then the schedule steps.
 
-The run around the steps (setup, the ``checkpoints/step-N`` directories, resume, metrics, export) is
-:class:`~aromni.training.trainer.Trainer`.
+The run around the steps (setup, metrics, export) is :class:`~aromni.training.trainer.Trainer`; its
+``checkpoints/step-N`` directories are the loop's checkpoint store :class:`~aromni.training.trainer.StepDirStore`.
 """
 
 from __future__ import annotations
