@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from aromni.cli import common
 from aromni.errors import AromniError, InputError
+from aromni.inference.dialogs import describe_error
 from aromni.inference.omni import OmniModel, TextOutput
 from aromni.inference.options import DecodeOptions
 from aromni.utils.io import JSONValue, atomic_write_text, read_jsonl
@@ -177,6 +178,19 @@ def take_single_out(requests: list[Request], args: argparse.Namespace) -> None:
     requests[0].out = Path(args.out)
 
 
+def planned_text_requests(args: argparse.Namespace, suffixes: tuple[str, ...]) -> list[Request]:
+    """The requests of ``aromni t2i`` / ``aromni tts`` (``--input`` lines or one per ``--text``), each with its
+    planned media output path (see :func:`take_single_out` and :func:`plan_outputs`)."""
+    if args.input is not None:
+        requests = read_requests(args.input, "text", with_out=True)
+        base = Path(args.input).resolve().parent
+    else:
+        requests, base = [Request(i, t) for i, t in enumerate(args.text)], None
+    take_single_out(requests, args)
+    plan_outputs(requests, args.out_dir, suffixes, overwrite=args.overwrite, base=base)
+    return requests
+
+
 def check_results_path(path: str | None, overwrite: bool) -> Path | None:
     if path is None:
         return None
@@ -204,23 +218,15 @@ def run_batches(requests: list[Request], call: Callable[[list[Request]], list[R]
                 results += [(o, None) for o in outs]
             except INPUT_ERRORS as e:
                 if len(chunk) == 1:
-                    results.append((None, describe(e)))
+                    results.append((None, describe_error(e, os_type=False)))
                 else:
                     for r in chunk:
                         try:
                             results.append((call([r])[0], None))
                         except INPUT_ERRORS as e1:
-                            results.append((None, describe(e1)))
+                            results.append((None, describe_error(e1, os_type=False)))
             bar.update(len(chunk))
     return results
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, AromniError):
-        return str(e)
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
-    return f"{type(e).__name__}: {e}"
 
 
 class StagedFiles:
@@ -268,6 +274,33 @@ def finish(args: argparse.Namespace, records: list[dict[str, JSONValue]],
         where = f"see the 'error' fields in {results_path}" if results_path else "see the 'error' fields above"
         raise AromniError(f"{failed} of {len(records)} inputs failed", where)
     return 0
+
+
+def add_media_to_text_parser(sub: argparse._SubParsersAction, task: Task, field_name: str, help: str,
+                             media_help: str, example: str) -> argparse.ArgumentParser:
+    """The parser of ``aromni asr`` / ``aromni caption``: ``--FIELD`` files or ``--input`` requests, an optional
+    instruction, and the task and batch flags (the caller sets ``func``)."""
+    p = sub.add_parser(task.name, help=help)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(f"--{field_name}", nargs="+", metavar=field_name.upper(), help=media_help)
+    add_input_arg(src, field_name, example)
+    p.add_argument("--instruction", default=None, help="override the task instruction")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    common.add_task_args(p, images=False)
+    add_batch_args(p)
+    return p
+
+
+def add_text_to_media_parser(sub: argparse._SubParsersAction, task: Task, help: str, text_help: str, example: str,
+                             out_help: str) -> argparse.ArgumentParser:
+    """The parser of ``aromni t2i`` / ``aromni tts`` with its inputs (``--text`` values or ``--input`` requests)
+    and the ``--out`` file of a single ``--text``; the caller adds the other flags."""
+    p = sub.add_parser(task.name, help=help)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg, help=text_help)
+    add_input_arg(src, "text", example)
+    p.add_argument("--out", default=None, help=out_help)
+    return p
 
 
 #: ``call(model, options, inputs)``: one TextOutput per input (a path, or a list of paths).

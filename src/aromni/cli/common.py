@@ -62,22 +62,23 @@ def _float(text: str, what: str) -> float:
     return x
 
 
+def _int_at_least(text: str, low: int) -> int:
+    n = _int(text, f"an integer >= {low}")
+    if n < low:
+        raise ValueError(f"expected an integer >= {low}, got {n}")
+    return n
+
+
 @_typed
 def positive_int(text: str) -> int:
     """An integer >= 1."""
-    n = _int(text, "an integer >= 1")
-    if n < 1:
-        raise ValueError(f"expected an integer >= 1, got {n}")
-    return n
+    return _int_at_least(text, 1)
 
 
 @_typed
 def nonneg_int(text: str) -> int:
     """An integer >= 0."""
-    n = _int(text, "an integer >= 0")
-    if n < 0:
-        raise ValueError(f"expected an integer >= 0, got {n}")
-    return n
+    return _int_at_least(text, 0)
 
 
 @_typed

@@ -307,7 +307,7 @@ class DialogRunner:
             index = 1 + (sum(1 for p in dialog_dir.iterdir() if p.is_dir() and p.name.startswith("turn_"))
                          if dialog_dir.is_dir() else 0)
         except (InputError, OSError) as e:
-            meta["error"] = _describe(e)  # no folder to write its meta.json into: the error is in the log only
+            meta["error"] = describe_error(e)  # no folder to write its meta.json into: the error is in the log only
             return meta
         meta["turn_index"] = index
         turn_dir = dialog_dir / f"turn_{index:04d}_{uid}"
@@ -325,12 +325,12 @@ class DialogRunner:
                 meta["error"] = None
                 atomic_write_json(tmp / "meta.json", meta)
         except (AromniError, OSError, ValueError, RuntimeError) as e:
-            meta["error"] = _describe(e)
+            meta["error"] = describe_error(e)
             try:
                 with atomic_dir(turn_dir, overwrite=True) as tmp:
                     atomic_write_json(tmp / "meta.json", meta)
             except OSError as e2:
-                meta["error"] += f" (and its meta.json could not be written: {_describe(e2)})"
+                meta["error"] += f" (and its meta.json could not be written: {describe_error(e2)})"
         return meta
 
     def _inputs_meta(self, turn: dict[str, JSONValue], notes: list[str]) -> dict[str, JSONValue]:
@@ -362,9 +362,11 @@ class DialogRunner:
                 "prompt_tokens": reply.prompt_tokens, "dropped_history_turns": reply.dropped_turns}
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException, *, os_type: bool = True) -> str:
+    """One line about a failed input: an AromniError's own message, an OSError's reason and file (after its type
+    name with ``os_type``), else ``Type: message``."""
     if isinstance(e, AromniError):
         return str(e)
     if isinstance(e, OSError) and e.strerror:
-        return f"{type(e).__name__}: {e.strerror}" + (f": {e.filename}" if e.filename else "")
+        return (f"{type(e).__name__}: " if os_type else "") + e.strerror + (f": {e.filename}" if e.filename else "")
     return f"{type(e).__name__}: {e}"

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from aromni.cli import batch, common
+from aromni.cli import batch
 from aromni.inference.omni import OmniModel, TextOutput
 from aromni.inference.options import DecodeOptions
 from aromni.vocab.tasks import ASR
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(ASR.name, help="transcribe audio files")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--audio", nargs="+", metavar="AUDIO",
-                     help="audio file(s), folder(s) or glob(s) (wav, flac, ogg; any rate, mixed to mono)")
-    batch.add_input_arg(src, "audio", '{"audio": "q1.wav"}')
-    p.add_argument("--instruction", default=None, help="override the task instruction")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    common.add_task_args(p, images=False)
-    batch.add_batch_args(p)
+    p = batch.add_media_to_text_parser(
+        sub, ASR, "audio", "transcribe audio files",
+        "audio file(s), folder(s) or glob(s) (wav, flac, ogg; any rate, mixed to mono)",
+        '{"audio": "q1.wav"}')
     p.set_defaults(func=run)
 
 

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from aromni.cli import batch, common
+from aromni.cli import batch
 from aromni.inference.omni import OmniModel, TextOutput
 from aromni.inference.options import DecodeOptions
 from aromni.vocab.tasks import CAPTION
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(CAPTION.name, help="describe images")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", nargs="+", metavar="IMAGE",
-                     help="image file(s), folder(s) or glob(s) (png, jpeg, webp, ...)")
-    batch.add_input_arg(src, "image", '{"image": "photo.png"}')
-    p.add_argument("--instruction", default=None, help="override the task instruction")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    common.add_task_args(p, images=False)
-    batch.add_batch_args(p)
+    p = batch.add_media_to_text_parser(
+        sub, CAPTION, "image", "describe images",
+        "image file(s), folder(s) or glob(s) (png, jpeg, webp, ...)",
+        '{"image": "photo.png"}')
     p.set_defaults(func=run)
 
 

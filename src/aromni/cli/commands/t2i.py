@@ -17,12 +17,9 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(T2I.name, help="generate images from text")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
-                     help="what to draw (several: one image each)")
-    batch.add_input_arg(src, "text", '{"text": "a red circle", "out": "circle.png"}')
-    p.add_argument("--out", default=None, help="output image file (.png, .jpg, .webp) of a single --text")
+    p = batch.add_text_to_media_parser(sub, T2I, "generate images from text", "what to draw (several: one image each)",
+                                       '{"text": "a red circle", "out": "circle.png"}',
+                                       "output image file (.png, .jpg, .webp) of a single --text")
     p.add_argument("--instruction", default=None, help="override the task instruction")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     common.add_task_args(p)
@@ -35,13 +32,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None:
             raise InputError("t2i needs --out FILE.png", "e.g. --out image.png")
         return run_one(args, args.text[0])
-    if args.input is not None:
-        requests = batch.read_requests(args.input, "text", with_out=True)
-        base = Path(args.input).resolve().parent
-    else:
-        requests, base = [batch.Request(i, t) for i, t in enumerate(args.text)], None
-    batch.take_single_out(requests, args)
-    batch.plan_outputs(requests, args.out_dir, SUFFIXES, overwrite=args.overwrite, base=base)
+    requests = batch.planned_text_requests(args, SUFFIXES)
 
     def save(model: OmniModel, img: ImageOutput, path: Path) -> dict[str, JSONValue]:
         img.save(path, overwrite=True)

@@ -38,12 +38,10 @@ TTS_SAMPLING_HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(TTS.name, help="synthesise speech from text")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", nargs="+", metavar="TEXT", type=common.text_arg,
-                     help="the text to speak (several: one file each)")
-    batch.add_input_arg(src, "text", '{"text": "hello there", "out": "hello.wav"}')
-    p.add_argument("--out", default=None, help="output .wav file of a single --text")
+    p = batch.add_text_to_media_parser(sub, TTS, "synthesise speech from text",
+                                       "the text to speak (several: one file each)",
+                                       '{"text": "hello there", "out": "hello.wav"}',
+                                       "output .wav file of a single --text")
     p.add_argument("--stream", action="store_true",
                    help="decode audio chunks while the speech tokens are generated (reports latency; one --text)")
     p.add_argument("--first-chunk-frames", type=common.positive_int, default=4,
@@ -71,13 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return run_one(args, args.text[0])
     if args.stream:
         raise InputError("--stream runs a single --text", "drop --stream to synthesise several inputs")
-    if args.input is not None:
-        requests = batch.read_requests(args.input, "text", with_out=True)
-        base = Path(args.input).resolve().parent
-    else:
-        requests, base = [batch.Request(i, t) for i, t in enumerate(args.text)], None
-    batch.take_single_out(requests, args)
-    batch.plan_outputs(requests, args.out_dir, (".wav",), overwrite=args.overwrite, base=base)
+    requests = batch.planned_text_requests(args, (".wav",))
 
     def save(model: OmniModel, speech: SpeechOutput, path: Path) -> dict[str, JSONValue]:
         speech.save(path, overwrite=True)
