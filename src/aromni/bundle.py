@@ -30,7 +30,7 @@ from aromni.inference.options import DecodeOptions
 from aromni.models.checkpoint.aromni_format import build_from_state, load_state, read_config, save_decoder
 from aromni.models.decoder import Decoder
 from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer, Tokenizer, load_tokenizer
-from aromni.utils.io import JSONValue
+from aromni.utils.io import JSONValue, path_kind
 from aromni.vocab.conversation import PromptStyle, get_style
 from aromni.vocab.layout import VocabLayout
 
@@ -49,9 +49,9 @@ def resolve_bundle(name_or_path: str | Path) -> Path:
     :class:`InputError`."""
     path = Path(name_or_path)
     name = str(name_or_path)
-    if name in NAMED_BUNDLES and not _exists(path):
+    if name in NAMED_BUNDLES and path_kind(path) == "missing":
         shipped = NAMED_BUNDLES[name]
-        if not _is_file(shipped / "config.json"):
+        if path_kind(shipped / "config.json") != "file":
             raise InputError(f"this installation ships no {name} bundle",
                              "train one with `aromni toyworld train` and pass its bundle directory")
         return shipped
@@ -87,12 +87,12 @@ class Bundle:
         wrongly typed ``config.json``, weights that do not match the config) raises :class:`CheckpointError`
         naming the file."""
         path = Path(path)
-        if not _is_dir(path):
-            if _is_file(path):
+        if path_kind(path) != "dir":
+            if path_kind(path) == "file":
                 raise CheckpointError(f"{path}: not a bundle directory (it is a file)",
                                       "pass the directory that holds config.json and model.safetensors")
             raise CheckpointError(f"{path}: not a bundle (no such directory)", "check the path (or pass \"toy\")")
-        if not _is_file(path / "config.json"):
+        if path_kind(path / "config.json") != "file":
             raise CheckpointError(f"{path}: not a bundle (no config.json)", "pass a directory made by `aromni` "
                                   "(import-official, train, or the shipped toy bundle)")
         cfg_file = path / "config.json"
@@ -118,7 +118,7 @@ class Bundle:
                 if sub is None:
                     continue
                 sub_path = path / sub
-                if not _is_dir(sub_path):
+                if path_kind(sub_path) != "dir":
                     raise CheckpointError(f"{sub_path}: tokenizer directory missing", "the bundle is incomplete")
                 with _as_checkpoint_error(sub_path):
                     toks[m] = load_tokenizer(sub_path)
@@ -181,27 +181,6 @@ def _as_checkpoint_error(where: Path, prefix: str = "") -> Iterator[None]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{where}: malformed ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
                               "re-export the bundle") from None
-
-
-def _is_file(p: Path) -> bool:
-    try:
-        return p.is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _exists(p: Path) -> bool:
-    try:
-        return p.exists()
-    except (OSError, ValueError):
-        return False
-
-
-def _is_dir(p: Path) -> bool:
-    try:
-        return p.is_dir()
-    except (OSError, ValueError):
-        return False
 
 
 def save_bundle(path: str | Path, decoder: Decoder, layout: VocabLayout, *, text: Tokenizer | None = None,

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from cliparts import run
 
 from aromni.cli import common
 from aromni.cli.main import main
@@ -17,16 +18,6 @@ from aromni.toyworld.demo import ASSETS
 from aromni.utils.device import resolve_device
 
 DEMO = ASSETS / "demo_inputs"
-
-
-def run(argv, capsys):
-    """``(exit code, stdout, stderr lines)`` of ``aromni ARGV`` in-process (argparse errors raise SystemExit)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if ln.strip()]
 
 
 def assert_one_line(code, err, fragment):

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+from cliparts import run
 
 from aromni.cli import batch
 from aromni.cli.main import main
@@ -17,15 +18,6 @@ from aromni.toyworld.demo import ASSETS
 
 DEMO = ASSETS / "demo_inputs"
 FAST = ["--model", "toy", "--max-new-tokens", "24"]
-
-
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if ln.strip()]
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ def test_random_demo_runs_and_cached_decoding_matches(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     # A user error must print one line, not a traceback.
-    from aromni.errors import InputError
     from aromni.cli import main as cli_main
+    from aromni.errors import InputError
 
     def boom(args):
         raise InputError("x.wav: no such file", "check the path")

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 from aromni.errors import InputError
 
@@ -155,3 +155,17 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def path_kind(path: Path) -> Literal["file", "dir", "other", "missing"]:
+    """What ``path`` names: a regular file, a directory, something else (a device, a FIFO) or nothing. A name
+    the OS refuses to look up (too long, NUL bytes, no access) counts as ``"missing"`` instead of raising, so a
+    user's odd path becomes a clean "no such file" error."""
+    try:
+        if path.is_file():
+            return "file"
+        if path.is_dir():
+            return "dir"
+        return "other" if path.exists() else "missing"
+    except (OSError, ValueError):
+        return "missing"

@@ -12,7 +12,7 @@ import torch
 
 from aromni.errors import InputError
 from aromni.tokenizers.image.preprocess import require_pil, to_pil
-from aromni.utils.io import atomic_path
+from aromni.utils.io import atomic_path, path_kind
 
 if TYPE_CHECKING:  # Pillow is an optional extra
     from PIL import Image
@@ -34,7 +34,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    kind = _kind(path)
+    kind = path_kind(path)
     if kind == "missing":
         raise InputError(f"{path}: no such image file", "check the path")
     if kind != "file":
@@ -104,16 +104,6 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return None
-
-
-def _kind(path: Path) -> str:
-    """``"file"``, ``"other"`` (a directory, device, ...) or ``"missing"`` (also for names the OS refuses)."""
-    try:
-        if path.is_file():
-            return "file"
-        return "other" if path.exists() else "missing"
-    except (OSError, ValueError):
-        return "missing"
 
 
 def _one_line(e: BaseException) -> str:

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import torch
 
 from aromni.errors import InputError
-from aromni.utils.io import atomic_path
+from aromni.utils.io import atomic_path, path_kind
 
 #: Refuse longer inputs unless the caller asks for more: a 10-minute clip is 9.6 M samples at 16 kHz.
 DEFAULT_MAX_SECONDS = 600.0
@@ -189,7 +189,7 @@ def load_audio(
     """
     path = Path(path)
     sf = _soundfile()
-    if not _is_file(path):
+    if path_kind(path) != "file":
         raise InputError(f"{path}: no such audio file", "check the path")
     try:
         info = sf.info(str(path))
@@ -286,14 +286,6 @@ def _declared_wav_bytes(path: Path) -> tuple[int, int] | None:
                 return None if size in (0, 0xFFFFFFFF) else (offset, size)
             offset += size + (size & 1)  # chunks are word-aligned
             f.seek(offset)
-
-
-def _is_file(path: Path) -> bool:
-    """``path.is_file()``, False (not an exception) for names the OS refuses (too long, NUL bytes, no access)."""
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
 
 
 def _one_line(e: Exception) -> str:
