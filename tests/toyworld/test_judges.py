@@ -14,6 +14,7 @@ from aromni.toyworld import grammar
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.augment import augment_image, augment_logmel, spec_augment
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
+from aromni.toyworld.judges.image_data import render_set
 from aromni.toyworld.judges.speech import (
     SpeechJudge,
     SpeechJudgeConfig,
@@ -22,7 +23,6 @@ from aromni.toyworld.judges.speech import (
     pad_batch,
 )
 from aromni.toyworld.judges.store import default_judge_dir
-from aromni.toyworld.judges.train_image import render_set
 from aromni.toyworld.judges.wer import wer
 
 ASSETS = Path(__file__).parent / "assets"
@@ -57,7 +57,7 @@ def test_speech_model_output_does_not_depend_on_batching():
 
 
 def test_epoch_batches_repeat_clips_and_keep_the_frame_budget():
-    from aromni.toyworld.judges.train_speech import _batches
+    from aromni.training.recipes.judge_speech import _batches
 
     rng = random.Random(0)
     lengths = [rng.randint(50, 400) for _ in range(300)]
@@ -71,8 +71,9 @@ def test_epoch_batches_repeat_clips_and_keep_the_frame_budget():
 
 
 def test_reply_clips_are_repeated(smoke_world):
-    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, clip_repeats, reply_paths, speech_rows
+    from aromni.toyworld.judges.speech_data import clip_repeats, reply_paths, speech_rows
     from aromni.toyworld.records import iter_records
+    from aromni.training.recipes.judge_speech import SpeechTrainConfig
 
     replies = reply_paths(smoke_world, "train")
     expected = {seg["path"] for r in iter_records(smoke_world, "train") if r["task"] in ("vqa_speech", "s2s")
@@ -215,8 +216,8 @@ def test_cli_judges_eval(smoke_world, capsys):
 
 
 def test_trainers_run_save_and_resume(smoke_world, tmp_path):
-    from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
-    from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
+    from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
+    from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
 
     cfg = ImageTrainConfig(steps=2, batch_size=8, train_images=16, val_images=8, save_every=1)
     m = train_image_judge(tmp_path / "image", cfg, progress=False)

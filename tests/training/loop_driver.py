@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from aromni.tokenizers.speech.codec.data import ClipSet
-from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
-from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
 from aromni.training.recipes.codec import CodecTrainConfig, CodecTrainer
+from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
+from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
 from aromni.training.recipes.vqgan import VQGANTrainer
 from aromni.training.recipes.vqgan_config import VQGANTrainConfig
 

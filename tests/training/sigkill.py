@@ -14,6 +14,7 @@ import torch
 from loop_driver import STEPS
 from safetensors.torch import load_file
 
+from aromni.training.loop import find_checkpoint
 from aromni.training.metrics import read_metrics
 
 DRIVER = Path(__file__).with_name("loop_driver.py")
@@ -52,10 +53,11 @@ def check_sigkill_resume(recipe: str, tmp_path: Path, world: Path | None = None)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, f"{recipe}: finished before the kill after step {kill_after}"
     _finish(ref)
-    _finish(_start(recipe, tmp_path / "b", world))  # resumes from b/checkpoint
+    _finish(_start(recipe, tmp_path / "b", world))  # resumes from b/checkpoints/step-N
     a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
     assert a == b, f"{recipe}: killed after step {kill_after}"
     assert max(r["step"] for r in a) == STEPS
-    wa = load_file(str(tmp_path / "a" / "checkpoint" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "b" / "checkpoint" / "model.safetensors"))
+    ca, cb = find_checkpoint(tmp_path / "a"), find_checkpoint(tmp_path / "b")
+    assert ca is not None and cb is not None and ca.name == cb.name == f"step-{STEPS:08d}"
+    wa, wb = load_file(str(ca / "model.safetensors")), load_file(str(cb / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f"{recipe}: kill after {kill_after}"

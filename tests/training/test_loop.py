@@ -4,6 +4,7 @@ recipe after SIGKILL at a random step."""
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import torch
 from sigkill import check_sigkill_resume
 
 from aromni.errors import TrainingDivergedError
-from aromni.training.loop import LoopConfig, TrainLoop, Update
+from aromni.training import checkpoint as ckpt
+from aromni.training.loop import LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.metrics import read_metrics
 
 
@@ -75,7 +77,7 @@ def test_a_nan_loss_stops_before_the_update_and_keeps_the_checkpoint(tmp_path):
     loop = TrainLoop(recipe, LoopConfig(out=tmp_path, steps=3, checkpoint_every=1, progress=False))
     with pytest.raises(TrainingDivergedError, match="loss became nan at step 1; no checkpoint"):
         loop.run()
-    assert torch.equal(recipe.model.weight, before) and not (tmp_path / "checkpoint").exists()
+    assert torch.equal(recipe.model.weight, before) and not (tmp_path / "checkpoints").exists()
 
 
 def test_bf16_autocast_runs_the_forward_in_bfloat16(tmp_path):
@@ -165,4 +167,32 @@ def test_the_loop_saves_and_resumes_through_a_plugged_in_store(tmp_path):
     second = TrainLoop(resumed, LoopConfig(out=tmp_path / "b", steps=4, checkpoint_every=1, progress=False), store=store)
     second.run()
     assert second.step == 4 and torch.equal(resumed.model.weight, straight.model.weight)
-    assert not (tmp_path / "b" / "checkpoint").exists()  # the store, not the loop's own format, holds them
+    assert not (tmp_path / "b" / "checkpoints").exists()  # the store, not the loop's own format, holds them
+
+
+def test_checkpoints_are_step_directories_of_the_one_format_newest_kept(tmp_path):
+    recipe = _Linear(1)
+    TrainLoop(recipe, LoopConfig(out=tmp_path, steps=5, checkpoint_every=1, keep_last=2, progress=False)).run()
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == ["step-00000004", "step-00000005"]
+    last = find_checkpoint(tmp_path)
+    assert last == tmp_path / "checkpoints" / "step-00000005"
+    assert sorted(p.name for p in last.iterdir()) == ["model.safetensors", "trainer.json", "trainer_state.pt"]
+    assert ckpt.list_checkpoints(tmp_path / "checkpoints") == [tmp_path / "checkpoints" / n for n in kept]
+
+
+def test_a_run_in_the_earlier_single_directory_layout_still_resumes(tmp_path):
+    straight = _Linear(1)
+    TrainLoop(straight, LoopConfig(out=tmp_path / "a", steps=4, checkpoint_every=100, progress=False)).run()
+    TrainLoop(_Linear(1), LoopConfig(out=tmp_path / "b", steps=4, checkpoint_every=1, progress=False)).run(until=2)
+    # rewrite b's checkpoint the way runs before the one-format change kept it: b/checkpoint/{..., state.pt}
+    step2 = find_checkpoint(tmp_path / "b")
+    (step2 / "trainer_state.pt").rename(step2 / "state.pt")
+    step2.rename(tmp_path / "b" / "checkpoint")
+    shutil.rmtree(tmp_path / "b" / "checkpoints")
+    assert find_checkpoint(tmp_path / "b") == tmp_path / "b" / "checkpoint"
+    resumed = _Linear(1)
+    loop = TrainLoop(resumed, LoopConfig(out=tmp_path / "b", steps=4, checkpoint_every=1, progress=False))
+    loop.run()
+    assert loop.step == 4 and torch.equal(resumed.model.weight, straight.model.weight)
+    assert find_checkpoint(tmp_path / "b").name == "step-00000004"  # new checkpoints go to the one format

@@ -19,6 +19,7 @@ from training_helpers import run_in_process, tiny_overrides
 from aromni.cli.main import main
 from aromni.errors import CheckpointError, ConfigError, InputError, TrainingDivergedError
 from aromni.training import checkpoint as ckpt
+from aromni.training.loop import find_checkpoint
 from aromni.training.recipes import pretrain, sft
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +82,6 @@ def test_cli_divergence_is_one_error_line(synth_dir, tmp_path, capsys):
 
 
 def test_the_vqgan_trainer_stops_on_a_nan_loss(tmp_path):
-    from aromni.training.recipes.vqgan import CHECKPOINT
     from aromni.training.recipes.vqgan import VQGANTrainer as Trainer
     from aromni.training.recipes.vqgan_config import VQGANTrainConfig as TrainConfig
 
@@ -97,8 +97,9 @@ def test_the_vqgan_trainer_stops_on_a_nan_loss(tmp_path):
             Trainer(cfg, images, tmp_path, disable_progress=True).run()
     finally:
         torch.set_num_threads(threads)
-    state = torch.load(tmp_path / CHECKPOINT / "state.pt", weights_only=True)
-    assert state["step"] == 1 and _finite(tmp_path / CHECKPOINT)
+    last = find_checkpoint(tmp_path)
+    state = torch.load(last / "trainer_state.pt", weights_only=True)
+    assert last.name == "step-00000001" and state["step"] == 1 and _finite(last)
 
 
 def test_the_codec_trainer_stops_on_a_nan_loss(tmp_path):
@@ -116,16 +117,17 @@ def test_the_codec_trainer_stops_on_a_nan_loss(tmp_path):
     torch.set_num_threads(1)
     try:
         trainer = CodecTrainer(cfg, ClipSet.from_clips(clips, sr), None, tmp_path, progress=False)
-        with pytest.raises(TrainingDivergedError, match="at step 2; the last good checkpoint is .*checkpoint"):
+        with pytest.raises(TrainingDivergedError, match="at step 2; the last good checkpoint is .*checkpoints/step-00000001"):
             trainer.run()
     finally:
         torch.set_num_threads(threads)
-    assert json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())["step"] == 1
-    assert _finite(tmp_path / "checkpoint") and not (tmp_path / "tokenizer").exists()
+    last = find_checkpoint(tmp_path)
+    assert json.loads((last / "trainer.json").read_text())["step"] == 1
+    assert _finite(last) and not (tmp_path / "tokenizer").exists()
 
 
 def test_the_image_judge_stops_on_a_nan_loss(tmp_path):
-    from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
+    from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
 
     cfg = ImageTrainConfig(steps=4, batch_size=8, train_images=16, val_images=8, save_every=1, lr=1e30)
     with pytest.raises(TrainingDivergedError, match="training diverged"):

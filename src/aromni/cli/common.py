@@ -186,13 +186,13 @@ def add_task_args(p: argparse.ArgumentParser, *, images: bool = True,
     add_output_args(p)
 
 
-def add_train_run_args(p: argparse.ArgumentParser, *, checkpoint: str, settings_help: str) -> None:
+def add_train_run_args(p: argparse.ArgumentParser, *, settings_help: str) -> None:
     """The run-directory flags of a resumable trainer (``codec train``, ``vqgan train``): ``--out``,
-    ``--config``, ``--resume`` (from ``OUT/<checkpoint>``), ``--overwrite``, ``--quiet`` and ``key=value``
-    settings. Check them with :func:`check_train_run_args`."""
+    ``--config``, ``--resume`` (from the newest ``OUT/checkpoints/step-N``), ``--overwrite``, ``--quiet`` and
+    ``key=value`` settings. Check them with :func:`check_train_run_args`."""
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--config", type=Path, help="YAML file of training settings")
-    p.add_argument("--resume", action="store_true", help=f"continue the run in OUT from OUT/{checkpoint}")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest checkpoint (OUT/checkpoints/step-N)")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if OUT is not empty")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=settings_help)

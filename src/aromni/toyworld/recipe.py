@@ -45,6 +45,7 @@ from aromni.toyworld.build import build_world, is_complete
 from aromni.toyworld.evaluation import SuiteConfig, run_suite
 from aromni.toyworld.report import write_report
 from aromni.training.data.build import BuildConfig, build
+from aromni.training.loop import find_checkpoint
 from aromni.training.recipes import pretrain, sft
 from aromni.utils.config import apply_overrides, dataclass_from_dict, deep_merge, read_yaml
 from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, atomic_write_text, read_json
@@ -206,7 +207,7 @@ class Recipe:
         for name, sub, flag, src, settings in (("image", "vqgan", "--images", image_glob, image),
                                                ("speech", "codec", "--audio", audio_glob, speech)):
             run_dir = self.out / "tokenizer_runs" / name
-            resume = ["--resume"] if (run_dir / "checkpoint.pt").exists() or (run_dir / "checkpoint").exists() else []
+            resume = ["--resume"] if find_checkpoint(run_dir) is not None else []
             # A resumed run keeps its saved settings (both trainers refuse most changes on resume).
             kv = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in settings.items()
                   if not resume or k == "threads"]

@@ -1,13 +1,17 @@
-"""Training checkpoints: atomic step directories, keep-last-N, exact resume.
+"""Training checkpoints, the one on-disk format of every training run: atomic step directories, keep-last-N,
+exact resume.
 
-::
+Every recipe (decoder pretrain / SFT, VQGAN, codec, the judges) writes the same layout::
 
     OUT/checkpoints/step-00000100/
-      config.json, model.safetensors   the decoder (aromni format: ``load_decoder`` / ``Bundle.load`` read it)
-      perceptual.safetensors           W_h of the perceptual loss (when enabled; also written into the exported
-                                       bundle, and loaded from ``model.init_from`` when present there)
-      trainer_state.pt                 step, optimizer (keyed by parameter name), scheduler, RNG states of every
-                                       rank (torch, numpy, python, cuda), data position, config
+      model.safetensors                the weights. The decoder: aromni format, with ``config.json`` beside it
+                                       (``load_decoder`` / ``Bundle.load`` read the directory). The other recipes:
+                                       every module of the recipe, keys prefixed ``<module>.``
+      trainer_state.pt                 the run state: step, optimizer(s), RNG states, data position and the
+                                       recipe's other state (tensors and plain values only)
+      perceptual.safetensors           decoder only: W_h of the perceptual loss (when enabled; also written into
+                                       the exported bundle, and loaded from ``model.init_from`` when present there)
+      trainer.json                     loop recipes: step and config, for people and ``--resume``
 
 A directory is built beside its final name and renamed into place when complete (``aromni.utils.io.atomic_dir``;
 every file inside is fsynced), so a crash or SIGKILL leaves either the previous checkpoints or a complete new
@@ -21,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,8 @@ from aromni.vocab.layout import VocabLayout
 #: A value ``torch.load(weights_only=True)`` reads back: tensors, numbers, strings, and lists / dicts of them.
 StateValue = torch.Tensor | float | int | str | bool | None | list | dict
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+#: The folder of a run's step directories, and the run-state file every step directory holds.
+CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
 PERCEPTUAL = "perceptual.safetensors"
 
@@ -128,23 +134,43 @@ def remove_partial(root: str | Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, layout: VocabLayout | None,
-                    model_state: dict[str, torch.Tensor], trainer_state: dict[str, StateValue], keep_last: int) -> Path:
-    """Write one step directory atomically (call on rank 0 with the gathered states) and prune old ones."""
+def run_checkpoint(out: str | Path) -> Path | None:
+    """The checkpoint a run in ``out`` resumes from: its latest ``checkpoints/step-N`` (``None``: none)."""
+    return latest_checkpoint(Path(out) / CHECKPOINTS)
+
+
+def write_step_dir(root: str | Path, step: int, keep_last: int, fill: Callable[[Path], None]) -> Path:
+    """Write ``root/step-N`` atomically: ``fill(tmp)`` writes the files into a temporary sibling, which is renamed
+    into place when complete; then all but the newest ``keep_last`` step directories are deleted (0: keep all)."""
     dest = step_dir(root, step)
-    dec_state = {k.removeprefix("decoder."): v for k, v in model_state.items() if k.startswith("decoder.")}
-    with torch.device("meta"):
-        shell = Decoder(decoder_cfg)
-    shell.load_state_dict(dec_state, assign=True, strict=not decoder_cfg.tie_embeddings)
     with atomic_dir(dest, overwrite=True) as tmp:
-        save_decoder(shell, tmp, layout=layout)
-        save_perceptual(tmp, model_state)
-        with atomic_path(tmp / TRAINER_STATE) as f:
-            torch.save(trainer_state, f)
+        fill(tmp)
     if keep_last > 0:
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def save_checkpoint(root: str | Path, step: int, *, decoder_cfg: DecoderConfig, layout: VocabLayout | None,
+                    model_state: dict[str, torch.Tensor], trainer_state: dict[str, StateValue], keep_last: int) -> Path:
+    """Write one step directory atomically (call on rank 0 with the gathered states) and prune old ones."""
+    dec_state = {k.removeprefix("decoder."): v for k, v in model_state.items() if k.startswith("decoder.")}
+    with torch.device("meta"):
+        shell = Decoder(decoder_cfg)
+    shell.load_state_dict(dec_state, assign=True, strict=not decoder_cfg.tie_embeddings)
+
+    def fill(tmp: Path) -> None:
+        save_decoder(shell, tmp, layout=layout)
+        save_perceptual(tmp, model_state)
+        write_state(tmp, trainer_state)
+
+    return write_step_dir(root, step, keep_last, fill)
+
+
+def write_state(directory: Path, state: dict[str, StateValue]) -> None:
+    """``directory/trainer_state.pt`` (atomically)."""
+    with atomic_path(directory / TRAINER_STATE) as f:
+        torch.save(state, f)
 
 
 def save_perceptual(directory: str | Path, model_state: dict[str, torch.Tensor]) -> None:

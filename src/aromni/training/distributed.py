@@ -103,10 +103,6 @@ def wrap(model: nn.Module, info: DistInfo, block_attr: str = "decoder.layers") -
     raise ConfigError(f"unknown distributed strategy {info.strategy!r}")
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-
-
 @contextlib.contextmanager
 def grad_sync(model: nn.Module, info: DistInfo, enabled: bool) -> Iterator[None]:
     """Skip the gradient all-reduce on accumulation micro-steps (DDP ``no_sync``, FSDP2 gradient sync flag)."""
@@ -146,11 +142,3 @@ def all_gather_object(obj: T, info: DistInfo) -> list[T]:
 def barrier(info: DistInfo) -> None:
     if info.active:
         dist.barrier()
-
-
-def broadcast_object(obj: T, info: DistInfo) -> T:
-    if not info.active:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -57,9 +57,3 @@ def check_weights(params: Iterable[torch.Tensor], step: int, checkpoint: str | P
     exporting)."""
     if not weights_finite(params):
         raise diverged("the weights stopped being finite numbers", step, checkpoint, **kw)
-
-
-def existing(path: str | Path) -> Path | None:
-    """``path`` if it exists (the last good checkpoint to name), else ``None``."""
-    p = Path(path)
-    return p if p.exists() else None

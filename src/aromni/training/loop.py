@@ -15,11 +15,13 @@ does everything around it, the same way for every recipe:
 - metrics: the step logs are averaged over ``log_every`` steps into ``metrics.jsonl`` (+ TensorBoard, + a tqdm
   bar) through :class:`~aromni.training.metrics.MetricsLogger`; the recipe's held-out evaluation runs every
   ``eval_every`` steps and at the last step;
-- checkpoints, through a :class:`CheckpointStore` (the one save / resume path; the decoder trainer plugs in
-  its ``checkpoints/step-N`` directories); by default one directory ``out/checkpoint`` written atomically
-  every ``checkpoint_every`` steps (and when the run stops): ``model.safetensors`` (every module's weights, keys prefixed ``<module>.``), ``state.pt`` (step,
-  optimizers, RNG, the recipe's data position and other state, the unfinished log window; plain tensors and
-  values, read with ``weights_only=True``) and ``trainer.json`` (step and config, for people and the CLI).
+- checkpoints, through a :class:`CheckpointStore` (the one save / resume path): every ``checkpoint_every``
+  steps (and when the run stops) a step directory ``out/checkpoints/step-N`` in the package's one checkpoint
+  format (:mod:`aromni.training.checkpoint`), written atomically, the newest ``keep_last`` kept. The default
+  store (:class:`LoopCheckpointStore`) writes ``model.safetensors`` (every module's weights, keys prefixed
+  ``<module>.``), ``trainer_state.pt`` (step, optimizers, RNG, the recipe's data position and other state, the
+  unfinished log window; plain tensors and values, read with ``weights_only=True``) and ``trainer.json`` (step
+  and config, for people and the CLI); the decoder trainer's store writes its decoder in aromni format instead.
 
 Resuming loads all of it, so a run killed at any point and resumed is bitwise identical to an uninterrupted one.
 """
@@ -44,19 +46,27 @@ from torch import nn
 
 from aromni.errors import AromniError, CheckpointError, TrainingDivergedError
 from aromni.training.checkpoint import (
+    CHECKPOINTS,
+    TRAINER_STATE,
     StateValue,
     capture_rng,
     check_state,
     read_safetensors,
     read_weights_only,
     restore_rng,
+    run_checkpoint,
+    write_state,
+    write_step_dir,
 )
-from aromni.training.guard import check_finite, check_weights, existing
+from aromni.training.guard import check_finite, check_weights
 from aromni.training.metrics import MetricsLogger
-from aromni.utils.io import atomic_dir, atomic_path, atomic_write_json
+from aromni.utils.io import atomic_write_json
 
-#: Files of a checkpoint directory.
-MODEL, STATE, META = "model.safetensors", "state.pt", "trainer.json"
+#: Files of a loop recipe's step directory (beside ``trainer_state.pt``).
+MODEL, META = "model.safetensors", "trainer.json"
+#: Where runs before the one-format change kept their single checkpoint (``state.pt`` for ``trainer_state.pt``);
+#: still read, so those runs resume.
+LEGACY_DIR, LEGACY_STATE = "checkpoint", "state.pt"
 Logs = dict[str, float]
 
 
@@ -123,6 +133,7 @@ class LoopConfig:
     config: dict[str, StateValue] = field(default_factory=dict)  # written into trainer.json
     summed: tuple[str, ...] = ("restarted",)  # log keys summed over the ``log_every`` window instead of averaged
     autocast_device: str = ""  # "": cuda when available, else cpu
+    keep_last: int = 2  # step directories kept (0: all)
     diverged_note: str = ""  # appended to the divergence error's problem
     diverged_or_else: str = ""  # follows the divergence error's resume hint
 
@@ -133,9 +144,9 @@ class CheckpointStore(Protocol):
     The loop hands :meth:`save` its run state (``step``, ``train_seconds``, ``rng``, ``recipe``, ``window``,
     ``window_steps``); the store writes it together with the weights and optimizer state of the objects it was
     built for, refusing non-finite weights. :meth:`load` restores those objects from a checkpoint directory and
-    returns the run state for the loop to restore. Implementations: :class:`LoopCheckpointStore` (one
-    ``out/checkpoint`` directory; VQGAN, codec, judges) and the decoder trainer's ``checkpoints/step-N``
-    directories (:class:`aromni.training.trainer.StepDirStore`)."""
+    returns the run state for the loop to restore. Both implementations write the package's one format
+    (``checkpoints/step-N``): :class:`LoopCheckpointStore` (VQGAN, codec, judges) and the decoder trainer's
+    :class:`aromni.training.trainer.StepDirStore`."""
 
     def latest(self) -> Path | None: ...
 
@@ -146,24 +157,37 @@ class CheckpointStore(Protocol):
     def last_good(self) -> Path | None: ...
 
 
+def find_checkpoint(out: str | Path) -> Path | None:
+    """The checkpoint a loop recipe's run in ``out`` resumes from: the newest ``checkpoints/step-N``, else a
+    single ``checkpoint/`` directory written before the one-format change (``None``: none)."""
+    found = run_checkpoint(out)
+    legacy = Path(out) / LEGACY_DIR
+    if found is None and (legacy / LEGACY_STATE).is_file():
+        return legacy
+    return found
+
+
+def checkpoint_meta(out: str | Path) -> dict[str, StateValue] | None:
+    """``trainer.json`` (step and config) of the checkpoint a run in ``out`` resumes from (``None``: none)."""
+    path = find_checkpoint(out)
+    if path is None or not (path / META).is_file():
+        return None
+    return json.loads((path / META).read_text())
+
+
 class LoopCheckpointStore:
-    """The loop's own format: one directory ``out/checkpoint`` (see the module docstring), replaced atomically.
+    """The loop recipes' store: ``out/checkpoints/step-N`` (see the module docstring), the newest ``keep_last``
+    kept. ``check(step, last_good)`` refuses to save non-finite weights (raises)."""
 
-    ``check(step, last_good)`` refuses to save non-finite weights (raises)."""
-
-    def __init__(self, directory: Path, recipe: TrainRecipe, config: Mapping[str, StateValue],
-                 check: Callable[[int, Path | None], None]):
-        self.dir, self.recipe, self.config, self.check = directory, recipe, config, check
+    def __init__(self, out: Path, recipe: TrainRecipe, config: Mapping[str, StateValue],
+                 check: Callable[[int, Path | None], None], keep_last: int = 2):
+        self.out, self.recipe, self.config, self.check, self.keep_last = out, recipe, config, check, keep_last
 
     def latest(self) -> Path | None:
-        """The checkpoint directory to resume from (one left half-replaced by a kill is recovered)."""
-        old = self.dir.with_name(f".{self.dir.name}.old")
-        if not self.dir.exists() and old.is_dir():  # killed between the two renames of atomic_dir
-            old.rename(self.dir)
-        return self.dir if (self.dir / STATE).is_file() else None
+        return find_checkpoint(self.out)
 
     def last_good(self) -> Path | None:
-        return existing(self.dir)
+        return self.latest()
 
     def save(self, step: int, state: dict[str, StateValue]) -> Path:
         self.check(step, self.last_good())
@@ -172,17 +196,18 @@ class LoopCheckpointStore:
         full = {"step": step, "train_seconds": state["train_seconds"], "rng": state["rng"],
                 "optimizers": {k: o.state_dict() for k, o in self.recipe.optimizers().items()},
                 "recipe": state["recipe"], "window": state["window"], "window_steps": state["window_steps"]}
-        with atomic_dir(self.dir, overwrite=True) as tmp:
+
+        def fill(tmp: Path) -> None:
             save_file(weights, str(tmp / MODEL))
-            with atomic_path(tmp / STATE) as f:
-                torch.save(full, f)
+            write_state(tmp, full)
             atomic_write_json(tmp / META, {"step": step, "train_seconds": state["train_seconds"],
                                            "config": dict(self.config)})
-        return self.dir
+
+        return write_step_dir(self.out / CHECKPOINTS, step, self.keep_last, fill)
 
     def load(self, path: Path) -> dict[str, StateValue]:
         weights = read_safetensors(path / MODEL)
-        state = read_weights_only(path / STATE)
+        state = read_weights_only(path / (LEGACY_STATE if path.name == LEGACY_DIR else TRAINER_STATE))
         # A module (and optimizer) the checkpoint lacks entirely was added by a resumable config change
         # (e.g. a GAN phase added to a run): it keeps its fresh initialisation. The first must be there.
         for i, (name, m) in enumerate(self.recipe.modules().items()):
@@ -196,8 +221,8 @@ class LoopCheckpointStore:
         return state
 
     def saved_step(self) -> int | None:
-        meta = self.dir / META
-        return int(json.loads(meta.read_text())["step"]) if meta.is_file() else None
+        meta = checkpoint_meta(self.out)
+        return None if meta is None else int(meta["step"])
 
 
 class TrainLoop:
@@ -208,9 +233,8 @@ class TrainLoop:
     def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None,
                  store: CheckpointStore | None = None):
         self.recipe, self.cfg, self.after_save = recipe, cfg, after_save
-        self.ckpt = Path(cfg.out if cfg.out is not None else ".") / "checkpoint"
         self.store: CheckpointStore = store if store is not None else LoopCheckpointStore(
-            self.ckpt, recipe, cfg.config, self._check_weights)
+            Path(cfg.out if cfg.out is not None else "."), recipe, cfg.config, self._check_weights, cfg.keep_last)
         self.step = 0
         self.train_seconds = 0.0
         self.window: Logs = {}

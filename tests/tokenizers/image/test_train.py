@@ -14,7 +14,8 @@ import torch
 from aromni.cli.main import main
 from aromni.errors import ConfigError
 from aromni.tokenizers.base import load_tokenizer
-from aromni.training.recipes.vqgan import CHECKPOINT, METRICS
+from aromni.training.loop import find_checkpoint
+from aromni.training.recipes.vqgan import METRICS
 from aromni.training.recipes.vqgan import VQGANTrainer as Trainer
 from aromni.training.recipes.vqgan_config import VQGANTrainConfig as TrainConfig
 from aromni.training.recipes.vqgan_config import load_train_config, parse_overrides
@@ -56,7 +57,7 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, mode, gan_start):
     first = Trainer(cfg, images, tmp_path / "cut", disable_progress=True)
     first.run(stop_at=5)  # "interrupted" after step 5: checkpoint written, then the process is gone
     del first
-    resumed = Trainer.resume(tmp_path / "cut" / CHECKPOINT, images, tmp_path / "cut", disable_progress=True)
+    resumed = Trainer.resume(find_checkpoint(tmp_path / "cut"), images, tmp_path / "cut", disable_progress=True)
     assert resumed.step == 5
     resumed.run()
 
@@ -86,10 +87,10 @@ def test_resume_refuses_architecture_changes(tmp_path):
     tr = Trainer(tiny_config(steps=2), images, tmp_path, disable_progress=True)
     tr.run()
     with pytest.raises(ConfigError, match="cannot change"):
-        Trainer.resume(tmp_path / CHECKPOINT, images, tmp_path, changes={"lr": 1.0})
+        Trainer.resume(find_checkpoint(tmp_path), images, tmp_path, changes={"lr": 1.0})
     with pytest.raises(ConfigError, match="10 images"):
-        Trainer.resume(tmp_path / CHECKPOINT, images[:5], tmp_path)
-    longer = Trainer.resume(tmp_path / CHECKPOINT, images, tmp_path, changes={"steps": 3}, disable_progress=True)
+        Trainer.resume(find_checkpoint(tmp_path), images[:5], tmp_path)
+    longer = Trainer.resume(find_checkpoint(tmp_path), images, tmp_path, changes={"steps": 3}, disable_progress=True)
     assert longer.run()["step"] == 3
 
 

@@ -14,6 +14,7 @@ from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.base import load_tokenizer
 from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split_files
+from aromni.training.loop import find_checkpoint
 from aromni.training.recipes.codec import (
     CodecTrainConfig,
     CodecTrainer,
@@ -87,9 +88,10 @@ def test_gan_phase_runs_and_is_checkpointed(audio_dir, tmp_path):
     train_codec(cfg, str(audio_dir), out, progress=False)
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert "disc" not in logs[0] and {"disc", "adv", "fm"} <= set(logs[1]) and {"disc", "adv", "fm"} <= set(logs[2])
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    last = find_checkpoint(out)
+    state = torch.load(last / "trainer_state.pt", weights_only=True)
     assert set(state["optimizers"]) == {"opt", "opt_d"}
-    assert any(k.startswith("disc.") for k in load_file(str(out / "checkpoint" / "model.safetensors")))
+    assert any(k.startswith("disc.") for k in load_file(str(last / "model.safetensors")))
 
 
 def test_cli_train_refuses_to_clobber_and_resumes(audio_dir, tmp_path, capsys):
@@ -105,7 +107,7 @@ def test_cli_train_refuses_to_clobber_and_resumes(audio_dir, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["step"] == 4
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [("disc" in r) for r in logs] == [False, False, False, True]
-    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["config"]["batch_size"] == 2
+    assert json.loads((find_checkpoint(out) / "trainer.json").read_text())["config"]["batch_size"] == 2
     assert main(["codec", "train", "--audio", str(audio_dir), "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert main(["codec", "train", "--audio", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert main(["codec", "reconstruct", "--model", str(out / "tokenizer"), str(audio_dir / "clip0.wav"),

@@ -22,11 +22,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = p.add_subparsers(dest="codec_command", metavar="SUBCOMMAND", required=True)
 
     t = sub.add_parser("train", help="train a streaming codec on a folder of audio files",
-                       description="Train the aromni streaming codec; writes OUT/{metrics.jsonl,checkpoint/,"
+                       description="Train the aromni streaming codec; writes OUT/{metrics.jsonl,checkpoints/,"
                                    "tokenizer/,summary.json}. Settings: --config YAML and/or key=value "
                                    "(e.g. steps=2000 preset=tiny codec.dec_dim=384). See docs/speech_codec.md.")
     t.add_argument("--audio", required=True, help="directory (searched recursively) or glob of audio files")
-    common.add_train_run_args(t, checkpoint="checkpoint", settings_help="training settings")
+    common.add_train_run_args(t, settings_help="training settings")
     t.set_defaults(func=_train)
 
     r = sub.add_parser("reconstruct", help="encode + decode audio files (offline or streamed) and report mel L1")

@@ -19,9 +19,9 @@ from aromni.cli.common import check_output_path, positive_int, seed_int
 from aromni.errors import InputError
 from aromni.toyworld.build import build_world
 from aromni.toyworld.judges.measure import measure_judges
-from aromni.toyworld.judges.train_image import ImageTrainConfig, train_image_judge
-from aromni.toyworld.judges.train_speech import SpeechTrainConfig, train_speech_judge
 from aromni.toyworld.recipe import Recipe, RecipeConfig
+from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
+from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
 from aromni.utils.io import atomic_write_text
 
 

@@ -16,7 +16,9 @@ from aromni.tokenizers.image.dataset import find_images, load_images, to_model_r
 from aromni.tokenizers.image.image_io import save_image
 from aromni.tokenizers.image.metrics import color_error, psnr, to_uint8
 from aromni.tokenizers.image.vqgan import VQGAN
-from aromni.training.recipes.vqgan import CHECKPOINT, VQGANTrainer
+from aromni.training.checkpoint import CHECKPOINTS
+from aromni.training.loop import LEGACY_DIR, find_checkpoint
+from aromni.training.recipes.vqgan import VQGANTrainer
 from aromni.training.recipes.vqgan_config import VQGANTrainConfig, load_train_config, parse_overrides
 from aromni.utils.io import read_json
 
@@ -26,11 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = p.add_subparsers(dest="vqgan_command", metavar="SUBCOMMAND", required=True)
 
     t = sub.add_parser("train", help="train a small VQGAN on a folder of images",
-                       description="Train a VQGAN; writes OUT/{checkpoint/,metrics.jsonl,tokenizer/}. "
+                       description="Train a VQGAN; writes OUT/{checkpoints/,metrics.jsonl,tokenizer/}. "
                                    "Settings: --config YAML and/or key=value (e.g. steps=3000 model.n_embed=256).")
     t.add_argument("--images", required=True, help="directory (searched recursively) or glob of images")
-    common.add_train_run_args(t, checkpoint="checkpoint.pt",
-                              settings_help="settings (see docs/image_tokenizer.md)")
+    common.add_train_run_args(t, settings_help="settings (see docs/image_tokenizer.md)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="reconstruct images and report PSNR / colour error")
@@ -54,9 +55,9 @@ def _train(args: argparse.Namespace) -> int:
     common.check_train_run_args(args)
     out: Path = args.out
     if args.resume:
-        ckpt = out / CHECKPOINT
-        if not (ckpt / "trainer.json").is_file():
-            raise InputError(f"{ckpt}: no checkpoint to resume from", "drop --resume to start a new run")
+        ckpt = find_checkpoint(out)
+        if ckpt is None or not (ckpt / "trainer.json").is_file():
+            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
         images = _load(args.images, _saved_resolution(ckpt), args.quiet)
         trainer = VQGANTrainer.resume(ckpt, images, out, changes=parse_overrides(args.overrides),
                                  disable_progress=args.quiet)
@@ -67,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
                              "pass --resume to continue that run, --overwrite to start again, or another --out")
         images = _load(args.images, cfg.model_config().resolution, args.quiet, cfg.max_images)
         if args.overwrite:
-            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+            for name in (CHECKPOINTS, LEGACY_DIR):
+                shutil.rmtree(out / name, ignore_errors=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         trainer = VQGANTrainer(cfg, images, out, disable_progress=args.quiet)

@@ -14,7 +14,7 @@ from aromni.errors import InputError
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
-from aromni.toyworld.judges.train_speech import reply_paths
+from aromni.toyworld.judges.speech_data import reply_paths
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.records import read_jsonl
 from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize

@@ -7,8 +7,11 @@ Decoder stages (run by :class:`~aromni.training.trainer.Trainer`; the step is :m
 
 Tokenizers (steps on :class:`~aromni.training.loop.TrainLoop`):
 ``vqgan`` (+ ``vqgan_config``): the image VQGAN, optional GAN phase. ``codec`` (+ ``codec_config``): the
-streaming speech codec, optional GAN phase. The toy-world judges' recipes live next to their data in
-:mod:`aromni.toyworld.judges.train_image` / :mod:`~aromni.toyworld.judges.train_speech`.
+streaming speech codec, optional GAN phase.
+
+Toy-world judges (steps on :class:`~aromni.training.loop.TrainLoop`, run by :mod:`.judge`): ``judge_image``, the
+image judge on fresh renders; ``judge_speech``, the speech judge on a world's clips. Their data are components in
+:mod:`aromni.toyworld.judges.image_data` / :mod:`~aromni.toyworld.judges.speech_data`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ updates the discriminators first, then the codec.
 Output directory::
 
     metrics.jsonl          one JSON object per log/eval event (losses, usage %, perplexity, steps/s, mel L1)
-    checkpoint/            the loop's checkpoint (model.safetensors + state.pt + trainer.json), written atomically
+    checkpoints/step-N/    the loop's checkpoints (model.safetensors + trainer_state.pt + trainer.json), written atomically
     tokenizer/             the exported codec (config.json "type": "aromni_codec" + model.safetensors)
     summary.json           final figures
 
@@ -38,8 +38,9 @@ from aromni.tokenizers.speech.codec.losses import (
 )
 from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
-from aromni.training.guard import check_weights, existing
-from aromni.training.loop import LoopConfig, TrainLoop, Update
+from aromni.training.checkpoint import CHECKPOINTS
+from aromni.training.guard import check_weights
+from aromni.training.loop import LEGACY_DIR, LoopConfig, TrainLoop, Update, checkpoint_meta, find_checkpoint
 from aromni.training.recipes.codec_config import CodecTrainConfig, load_train_config, lr_at, resume_config
 from aromni.utils.io import atomic_write_json
 
@@ -181,7 +182,7 @@ class CodecTrainer:
 
     def finish(self) -> Summary:
         """Export the tokenizer and write ``summary.json``."""
-        check_weights(self.model.parameters(), self.step, existing(self.out / "checkpoint"), lr=self.cfg.lr)
+        check_weights(self.model.parameters(), self.step, find_checkpoint(self.out), lr=self.cfg.lr)
         self.model.eval()
         self.model.save_pretrained(self.out / "tokenizer", overwrite=True)
         self.model.train()
@@ -197,7 +198,7 @@ class CodecTrainer:
 
 
 def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    has_ckpt = (out / "checkpoint" / "trainer.json").is_file()
+    has_ckpt = checkpoint_meta(out) is not None
     if resume:
         if not has_ckpt:
             raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
@@ -208,7 +209,7 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
                              "pass --resume to continue its run or --overwrite to start over")
         for name in ("metrics.jsonl", "summary.json", "train_config.json"):
             (out / name).unlink(missing_ok=True)
-        for name in ("checkpoint", "tokenizer"):
+        for name in (CHECKPOINTS, LEGACY_DIR, "tokenizer"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 

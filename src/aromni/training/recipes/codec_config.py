@@ -12,8 +12,9 @@ from typing import Any
 
 from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.speech.codec.config import CodecConfig
+from aromni.training.loop import checkpoint_meta
 from aromni.utils.config import apply_overrides, dataclass_from_dict, yaml_with_overrides
-from aromni.utils.io import JSONValue, read_json
+from aromni.utils.io import JSONValue
 
 
 @dataclass
@@ -89,10 +90,10 @@ def load_train_config(path: str | Path | None, overrides: list[str]) -> CodecTra
 def resume_config(out: str | Path, overrides: list[str]) -> CodecTrainConfig:
     """The settings of the run in ``out`` (from its checkpoint) with ``key=value`` changes applied, e.g.
     ``steps=3000`` to extend it or ``gan_start_step=1500`` to add a GAN phase."""
-    meta = Path(out) / "checkpoint" / "trainer.json"
-    if not meta.is_file():
+    meta = checkpoint_meta(out)
+    if meta is None:
         raise InputError(f"{Path(out)}: no checkpoint to resume from", "drop --resume to start a new run")
-    return CodecTrainConfig.from_dict(apply_overrides(read_json(meta)["config"], overrides))
+    return CodecTrainConfig.from_dict(apply_overrides(meta["config"], overrides))
 
 
 def lr_at(step: int, cfg: CodecTrainConfig) -> float:

@@ -2,8 +2,9 @@
 
 Output directory::
 
-    checkpoint/      the loop's checkpoint: model.safetensors (VQGAN, discriminator), state.pt (optimizers,
-                     codebook EMA/usage state, step, RNG, the data-order generator), trainer.json (step, config)
+    checkpoints/step-N/  the loop's checkpoints (the package's one format): model.safetensors (VQGAN,
+                     discriminator), trainer_state.pt (optimizers, codebook EMA/usage state, step, RNG, the
+                     data-order generator), trainer.json (step, config)
     metrics.jsonl    one line per log step ("train") and per evaluation ("eval": PSNR, colour error on held-out images)
     train_config.json
     snapshots/step_N/ with keep_snapshots: a tokenizer export at every checkpoint (quality-vs-time studies)
@@ -28,12 +29,11 @@ from aromni.tokenizers.image.dataset import to_model_range
 from aromni.tokenizers.image.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from aromni.tokenizers.image.metrics import color_error, perplexity, psnr, to_uint8
 from aromni.tokenizers.image.vqgan import VQGAN
-from aromni.training.guard import check_weights, existing
-from aromni.training.loop import LoopConfig, TrainLoop, Update
+from aromni.training.guard import check_weights
+from aromni.training.loop import LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.recipes.vqgan_config import VQGANTrainConfig
 from aromni.utils.io import atomic_write_json, read_json
 
-CHECKPOINT = "checkpoint"
 METRICS = "metrics.jsonl"
 #: Settings that may change when resuming; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("steps", "time_limit_min", "log_every", "eval_every", "save_every", "keep_snapshots",
@@ -160,7 +160,7 @@ class VQGANRecipe:
 
 class VQGANTrainer:
     """One run: :class:`VQGANRecipe` on a :class:`TrainLoop` writing to ``out``; :meth:`run` trains to
-    ``cfg.steps`` (resuming from ``out/checkpoint`` when it exists), then checkpoints and exports."""
+    ``cfg.steps`` (resuming from the newest ``out/checkpoints/step-N``), then checkpoints and exports."""
 
     def __init__(self, cfg: VQGANTrainConfig, images: torch.Tensor, out: str | Path, *,
                  disable_progress: bool = False):
@@ -212,7 +212,7 @@ class VQGANTrainer:
     def export(self, path: Path | None = None) -> Path:
         """Write a tokenizer directory (default ``out/tokenizer``, replacing the previous export)."""
         path = path or self.out / "tokenizer"
-        check_weights(self.model.parameters(), self.step, existing(self.out / CHECKPOINT), lr=self.cfg.lr,
+        check_weights(self.model.parameters(), self.step, find_checkpoint(self.out), lr=self.cfg.lr,
                       resumable=False)
         self.model.eval()
         self.model.save_pretrained(path, overwrite=True)

@@ -1,5 +1,6 @@
-"""The training run both judges share: a :class:`~aromni.training.loop.TrainLoop` over a judge recipe, resumed from
-``out/checkpoint`` when there is one."""
+"""The training run both toy-world judges share (:mod:`.judge_image`, :mod:`.judge_speech`): a
+:class:`~aromni.training.loop.TrainLoop` over a judge recipe, resumed from the newest checkpoint in ``out`` (the
+loop's checkpoint store) when there is one."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""Train the image judge on freshly rendered ground truth (all shape×colour pairs, jittered like the world).
+"""The toy-world image judge's training recipe: train it on freshly rendered ground truth (all shape×colour pairs,
+jittered like the world; :mod:`aromni.toyworld.judges.image_data`).
 
 The judge is not the model under test, so it sees every attribute combination, including the pairs the world
-holds out for its test split. Trained by :class:`~aromni.training.loop.TrainLoop` (resumable through
-``out/checkpoint`` like the speech judge).
+holds out for its test split. Trained by :class:`~aromni.training.loop.TrainLoop` (resumable from the
+checkpoints in ``out`` like the speech judge).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,20 +17,12 @@ import numpy as np
 import torch
 
 from aromni.errors import InputError
-from aromni.toyworld.attributes import (
-    ATTRIBUTE_NAMES,
-    BACKGROUNDS,
-    COLORS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    ImageAttrs,
-)
-from aromni.toyworld.images import random_spec, render
+from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.augment import augment_image
-from aromni.toyworld.judges.fit import fit_judge
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
+from aromni.toyworld.judges.image_data import accuracy, render_set
 from aromni.training.loop import Update
+from aromni.training.recipes.judge import fit_judge
 
 
 @dataclass
@@ -48,38 +40,6 @@ class ImageTrainConfig:
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.train_images, self.val_images) <= 0:
             raise InputError("image judge steps, batch size and image counts must be positive")
-
-
-def render_set(n: int, seed: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``n`` random renders -> ``(images [n, 3, 64, 64] uint8, {attribute: labels [n]})``."""
-    rng = random.Random(seed)
-    choices = {"shape": SHAPES, "color": list(COLORS), "size": list(SIZES), "position": list(POSITIONS),
-               "background": list(BACKGROUNDS)}
-    images = np.zeros((n, 64, 64, 3), dtype=np.uint8)
-    labels = {k: np.zeros(n, dtype=np.int64) for k in ATTRIBUTE_NAMES}
-    for i in range(n):
-        pick = {k: rng.randrange(len(v)) for k, v in choices.items()}
-        attrs = ImageAttrs(**{k: choices[k][j] for k, j in pick.items()})
-        images[i] = np.asarray(render(random_spec(attrs, rng)))
-        for k, j in pick.items():
-            labels[k][i] = j
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), {k: torch.from_numpy(v) for k, v in labels.items()}
-
-
-def accuracy(model: ImageJudgeModel, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
-    model.eval()
-    with torch.inference_mode():
-        correct = {k: 0 for k in ATTRIBUTE_NAMES}
-        all_ok = 0
-        for i in range(0, images.shape[0], 256):
-            logits = model(images[i : i + 256].float() / 255)
-            ok = {k: logits[k].argmax(-1) == labels[k][i : i + 256] for k in ATTRIBUTE_NAMES}
-            for k in ATTRIBUTE_NAMES:
-                correct[k] += int(ok[k].sum())
-            all_ok += int(torch.stack(list(ok.values())).all(0).sum())
-    n = images.shape[0]
-    model.train()
-    return {**{k: round(v / n, 5) for k, v in correct.items()}, "all": round(all_ok / n, 5)}
 
 
 class ImageJudgeRecipe:
@@ -130,7 +90,7 @@ class ImageJudgeRecipe:
 
 def train_image_judge(out: str | Path, cfg: ImageTrainConfig | None = None, *, progress: bool = True,
                       until: int | None = None) -> dict:
-    """Train (or resume from ``out/checkpoint``) the image judge and save it to ``out``; returns its metrics.
+    """Train (or resume from the newest checkpoint in ``out``) the image judge and save it to ``out``; returns its metrics.
 
     ``until``: stop at that step with a checkpoint (an interrupted run, for tests), without saving the judge."""
     cfg = cfg or ImageTrainConfig()

@@ -1,4 +1,5 @@
-"""Train the speech judge on a world's training clips (training voices + the assistant voice).
+"""The toy-world speech judge's training recipe: train it on a world's training clips (training voices + the
+assistant voice), read through :mod:`aromni.toyworld.judges.speech_data`.
 
 The assistant voice is rare in a world's clip list (9% of the full world's training clips), and each of its
 short spoken replies ("it is pink", "i made it big") exists there exactly once, because the assistant voice has
@@ -7,9 +8,10 @@ pink" once per epoch next to thousands of user questions ("is pink a color", "is
 as "is it shape". So every epoch repeats each assistant clip ``assistant_repeat`` times and each spoken reply
 (the assistant speech of ``REPLY_TASKS`` records, what the evaluation scores) ``reply_repeat`` times.
 
-Trained by :class:`~aromni.training.loop.TrainLoop`: ``checkpoint/`` in the output directory (written every
-``save_every`` steps) holds everything a resume needs; rerunning the same command continues from it exactly. The finished judge is saved as
-``config.json`` + ``model.safetensors`` (fp16) with its validation WER in the config.
+Trained by :class:`~aromni.training.loop.TrainLoop`: the checkpoints it writes in the output directory (every
+``save_every`` steps) hold everything a resume needs; rerunning the same command continues from the newest one
+exactly. The finished judge is saved as ``config.json`` + ``model.safetensors`` (fp16) with its validation WER in
+the config.
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ import torch
 from aromni.errors import InputError
 from aromni.toyworld import grammar
 from aromni.toyworld.judges.augment import augment_logmel, spec_augment
-from aromni.toyworld.judges.fit import fit_judge
 from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
+from aromni.toyworld.judges.speech_data import clip_repeats, load_clips, reply_paths, speech_rows
 from aromni.toyworld.judges.wer import wer
-from aromni.toyworld.records import iter_records, read_jsonl
 from aromni.training.loop import Update
-from aromni.utils.extras import optional
-from aromni.vocab.tasks import CHAT_IMAGE, S2S, VQA_SPEECH
+from aromni.training.recipes.judge import fit_judge
 
 
 @dataclass
@@ -56,38 +56,6 @@ class SpeechTrainConfig:
             raise InputError("steps, batch_seconds and lr must be positive")
         if self.assistant_repeat < 1 or self.reply_repeat < 1:
             raise InputError("assistant_repeat and reply_repeat must be at least 1")
-
-
-# Tasks whose assistant turns are spoken replies scored by the evaluation (I+S→S, S→S, spoken chat replies).
-REPLY_TASKS = tuple(t.name for t in (VQA_SPEECH, S2S, CHAT_IMAGE))
-
-
-def reply_paths(world: Path, split: str) -> set[str]:
-    """Paths of the spoken replies of ``split``: assistant speech segments of ``REPLY_TASKS`` records."""
-    return {seg["path"] for rec in iter_records(world, split) if rec["task"] in REPLY_TASKS
-            for turn in rec["turns"] if turn["role"] == "assistant"
-            for seg in turn["segments"] if seg["type"] == "speech"}
-
-
-def speech_rows(world: Path, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """Rows of ``world/speech.jsonl`` in ``split`` (a seeded sample of ``limit`` of them if given)."""
-    rows = [r for r in read_jsonl(world / "speech.jsonl") if r["split"] == split]
-    if limit is not None and len(rows) > limit:
-        rows = random.Random(seed).sample(rows, limit)
-    return rows
-
-
-def load_clips(world: Path, rows: list[dict]) -> list[tuple[np.ndarray, str]]:
-    """``[(int16 wav, transcript)]`` of speech.jsonl ``rows``."""
-    sf = optional("soundfile", extra="audio", feature="writing audio")
-
-    return [(sf.read(str(world / r["path"]), dtype="int16")[0], r["transcript"]) for r in rows]
-
-
-def clip_repeats(rows: list[dict], replies: set[str], cfg: SpeechTrainConfig) -> list[int]:
-    """Copies per epoch of each row: 1 for user clips, more for the assistant voice and its spoken replies."""
-    return [cfg.reply_repeat if r["path"] in replies else cfg.assistant_repeat if r["role"] == "assistant" else 1
-            for r in rows]
 
 
 def _batches(lengths: list[int], batch_samples: int, rng: random.Random,
@@ -208,7 +176,7 @@ class SpeechJudgeRecipe:
 
 def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfig | None = None,
                        *, progress: bool = True, until: int | None = None) -> dict:
-    """Train (or resume from ``out/checkpoint``) the speech judge and save it to ``out``; returns its metrics.
+    """Train (or resume from the newest checkpoint in ``out``) the speech judge and save it to ``out``; returns its metrics.
 
     ``until``: stop at that step with a checkpoint (an interrupted run, for tests), without saving the judge."""
     cfg = cfg or SpeechTrainConfig()
