@@ -17,8 +17,11 @@ def test_pretrain_learns_exports_a_bundle_and_sft_continues_from_it(synth_dir, t
     pre = tmp_path / "pre"
     args = tiny_overrides(synth_dir, pre, **{"optim.max_steps": 30, "optim.lr": 1e-2, "checkpoint.every": 10,
                                              "export.text": str(synth_dir / "text_tokenizer"),
-                                             "log.tensorboard": True, "eval.every": 10})
+                                             "log.tensorboard": True, "eval.every": 10, "log.every": 10})
+    capsys.readouterr()
     assert main(["train", "pretrain", *args]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("step ")]  # no bar: a line per log.every
+    assert [x.split(":")[0] for x in lines] == ["step 10", "step 20", "step 30"] and all(" val " in x for x in lines)
     recs = read_metrics(pre / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, 31))
     first, last5 = recs[0]["ntp"], np.mean([r["ntp"] for r in recs[-5:]])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +35,7 @@ class Evaluator:
         self.info = info
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Any]:
+    def __call__(self, model: nn.Module, autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float | None]:
         self.batcher.load_state_dict(self.start)
         ntp = wsum = ntgt = perc = nperc = 0.0
         for _ in range(self.plans):

@@ -13,8 +13,9 @@ does everything around it, the same way for every recipe:
   gradient-sync context (``no_sync`` on all but the last micro-batch); the loop back-propagates it before the
   recipe's code resumes, so forward and backward both run inside that context;
 - metrics: the step logs are averaged over ``log_every`` steps into ``metrics.jsonl`` (+ TensorBoard, + a tqdm
-  bar) through :class:`~aromni.training.metrics.MetricsLogger`; the recipe's held-out evaluation runs every
-  ``eval_every`` steps and at the last step;
+  bar) through :class:`~aromni.training.metrics.MetricsLogger`, with the recipe's own fields
+  (:meth:`TrainRecipe.log_fields`); the recipe's held-out evaluation runs every ``eval_every`` steps and at the
+  last step, logged as a record of its own or (``eval_in_record``) merged into the step's record;
 - checkpoints, through a :class:`CheckpointStore` (the one save / resume path): every ``checkpoint_every``
   steps (and when the run stops) a step directory ``out/checkpoints/step-N`` in the package's one checkpoint
   format (:mod:`aromni.training.checkpoint`), written atomically, the newest ``keep_last`` kept. The default
@@ -60,7 +61,7 @@ from aromni.training.checkpoint import (
 )
 from aromni.training.guard import check_finite, check_weights
 from aromni.training.metrics import MetricsLogger
-from aromni.utils.io import atomic_write_json
+from aromni.utils.io import JSONValue, atomic_write_json
 
 #: Files of a loop recipe's step directory (beside ``trainer_state.pt``).
 MODEL, META = "model.safetensors", "trainer.json"
@@ -68,6 +69,8 @@ MODEL, META = "model.safetensors", "trainer.json"
 #: still read, so those runs resume.
 LEGACY_DIR, LEGACY_STATE = "checkpoint", "state.pt"
 Logs = dict[str, float]
+#: One line of ``metrics.jsonl``.
+Record = dict[str, JSONValue]
 
 
 @dataclass
@@ -106,7 +109,7 @@ class TrainRecipe(Protocol):
 
     def evaluate(self, step: int) -> dict[str, float | int | str | None]: ...
 
-    def log_fields(self) -> dict[str, float]: ...
+    def log_fields(self) -> Record: ...
 
     def state_dict(self) -> dict[str, StateValue]: ...
 
@@ -134,6 +137,8 @@ class LoopConfig:
     summed: tuple[str, ...] = ("restarted",)  # log keys summed over the ``log_every`` window instead of averaged
     autocast_device: str = ""  # "": cuda when available, else cpu
     keep_last: int = 2  # step directories kept (0: all)
+    tensorboard: bool = False  # also write TensorBoard scalars
+    eval_in_record: bool = False  # merge the evaluation into the step's record instead of a record of its own
     diverged_note: str = ""  # appended to the divergence error's problem
     diverged_or_else: str = ""  # follows the divergence error's resume hint
 
@@ -231,8 +236,8 @@ class TrainLoop:
     ``store``: where checkpoints go and resume from (default: :class:`LoopCheckpointStore` on ``out/checkpoint``)."""
 
     def __init__(self, recipe: TrainRecipe, cfg: LoopConfig, *, after_save: Callable[[int], None] | None = None,
-                 store: CheckpointStore | None = None):
-        self.recipe, self.cfg, self.after_save = recipe, cfg, after_save
+                 store: CheckpointStore | None = None, on_record: Callable[[Record], None] | None = None):
+        self.recipe, self.cfg, self.after_save, self.on_record = recipe, cfg, after_save, on_record
         self.store: CheckpointStore = store if store is not None else LoopCheckpointStore(
             Path(cfg.out if cfg.out is not None else "."), recipe, cfg.config, self._check_weights, cfg.keep_last)
         self.step = 0
@@ -345,10 +350,10 @@ class TrainLoop:
             self.window[k] = self.window.get(k, 0.0) + float(v)
         self.window_steps += 1
 
-    def _flush(self, seconds: float) -> dict[str, float | int]:
+    def _flush(self, seconds: float) -> Record:
         """The window's record: step logs averaged (``summed`` keys summed), the recipe's fields, speed."""
         n = max(1, self.window_steps)
-        rec: dict[str, float | int] = {"step": self.step}
+        rec: Record = {"step": self.step}
         rec.update({k: (v if k in self.cfg.summed else v / n) for k, v in sorted(self.window.items())})
         rec.update(self.recipe.log_fields())
         rec.update(steps_per_s=self.window_steps / max(seconds, 1e-9), train_minutes=self.train_seconds / 60)
@@ -356,31 +361,45 @@ class TrainLoop:
         return rec
 
     # ------------------------------------------------------------------ the loop
-    def run(self, *, until: int | None = None) -> dict[str, float | int | str | None]:
+    def run(self, *, until: int | None = None, logger: MetricsLogger | None = None,
+            resume: bool = True) -> dict[str, JSONValue]:
         """Train from the checkpoint (if any) to ``cfg.steps`` (or stop at step ``until`` with a checkpoint, as an
-        interrupted run would). Returns the last evaluation (``{}`` if none)."""
+        interrupted run would). Returns the last evaluation (``{}`` if none).
+
+        ``logger``: write records there (the caller opened it and closes it) instead of ``cfg.out``'s
+        ``metrics.jsonl``; ``resume=False``: the caller has already restored the checkpoint (:meth:`load`)."""
         cfg = self.cfg
-        resume = self.checkpoint_path()
-        if resume is not None:
-            self.load(resume)
+        if resume and (path := self.checkpoint_path()) is not None:
+            self.load(path)
         end = cfg.steps if until is None else min(until, cfg.steps)
-        logger = MetricsLogger(cfg.out, resume_step=self.step, total=cfg.steps, progress=cfg.progress,
-                               initial=self.step, desc=cfg.desc)
-        last_eval: dict[str, float | int | str | None] = {}
+        own = logger is None
+        if logger is None:
+            logger = MetricsLogger(cfg.out, resume_step=self.step, total=cfg.steps, progress=cfg.progress,
+                                   tensorboard=cfg.tensorboard, initial=self.step, desc=cfg.desc)
+        last_eval: dict[str, JSONValue] = {}
         t_log = time.perf_counter()
-        with self._graceful_interrupt(), contextlib.closing(logger):
+        with self._graceful_interrupt(), contextlib.closing(logger) if own else contextlib.nullcontext():
             while self.step < end and not self.stop_requested:
                 t0 = time.perf_counter()
                 self._accumulate(self.train_step())
                 self.train_seconds += time.perf_counter() - t0
                 logger.advance()
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    logger.log(self._flush(time.perf_counter() - t_log), advance=False)
-                    t_log = time.perf_counter()
+                window_seconds = time.perf_counter() - t_log
+                evaluation: dict[str, JSONValue] = {}
                 if (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or (
                         self.step == cfg.steps and (cfg.eval_every > 0 or cfg.eval_at_end)):
                     with torch.no_grad():
-                        last_eval = {"step": self.step, **self.recipe.evaluate(self.step)}
+                        evaluation = dict(self.recipe.evaluate(self.step))
+                    last_eval = {"step": self.step, **evaluation}
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    record = self._flush(window_seconds)
+                    if cfg.eval_in_record:
+                        record.update(evaluation)
+                    logger.log(record, advance=False)
+                    if self.on_record is not None:
+                        self.on_record(record)
+                    t_log = time.perf_counter()
+                if last_eval and last_eval["step"] == self.step and not cfg.eval_in_record:
                     logger.log(dict(last_eval), advance=False)
                 out_of_time = cfg.max_seconds > 0 and self.train_seconds >= cfg.max_seconds
                 if self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time:

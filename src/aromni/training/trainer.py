@@ -8,9 +8,10 @@ One optimizer step is :class:`~aromni.training.recipes.decoder.DecoderRecipe` ru
 (:meth:`aromni.training.loop.TrainLoop.train_step`): micro-batches forwarded and back-propagated (gradient sync
 only on the last), clipped, AdamW and the schedule step.
 
-Checkpoints are saved and resumed by that loop too (:meth:`~aromni.training.loop.TrainLoop.save` /
-:meth:`~aromni.training.loop.TrainLoop.load`), through :class:`StepDirStore`, the loop's
-:class:`~aromni.training.loop.CheckpointStore` for the ``OUT/checkpoints/step-N`` directories.
+The loop runs the steps (:meth:`~aromni.training.loop.TrainLoop.run`): metrics (one record per step, the
+held-out evaluation merged in), progress, Ctrl-C, and the checkpoints, saved and resumed through
+:class:`StepDirStore`, the loop's :class:`~aromni.training.loop.CheckpointStore` for the
+``OUT/checkpoints/step-N`` directories.
 
 A step whose loss (summed over ranks) or gradient norm is not finite (nan / inf: the run diverged) stops the run
 with a :class:`~aromni.errors.TrainingDivergedError` before the optimizer applies it; the weights are checked
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from aromni.training.data.pipeline import build_batcher, data_layout, describe
 from aromni.training.evaluate import Evaluator
 from aromni.training.export import export_bundle
 from aromni.training.guard import diverged
-from aromni.training.loop import LoopConfig, TrainLoop
+from aromni.training.loop import LoopConfig, Record, TrainLoop
 from aromni.training.losses import TrainingObjective
 from aromni.training.metrics import MetricsLogger
 from aromni.training.model_init import build_decoder
@@ -77,12 +77,17 @@ class Trainer:
         self.model = D.wrap(self.objective, self.info)
         self.opt = build_optimizer(self.objective, cfg.optim)
         self.sched = build_scheduler(self.opt, cfg.optim)
-        self.recipe = DecoderRecipe(cfg, self.info, self.objective, self.model, self.opt, self.sched, self.batcher)
-        loop_cfg = LoopConfig(out=None, steps=cfg.optim.max_steps, checkpoint_every=cfg.checkpoint.every or 1,
-                              precision=cfg.precision, progress=False, lr_key="optim.lr", lr=cfg.optim.lr,
-                              autocast_device=self.info.device.type, diverged_note="no bundle was exported",
+        self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
+        self.recipe = DecoderRecipe(cfg, self.info, self.objective, self.model, self.opt, self.sched, self.batcher,
+                                    self.evaluator, self._autocast)
+        steps = cfg.optim.max_steps
+        loop_cfg = LoopConfig(out=self.out, steps=steps, checkpoint_every=cfg.checkpoint.every or steps + 1,
+                              eval_every=cfg.eval.every, eval_in_record=True, precision=cfg.precision,
+                              lr_key="optim.lr", lr=cfg.optim.lr, autocast_device=self.info.device.type,
+                              diverged_note="no bundle was exported",
                               diverged_or_else="or from an earlier one with checkpoint.resume=DIR")
-        self.loop = TrainLoop(self.recipe, loop_cfg, store=self.store)
+        self.last_record: Record = {}
+        self.loop = TrainLoop(self.recipe, loop_cfg, store=self.store, on_record=self._on_record)
         if resume is not None:
             self.loop.load(resume)
             self.step = self.loop.step
@@ -94,7 +99,6 @@ class Trainer:
         self.logger.message(f"model: {n_params / 1e6:.2f} M parameters, {notes}; {self.info.world} process(es), "
                             f"strategy {self.info.strategy}, device {self.info.device}"
                             + (f"; resumed from {resume} at step {self.step}" if resume else ""))
-        self.evaluator = Evaluator(cfg, self.layout, self.info) if cfg.eval.every > 0 else None
         if self.info.is_main:
             atomic_write_json(self.out / "train_config.json",
                               {"config": cfg.to_dict(), "data": describe(report), "model": notes})
@@ -141,16 +145,6 @@ class Trainer:
             return torch.autocast(self.info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> dict[str, float | None]:
-        """One optimizer step on the loop (the recipe reads its micro-batches). Returns the step's metrics."""
-        self.loop.step = self.step
-        logs = self.loop.train_step()
-        self.step = self.loop.step
-        # A step without image positions has no perceptual value (logged as null, not as a misleading 0).
-        return {"loss": logs["loss"], "ntp": logs["ntp"], "perc": logs["perc"] if logs["perc_positions"] > 0 else None,
-                "tail_ratio": logs["tail_ratio"], "lr": logs["lr"], "grad_norm": logs["grad_norm"],
-                "tokens": int(logs["tokens"]), "fill": logs["fill"], "perc_positions": int(logs["perc_positions"])}
-
     # ------------------------------------------------------------------ divergence
     def _diverged(self, what: str, step: int) -> TrainingDivergedError:
         """The error that stops a diverged run, naming the checkpoint to resume from."""
@@ -159,21 +153,15 @@ class Trainer:
                         lr=self.cfg.optim.lr, note="no bundle was exported",
                         or_else="or from an earlier one with checkpoint.resume=DIR")
 
-    def _check_weights(self) -> None:
+    def _check_weights(self, step: int) -> None:
         """Refuse to save or export weights holding nan / inf (each rank checks its parameters, then all agree)."""
         bad = [torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).logical_not().any()
                for p in self.objective.parameters()]
         n_bad = D.all_sum([float(torch.stack(bad).sum()) if bad else 0.0], self.info)[0]
         if n_bad:
-            raise self._diverged("the weights stopped being finite numbers", self.step)
+            raise self._diverged("the weights stopped being finite numbers", step)
 
-    # ------------------------------------------------------------------ checkpoints and export
-    def save(self) -> Path | None:
-        """A checkpoint of the current step, through the loop (``checkpoints/step-N``; ``None`` off rank 0)."""
-        self.loop.step = self.step
-        return self.loop.save()
-
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, JSONValue]:
         """Train to ``optim.max_steps`` (resuming if a checkpoint exists) and export. Returns the last record."""
         try:
@@ -182,49 +170,30 @@ class Trainer:
             if hasattr(self, "info"):
                 D.shutdown(self.info)
             raise
-        last: dict[str, JSONValue] = {}
         try:
-            start = time.perf_counter()
             ck = self.cfg.checkpoint
-            while self.step < self.cfg.optim.max_steps:
-                last = self._logged_step(start)
-                stop = ck.stop_after and self.step >= ck.stop_after
-                if (ck.every and self.step % ck.every == 0) or self.step == self.cfg.optim.max_steps or stop:
-                    self.save()  # through the loop and its store
-                if stop:
-                    self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
-                    break
+            self.loop.run(until=ck.stop_after or None, logger=self.logger, resume=False)
+            self.step = self.loop.step
+            if self.step < self.cfg.optim.max_steps and not self.loop.stop_requested:
+                self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
             if self.cfg.export.enabled and self.step >= self.cfg.optim.max_steps:
                 self._export()
         finally:
             self.logger.close()
             D.shutdown(self.info)
-        return last if self.info.is_main else {}
+        return self.last_record if self.info.is_main else {}
 
-    def _logged_step(self, start: float) -> dict[str, JSONValue]:
-        """One optimizer step plus its evaluation and logging; returns the record."""
-        t0 = time.perf_counter()
-        rec = self.train_step()
-        batches = self.recipe.batches
-        dt = time.perf_counter() - t0
-        last = {"step": self.step, **rec, "tokens_per_s": rec["tokens"] / dt, "step_s": dt,
-                "epoch": self.batcher.rows.sampler.epoch, "elapsed_s": time.perf_counter() - start}
-        ev = self.cfg.eval.every
-        if self.evaluator is not None and (self.step % ev == 0 or self.step == self.cfg.optim.max_steps):
-            last.update(self.evaluator(self.model, self._autocast()))
-        if self.cfg.log.sample_ids:
-            ids = D.all_gather_object([s for b in batches for s in b.sample_ids], self.info)
-            last["samples"] = [s for r in ids for s in r]
-        self.logger.log(last)
-        if self.cfg.log.every and self.step % self.cfg.log.every == 0 and not self.logger.has_bar:
-            val = f" val {last['val_loss']:.4f}" if "val_loss" in last else ""
+    def _on_record(self, rec: Record) -> None:
+        """Keep the step's record; every ``log.every`` steps print it as a line, when there is no progress bar."""
+        self.last_record = rec
+        if self.cfg.log.every and self.loop.step % self.cfg.log.every == 0 and not self.logger.has_bar:
+            val = f" val {rec['val_loss']:.4f}" if "val_loss" in rec else ""
             perc = "-" if rec["perc"] is None else f"{rec['perc']:.4f}"
-            self.logger.message(f"step {self.step}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} perc {perc}"
-                                f"{val} lr {rec['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
-        return last
+            self.logger.message(f"step {rec['step']}: loss {rec['loss']:.4f} ntp {rec['ntp']:.4f} perc {perc}"
+                                f"{val} lr {rec['lr']:.2e} {rec['tokens_per_s']:.0f} tok/s")
 
     def _export(self) -> None:
-        self._check_weights()
+        self._check_weights(self.step)
         state = ckpt.full_model_state(self.objective, self.info)
         if self.info.is_main:
             export_bundle(self.out / "bundle", self.objective.decoder.cfg, self.layout, state, self.cfg.export)
@@ -295,7 +264,7 @@ class StepDirStore:
     def save(self, step: int, state: dict[str, ckpt.StateValue]) -> Path | None:
         """Gather (every rank) and write (rank 0) ``step-N``; refused when the weights are not finite."""
         t = self.t
-        t._check_weights()
+        t._check_weights(step)
         model_state = ckpt.full_model_state(t.objective, t.info)
         osd = ckpt.full_optimizer_state(t.objective, t.opt, t.info)
         rngs = D.all_gather_object(state["rng"], t.info)
