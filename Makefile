@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
-APT_PACKAGES := espeak-ng sox
+# espeak-ng: the toy world's voices; flite: its held-out synthesizer; wamerican: its lexicon (/usr/share/dict/words).
+APT_PACKAGES := espeak-ng sox flite wamerican
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-dev apt toy toy-smoke clean
@@ -34,7 +35,8 @@ setup-dev: $(VENV)/.dev apt
 
 # System packages for building the toy world (speech synthesis). Installs only what is missing.
 apt:
-	@missing=""; for p in espeak-ng sox; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in espeak-ng sox flite; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	test -f /usr/share/dict/words || missing="$$missing wamerican"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi; \
