@@ -127,20 +127,23 @@ def test_targets_pass_fail_and_formatting():
 
 
 def test_summary_rows_verdicts_and_notes():
-    tasks = {"asr": {"n": 10, "n_heldout_voices": 10, "wer_heldout_voices": 0.08},
-             "tts": {"n": 5, "wer_generated": 0.5, "wer_resynthesized": 0.45, "gap_points": 5.0, "no_speech": 2},
+    tasks = {"asr": {"n": 10, "n_heldout_voices_new_sentences": 10, "wer_heldout_voices_new_sentences": 0.08},
+             "tts": {"n": 5, "wer_generated": 0.5, "wer_resynthesized": 0.45, "gap_points": 5.0, "no_speech": 2,
+                     "n_new_sentences": 5, "wer_generated_new_sentences": 0.5,
+                     "wer_resynthesized_new_sentences": 0.45, "gap_points_new_sentences": 5.0},
              "caption": {"n": 4, "all_correct": 0.95}}
     rows = {r["key"]: r for r in summary_rows(tasks)}
-    assert rows["asr.wer_heldout_voices"]["pass"] is False
+    assert rows["asr.wer_heldout_voices_new_sentences"]["pass"] is False
+    assert rows["asr.wer_synth"]["value"] is None and rows["asr.wer_synth"]["pass"] is None  # a v1 world: n/a
     assert rows["caption.all_correct"]["pass"] is True
     assert rows["t2i.cfg.all_correct"]["value"] is None and rows["t2i.cfg.all_correct"]["pass"] is None
     # a codec that loses most words leaves the gap without a verdict, and says so
-    gap = rows["tts.gap_points"]
-    assert gap["pass"] is None and "codec alone" in gap["note"]
-    assert "2 of 5 replies had no speech" in rows["tts.wer_generated"]["note"]
-    tasks["tts"]["wer_resynthesized"] = 0.05
-    assert {r["key"]: r for r in summary_rows(tasks)}["tts.gap_points"]["pass"] is True
-    assert not math.isnan(rows["asr.wer_heldout_voices"]["value"])
+    gap = rows["tts.gap_points_new_sentences"]
+    assert gap["pass"] is None and "codec alone" in gap["note"] and "codec alone" in rows["tts.gap_points"]["note"]
+    assert "2 of 5 replies had no speech" in rows["tts.wer_generated_new_sentences"]["note"]
+    tasks["tts"]["wer_resynthesized_new_sentences"] = 0.05
+    assert {r["key"]: r for r in summary_rows(tasks)}["tts.gap_points_new_sentences"]["pass"] is True
+    assert not math.isnan(rows["asr.wer_heldout_voices_new_sentences"]["value"])
     # a weak judge ceiling is stated where the score is
     tasks["vqa_speech"] = {"n": 10, "accuracy": 0.5, "reference_audio_accuracy": 0.6}
     note = {r["key"]: r for r in summary_rows(tasks)}["vqa_speech.accuracy"]["note"]

@@ -27,11 +27,14 @@ def _result(asr_wer: float = 0.03) -> SuiteResult:
     wav = torch.sin(torch.arange(16000) / 5.0) * 0.3
     res = SuiteResult(info)
     res.tasks = {
-        "asr": {"n": 2, "n_heldout_voices": 2, "wer_heldout_voices": asr_wer, "wer": asr_wer},
-        "t2i": {"n": 2, "cfg": {"all_correct": 0.5, "attributes": {k: 0.5 for k in ATTRS}},
+        "asr": {"n": 2, "n_heldout_voices": 2, "wer_heldout_voices": asr_wer, "wer": asr_wer,
+                "n_heldout_voices_new_sentences": 2, "wer_heldout_voices_new_sentences": asr_wer},
+        "t2i": {"n": 2, "cfg": {"all_correct": 0.5, "attributes": {k: 0.5 for k in ATTRS},
+                                "all_correct_heldout_combos": 0.5, "n_heldout_combos": 2},
                 "no_cfg": {"all_correct": 0.0, "attributes": {k: 0.0 for k in ATTRS}}},
         "tts": {"n": 1, "wer_generated": 0.10, "wer_resynthesized": 0.04, "wer_ground_truth": 0.02,
-                "gap_points": 6.0, "no_speech": 0},
+                "gap_points": 6.0, "no_speech": 0, "n_new_sentences": 1, "wer_generated_new_sentences": 0.10,
+                "wer_resynthesized_new_sentences": 0.04, "gap_points_new_sentences": 6.0},
     }
     res.samples = {"asr": [{"id": "a", "ref": "hello", "hyp": "hello"}], "t2i": [], "tts": []}
     res.examples = {
@@ -56,14 +59,15 @@ def test_report_tables_verdicts_and_figures(tmp_path):
                        ablation=[("full", _result()), ("worse", _result(asr_wer=0.2))])
     md = out.read_text()
     # the target rows: ASR passes (3% <= 5%), the TTS gap fails (6 > 5 points) and says so; T2I 50% < 85% fails
-    assert "| ASR (S→T) | WER, held-out voices | 3.0% | ≤ 5.0% | pass | 2 |" in md
-    assert "| TTS (T→S) | gap: generated − resynthesised | +6.0 pts | ≤ 5.0 pts | **FAIL** |" in md
-    assert "| T2I (T→I) | judge: all 5 correct, with CFG | 50.0% | ≥ 85.0% | **FAIL** |" in md
+    assert "| ASR (S→T) | WER, held-out voices × held-out sentences | 3.0% | ≤ 5.0% | pass | 2 |" in md
+    assert "| ASR (S→T) | WER, held-out voices (all sentences) | 3.0% |  |  | 2 |" in md
+    assert "| TTS (T→S) | gap on held-out sentences: generated − resynthesised | +6.0 pts | ≤ 5.0 pts | **FAIL** |" in md
+    assert "| T2I (T→I) | judge: all 5 correct, held-out combinations, with CFG | 50.0% | ≥ 85.0% | **FAIL** |" in md
     assert "targets met: **1 of 3**" in md
     # tasks not run: "n/a", no verdict
     assert "| Caption (I→T) | all 5 attributes correct | n/a | ≥ 90.0% |  |" in md
     # per-attribute table and the ablation rows
-    assert "| T2I with CFG | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | n/a |" in md
+    assert "| T2I with CFG | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% | 50.0% |" in md
     assert "| worse | 20.0% |" in md and "| full | 3.0% |" in md
     assert "Runs: run (" in md and "gone" not in md  # a run without metrics.jsonl is left out
     rep = tmp_path / "rep"

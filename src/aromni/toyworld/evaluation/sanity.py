@@ -1,7 +1,8 @@
 """Judge sanity rows and streaming-TTS latency.
 
 * Judges: the speech judge's WER on held-out ground truth (test user clips, unseen voices) and on the same clips
-  through the bundle's codec; the image judge's accuracy on ground-truth test images and on their VQGAN
+  through the bundle's codec, and on the held-out slices of the ASR test records' ground-truth speech (unseen
+  voices reading new sentences, the held-out voice family and synthesizer); the image judge's accuracy on ground-truth test images and on their VQGAN
   reconstructions. They bound what the generated-media metrics can show.
 * Streaming: TTS requests timed one at a time through :class:`~aromni.inference.streaming.SpeechStreamer`
   (greedy TTS policy, first chunk 4 frames): FTL, first speech token, time to first audio, RTF; medians over
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from aromni.toyworld.evaluation import metrics as M
+from aromni.toyworld.evaluation import slices as S
 from aromni.toyworld.evaluation.context import STREAMING_STEP, Context
 from aromni.toyworld.evaluation.generation import (
     policy_options,
@@ -21,10 +23,10 @@ from aromni.toyworld.evaluation.generation import (
     resynthesize,
     stream_speech,
 )
-from aromni.toyworld.evaluation.prompts import record_prompt
+from aromni.toyworld.evaluation.prompts import record_prompt, reference_segment
 from aromni.toyworld.evaluation.result import TaskResult
 from aromni.toyworld.records import read_jsonl
-from aromni.vocab.tasks import TTS
+from aromni.vocab.tasks import ASR, TTS
 
 
 def run_judges(ctx: Context) -> TaskResult:
@@ -56,12 +58,22 @@ def run_judges(ctx: Context) -> TaskResult:
         "image_all_correct_ground_truth": acc_gt["all"],
         "image_all_correct_vqgan": acc_re["all"],
         "image_attributes_vqgan": {k: v for k, v in acc_re.items() if k != "all"},
+        **_speech_judge_slices(ctx, n),
     }
     samples = [{"path": r["path"], "ref": a, "judge_ground_truth": b, "judge_codec": c}
                for r, a, b, c in zip(clips, refs, h_gt, h_re) if not (a == b == c)]
     examples = [{"ground_truth": im, "vqgan": re, "attributes": t}
                 for im, re, t in list(zip(images, recon, truths))[: ctx.cfg.keep_examples]]
     return TaskResult(metrics, samples, examples)
+
+
+def _speech_judge_slices(ctx: Context, n: int) -> dict:
+    """The judge on the ground-truth speech of the ASR test records, per held-out slice (``speech_`` keys)."""
+    recs = ctx.records(ASR.name, "judges")[:n]
+    segs = [reference_segment(r, 0, "speech") for r in recs]
+    recs, segs = [r for r, s in zip(recs, segs) if s], [s for s in segs if s]
+    heard = ctx.transcribe([ctx.media.waveform(s["path"]) for s in segs])
+    return {f"speech_{k}": v for k, v in S.wer_slices(recs, [s["transcript"] for s in segs], heard).items()}
 
 
 def run_streaming(ctx: Context) -> TaskResult:

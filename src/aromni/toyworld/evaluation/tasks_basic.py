@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aromni.toyworld.evaluation import metrics as M
+from aromni.toyworld.evaluation import slices as S
 from aromni.toyworld.evaluation.context import Context
 from aromni.toyworld.evaluation.generation import decode_speech, resynthesize
 from aromni.toyworld.evaluation.prompts import record_prompt, reference_segment
@@ -11,17 +12,17 @@ from aromni.vocab.tasks import ASR, CAPTION, TTS
 
 
 def run_asr(ctx: Context) -> TaskResult:
-    """Greedy transcripts of test speech (held-out voices) vs the transcripts: corpus WER."""
+    """Greedy transcripts of test speech vs the transcripts: corpus WER, overall and on each held-out slice
+    (:mod:`~aromni.toyworld.evaluation.slices`: unseen voices reading new sentences, held-out words, the held-out
+    voice family and synthesizer)."""
     recs = ctx.records(ASR.name)
     outs = ctx.generate(ASR.name, ASR.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     refs = [reference_segment(r, 1, "text")["text"] for r in recs]
     hyps = [o.text for o in outs]
-    held = [i for i, r in enumerate(recs) if r.get("meta", {}).get("heldout_voice")]
     metrics = {
         "n": len(recs),
         "wer": M.corpus_wer(refs, hyps),
-        "wer_heldout_voices": M.corpus_wer([refs[i] for i in held], [hyps[i] for i in held]),
-        "n_heldout_voices": len(held),
+        **S.wer_slices(recs, refs, hyps),
         "exact": M.fraction([M.exact_match(a, b) for a, b in zip(refs, hyps)]),
     }
     samples = [{"id": r["id"], "ref": a, "hyp": b, "stop": o.stop_reason}
@@ -33,7 +34,9 @@ def run_tts(ctx: Context) -> TaskResult:
     """Judge WER on generated speech vs judge WER on the reference audio through the bundle's codec.
 
     The gap (generated − resynthesised, in WER points) isolates what the language model adds to the codec's own
-    loss; the judge's WER on the untouched reference is reported too."""
+    loss; the judge's WER on the untouched reference is reported too. The same three figures are given on the
+    new sentences alone (random word sequences, held-out words or phrasings: nothing to recall), and the share of
+    held-out words the judge hears in the generated speech."""
     recs = ctx.records(TTS.name)
     outs = ctx.generate(TTS.name, TTS.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     refs = [reference_segment(r, 1, "speech") for r in recs]
@@ -50,6 +53,7 @@ def run_tts(ctx: Context) -> TaskResult:
         "wer_resynthesized": w_resyn,
         "wer_ground_truth": M.corpus_wer(texts, h_gt),
         "gap_points": None if w_gen is None else 100 * (w_gen - w_resyn),
+        **_new_sentence_gap(recs, texts, h_gen, h_resyn),
         "no_speech": sum(not o.speech for o in outs),
         "seconds_generated": sum(len(w) for w in gen) / sr,
         "seconds_reference": sum(len(w) for w in gt) / sr,
@@ -61,6 +65,17 @@ def run_tts(ctx: Context) -> TaskResult:
                  "judge_generated": a, "judge_resynthesized": b}
                 for t, g, rs, w, a, b in list(zip(texts, gen, resyn, gt, h_gen, h_resyn))[: ctx.cfg.keep_examples]]
     return TaskResult(metrics, samples, examples)
+
+
+def _new_sentence_gap(recs: list, texts: list[str], h_gen: list[str], h_resyn: list[str]) -> dict:
+    idx = S.indices(recs, S.new_sentence)
+    w_gen, w_resyn = S.sliced_wer(texts, h_gen, idx), S.sliced_wer(texts, h_resyn, idx)
+    held = S.indices(recs, lambda r: bool(S.heldout_words(r)))
+    return {"n_new_sentences": len(idx), "wer_generated_new_sentences": w_gen,
+            "wer_resynthesized_new_sentences": w_resyn,
+            "gap_points_new_sentences": None if w_gen is None or w_resyn is None else 100 * (w_gen - w_resyn),
+            "heldout_word_recall_generated": S.word_recall([S.heldout_words(recs[i]) for i in held],
+                                                           [h_gen[i] for i in held])}
 
 
 def run_caption(ctx: Context) -> TaskResult:

@@ -11,8 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from aromni.toyworld.evaluation import metrics as M
+from aromni.toyworld.evaluation import slices as S
 from aromni.toyworld.evaluation.context import Context
-from aromni.toyworld.evaluation.generation import ANSWER_SPEECH, ANSWER_TEXT, T2I_NOCFG, decode_image, decode_speech
+from aromni.toyworld.evaluation.generation import (
+    ANSWER_SPEECH,
+    ANSWER_TEXT,
+    T2I_NOCFG,
+    decode_image,
+    decode_speech,
+)
 from aromni.toyworld.evaluation.prompts import encode_prompt, record_prompt, record_turns, reference_segment
 from aromni.toyworld.evaluation.result import TaskResult
 from aromni.vocab.conversation import ImageSegment, Turn
@@ -30,10 +37,14 @@ def _image_metrics(reads: list, recs: list[dict[str, Any]]) -> dict[str, Any]:
     truths = [r["meta"]["image"] for r in recs]
     acc = M.attribute_accuracy(reads, truths)
     held = [i for i, r in enumerate(recs) if r["meta"].get("heldout_combo")]
+    phrased = S.indices(recs, S.heldout_phrasing)
     return {"all_correct": acc["all"], "attributes": {k: v for k, v in acc.items() if k != "all"},
             "all_correct_heldout_combos": M.attribute_accuracy([reads[i] for i in held],
                                                                [truths[i] for i in held])["all"],
-            "n_heldout_combos": len(held)}
+            "n_heldout_combos": len(held),
+            "all_correct_heldout_phrasings": M.attribute_accuracy([reads[i] for i in phrased],
+                                                                  [truths[i] for i in phrased])["all"],
+            "n_heldout_phrasings": len(phrased)}
 
 
 def run_t2i(ctx: Context) -> TaskResult:
@@ -46,6 +57,8 @@ def run_t2i(ctx: Context) -> TaskResult:
         images[name] = [decode_image(ctx.model, o.image) for o in outs]
     reads = {k: ctx.read_images(v) for k, v in images.items()}
     metrics = {"n": len(recs), **{k: _image_metrics(v, recs) for k, v in reads.items()}}
+    cfg, plain = metrics["cfg"]["all_correct"], metrics["no_cfg"]["all_correct"]
+    metrics["cfg_gain_points"] = None if cfg is None or plain is None else 100 * (cfg - plain)
     samples = [{"id": r["id"], "prompt": _user_text(r), "attributes": r["meta"]["image"],
                 "read_cfg": reads["cfg"][i], "read_no_cfg": reads["no_cfg"][i]} for i, r in enumerate(recs)]
     examples = [{"prompt": _user_text(r), "attributes": r["meta"]["image"], "cfg": images["cfg"][i],
