@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from aromni.errors import InputError
+from aromni.toyworld.attributes import WORLD_VERSION
 from aromni.toyworld.build import build_world, is_complete
 from aromni.toyworld.records import iter_records, read_jsonl
 from aromni.toyworld.sizes import TASKS
@@ -26,7 +27,7 @@ def test_smoke_world_is_complete_and_consistent(smoke_world):
 
     assert is_complete(smoke_world)
     manifest = json.loads((smoke_world / "manifest.json").read_text())
-    assert manifest["size"] == "smoke" and manifest["seed"] == 0 and manifest["version"] >= 1
+    assert manifest["size"] == "smoke" and manifest["seed"] == 0 and manifest["version"] == WORLD_VERSION == 2
     for split in SPLITS:
         rows = list(iter_records(smoke_world, split))
         assert {r["task"] for r in rows} == set(TASKS)
@@ -39,12 +40,15 @@ def test_smoke_world_is_complete_and_consistent(smoke_world):
                         assert (smoke_world / s["path"]).is_file(), s["path"]
     clips = read_jsonl(smoke_world / "speech.jsonl")
     assert len(clips) == sum(manifest["speech_clips"].values())
-    for c in clips[:20]:
+    for c in clips[:30]:
         wav, sr = sf.read(str(smoke_world / c["path"]))
         assert sr == SAMPLE_RATE and wav.ndim == 1
-        assert 0.3 < len(wav) / sr < 4.5
-        assert 0.8 < abs(wav).max() <= 0.9
-    assert manifest["speech_max_s"] < 4.5
+        assert 0.3 < len(wav) / sr < 8.0
+        # clean clips are peak-normalised to -1 dBFS; augmented ones (random gain) only stay within full scale
+        assert (0.8 < abs(wav).max() <= 0.9) if not c["augmented"] else (0.0 < abs(wav).max() <= 1.0)
+    assert any(c["augmented"] for c in clips)
+    assert {c["voice_kind"] for c in clips} >= {"train", "heldout", None}
+    assert manifest["speech_max_s"] < 8.0  # the longest spoken phrasing (13 words) by the slowest speaker
     img = Image.open(smoke_world / read_jsonl(smoke_world / "images.jsonl")[0]["path"])
     assert img.size == (64, 64) and img.mode == "RGB"
 
@@ -86,6 +90,30 @@ def test_cli_build(smoke_world, capsys):
     # Same settings: the finished world is reported, not rebuilt; other settings are refused with one line.
     assert main(["toyworld", "build", "--out", str(smoke_world), "--size", "smoke", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["size"] == "smoke" and out["images"]["train"] > 0
+    assert out["size"] == "smoke" and out["images"]["train"] > 0 and out["version"] == 2
     assert main(["toyworld", "build", "--out", str(smoke_world), "--size", "small", "--quiet"]) == 2
     assert "error:" in capsys.readouterr().err
+    # --version 1 asks for another world than the v2 one there: refused too
+    argv = ["toyworld", "build", "--out", str(smoke_world), "--size", "smoke", "--version", "1", "--quiet"]
+    assert main(argv) == 2
+    assert "not this world" in capsys.readouterr().err
+
+
+def test_unknown_version_is_refused(tmp_path):
+    with pytest.raises(InputError, match="world version"):
+        build_world(tmp_path / "w", size="smoke", version=3, progress=False)
+    with pytest.raises(InputError, match="world size"):
+        build_world(tmp_path / "w", size="huge", version=2, progress=False)
+
+
+def test_v2_manifest_says_what_is_held_out(smoke_world):
+    manifest = json.loads((smoke_world / "manifest.json").read_text())
+    assert set(manifest["heldout_combos"]) == {"shape_color", "color_background", "shape_position"}
+    assert len(manifest["heldout_words"]) == manifest["lexicon"]["heldout_words"] > 100
+    assert manifest["heldout_phrasings"]["synonyms"] and manifest["heldout_phrasings"]["caption_frames"]
+    assert manifest["voices"]["train_speakers"] > 50 and manifest["voices"]["test"]
+    # the index files agree with the records
+    images = read_jsonl(smoke_world / "images.jsonl")
+    assert {r["heldout_combo"] for r in images if r["split"] != "test"} == {None}
+    test_kinds = {r["heldout_combo"] for r in images if r["split"] == "test"}
+    assert None in test_kinds and len(test_kinds) > 1

@@ -34,7 +34,7 @@ def check_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("tw") / "bundle-check"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build, "SIZES", {**SIZES, size.name: size})
-        build.build_world(out, size=size.name, seed=0, workers=2, progress=False)
+        build.build_world(out, size=size.name, seed=0, workers=2, progress=False, version=1)
     return out
 
 

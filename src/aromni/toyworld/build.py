@@ -2,7 +2,8 @@
 
 The world is assembled in ``<out>.partial`` and renamed to ``<out>`` only when complete, so a half-built
 directory is never mistaken for a finished one. Rerunning the same command resumes: media files already in the
-partial directory (each written atomically) are kept.
+partial directory (each written atomically) are kept. ``version`` picks the world: 1 (:mod:`~.plan`, the closed
+grammar of the shipped bundle) or 2 (:mod:`~.plan_v2` and :mod:`~.build_v2`, the default).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aromni.errors import AromniError, InputError
-from aromni.toyworld import grammar
-from aromni.toyworld.attributes import WORLD_VERSION, vocabulary
+from aromni.toyworld import build_v2, grammar
+from aromni.toyworld.attributes import WORLD_VERSION, WORLD_VERSIONS, vocabulary
 from aromni.toyworld.images import RenderSpec, render
 from aromni.toyworld.plan import WorldPlan, plan_world
+from aromni.toyworld.plan_v2 import WorldPlanV2, plan_world_v2
 from aromni.toyworld.records import dumps_jsonl
-from aromni.toyworld.sizes import SIZES
+from aromni.toyworld.sizes import SIZES, SIZES_V2
 from aromni.toyworld.splits import SPLITS
 from aromni.toyworld.voices import ASSISTANT_VOICE, SAMPLE_RATE, Voice, require_espeak, synthesize
 from aromni.utils.extras import optional
@@ -57,15 +59,26 @@ def _speech_job(args: tuple[str, str, str, dict, int, int]) -> tuple[str, float]
     return rel, len(wav) / SAMPLE_RATE
 
 
-def _run_jobs(plan: WorldPlan, root: Path, workers: int, progress: bool) -> dict[str, float]:
-    from tqdm import tqdm
+Job = tuple[Callable[[tuple], tuple[str, float]], tuple]
 
-    jobs: list[tuple[Callable[[tuple], tuple[str, float]], tuple]] = [
+
+def _jobs(plan: WorldPlan | WorldPlanV2, root: Path) -> list[Job]:
+    """Every media job of ``plan``: images first, then speech (version 2 has its own speech job)."""
+    jobs: list[Job] = [
         (_image_job, (str(root), j.path, j.spec.to_dict())) for j in plan.images]
+    if isinstance(plan, WorldPlanV2):
+        return jobs + [(build_v2.speech_job, args) for args in build_v2.speech_args(plan, root)]
     jobs += [
         (_speech_job, (str(root), j.path, j.text, j.voice.to_dict(), j.speed_jitter, j.pitch_jitter))
         for j in plan.speech
     ]
+    return jobs
+
+
+def _run_jobs(plan: WorldPlan | WorldPlanV2, root: Path, workers: int, progress: bool) -> dict[str, float]:
+    from tqdm import tqdm
+
+    jobs = _jobs(plan, root)
     durations: dict[str, float] = {}
     bar = tqdm(total=len(jobs), desc="toyworld media", unit="file", disable=None if progress else True)
     if workers <= 1:
@@ -75,7 +88,7 @@ def _run_jobs(plan: WorldPlan, root: Path, workers: int, progress: bool) -> dict
             bar.update()
     else:
         with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
-            for kind, fn in (("image", _image_job), ("speech", _speech_job)):
+            for fn in dict.fromkeys(f for f, _ in jobs):  # images, then speech
                 batch = [args for f, args in jobs if f is fn]
                 for rel, dur in pool.imap_unordered(fn, batch, chunksize=16):
                     durations[rel] = dur
@@ -87,6 +100,13 @@ def _run_jobs(plan: WorldPlan, root: Path, workers: int, progress: bool) -> dict
 def _espeak_version() -> str:
     out = subprocess.run([require_espeak(), "--version"], capture_output=True, text=True, check=False).stdout
     return out.strip().split("  ")[0]
+
+
+def _manifest_v2(plan: WorldPlanV2, durations: dict[str, float], build_s: float, workers: int
+                 ) -> dict[str, JSONValue]:
+    return {"format": "aromni-toyworld", "version": plan.version, "complete": True,
+            **build_v2.manifest(plan, durations), "espeak_ng": _espeak_version(),
+            "build_seconds": round(build_s, 1), "workers": workers}
 
 
 def _manifest(plan: WorldPlan, durations: dict[str, float], build_s: float, workers: int) -> dict[str, JSONValue]:
@@ -101,7 +121,7 @@ def _manifest(plan: WorldPlan, durations: dict[str, float], build_s: float, work
         clips[j.split] += 1
     return {
         "format": "aromni-toyworld",
-        "version": WORLD_VERSION,
+        "version": 1,
         "complete": True,
         "seed": plan.seed,
         "size": plan.size.name,
@@ -158,15 +178,21 @@ def _prepare_partial(out: Path, fingerprint: dict[str, JSONValue], overwrite: bo
 
 def build_world(
     out: str | Path, *, size: str = "small", seed: int = 0, workers: int = 1, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, version: int = WORLD_VERSION,
 ) -> dict[str, JSONValue]:
-    """Build (or resume building) a world in ``out``; returns its manifest."""
-    if size not in SIZES:
-        raise InputError(f"unknown world size {size!r}", f"choose one of {list(SIZES)}")
+    """Build (or resume building) a world of ``version`` in ``out``; returns its manifest.
+
+    Version 1 is the closed-grammar world the shipped bundle was trained on (kept byte-identical for every
+    seed); version 2 (the default) adds an open vocabulary, held-out words, phrasings, pairs and voices."""
+    if version not in WORLD_VERSIONS:
+        raise InputError(f"unknown world version {version!r}", f"choose one of {list(WORLD_VERSIONS)}")
+    sizes = SIZES if version == 1 else SIZES_V2
+    if size not in sizes:
+        raise InputError(f"unknown world size {size!r}", f"choose one of {list(sizes)}")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    fingerprint = {"version": WORLD_VERSION, "seed": seed, "size": size}
+    fingerprint = {"version": version, "seed": seed, "size": size}
     if out.exists() and any(out.iterdir()):
         if is_complete(out) and not overwrite:
             manifest = read_json(out / "manifest.json")
@@ -177,10 +203,16 @@ def build_world(
     require_espeak()
     t0 = time.perf_counter()
     partial = _prepare_partial(out, fingerprint, overwrite)
-    plan = plan_world(SIZES[size], seed)
-    durations = _run_jobs(plan, partial, workers, progress)
-    _write_indexes(plan, partial, durations)
-    manifest = _manifest(plan, durations, time.perf_counter() - t0, workers)
+    if version == 1:
+        plan = plan_world(sizes[size], seed)
+        durations = _run_jobs(plan, partial, workers, progress)
+        _write_indexes(plan, partial, durations)
+        manifest = _manifest(plan, durations, time.perf_counter() - t0, workers)
+    else:
+        plan_v2 = plan_world_v2(sizes[size], seed)
+        durations = _run_jobs(plan_v2, partial, workers, progress)
+        build_v2.write_indexes(plan_v2, partial, durations)
+        manifest = _manifest_v2(plan_v2, durations, time.perf_counter() - t0, workers)
     (partial / "build.json").unlink()
     atomic_write_json(partial / "manifest.json", manifest)
     if out.exists():

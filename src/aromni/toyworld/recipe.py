@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from aromni.bundle import Bundle, save_bundle
 from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.text import TextTokenizer
+from aromni.toyworld.attributes import WORLD_VERSION
 from aromni.toyworld.build import build_world, is_complete
 from aromni.toyworld.evaluation import SuiteConfig, run_suite
 from aromni.toyworld.report import write_report
@@ -170,7 +171,8 @@ class Recipe:
                 raise InputError(f"{self.world_dir}: not a finished toy world", "build it or drop world.path")
             return {"reused": str(self.world_dir)}
         manifest = build_world(self.world_dir, size=self.cfg.world.get("size", "full"), seed=self.cfg.seed,
-                               workers=int(self.cfg.world.get("workers", 2)))
+                               workers=int(self.cfg.world.get("workers", 2)),
+                               version=int(self.cfg.world.get("version", WORLD_VERSION)))
         return {"records": manifest.get("records"), "build_seconds": manifest.get("build_seconds")}
 
     def world_texts(self) -> list[str]:

@@ -10,6 +10,20 @@
                {"role": "assistant", "segments": [{"type": "text", "text": "a big red circle ..."}]}],
      "meta": {"image": {...attributes...}, "heldout_combo": false, "heldout_voice": false}}
 
+World version 2 records carry, in ``meta``, what the test split holds out (the evaluation slices by these
+keys; every v2 record has all of them):
+
+* ``heldout_combo``: ``None``, or the kind of held-out attribute pair the record's image shows
+  (``"shape_color"``, ``"color_background"``, ``"shape_position"``);
+* ``sentence``: what kind of sentence a record with speech says: ``"random"`` (a random word sequence),
+  ``"grammar"`` (a caption, request or question) or ``"exchange"`` (a fixed exchange line or an answer);
+  ``None`` without speech;
+* ``heldout_words``: the test-only lexicon words in the record's text, sorted (empty outside test);
+* ``heldout_phrasing``: a held-out frame, question phrasing or synonym is used;
+* ``voice_kind``: who speaks the user's speech: ``"train"``, ``"heldout"`` (unseen espeak-ng speakers),
+  ``"family"`` (the Klatt family) or ``"synth"`` (flite); ``None`` without user speech;
+* ``heldout_voice`` (as in version 1: test user speech) and ``augmented`` (a user clip was augmented).
+
 Paths are relative to the world directory. Roles are ``"user"``/``"assistant"``; segment types are
 ``"text"``/``"image"``/``"speech"``, the same as ``aromni.vocab.conversation``'s TextSegment / ImageSegment /
 SpeechSegment. Text-only documents (task ``text``) are a single assistant turn.

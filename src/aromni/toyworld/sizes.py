@@ -72,3 +72,35 @@ SIZES: dict[str, WorldSize] = {
         ),
     ),
 }
+
+
+# World version 2: more speech (half of ASR/TTS is random word sequences over ~2,850 words, which needs many
+# more utterances than a 97-word grammar) and larger test splits (held-out words, phrasings, combinations and
+# voices are measured in slices). "full" is ~31k training clips: ~10 minutes with 2 workers at ~20 ms a clip.
+SIZES_V2: dict[str, WorldSize] = {
+    "smoke": WorldSize(
+        "smoke",
+        images={"train": 32, "validation": 8, "test": 16},
+        records=_records({t: 16 for t in TASKS}, 0.25, 0.5, 6),
+    ),
+    "small": WorldSize(
+        "small",
+        images={"train": 600, "validation": 40, "test": 160},
+        records=_records(
+            {ASR.name: 1500, TTS.name: 500, CAPTION.name: 400, T2I.name: 500, S2I.name: 300,
+             VQA_TEXT.name: 200, VQA_SPEECH.name: 200, S2S.name: 200, S2T.name: 120, CHAT_IMAGE.name: 250,
+             TEXT.name: 400, TEXT_QA.name: 200},
+            0.1, 0.2, 10,
+        ),
+    ),
+    "full": WorldSize(
+        "full",
+        images={"train": 6000, "validation": 300, "test": 1000},
+        records=_records(
+            {ASR.name: 12000, TTS.name: 4000, CAPTION.name: 3000, T2I.name: 4000, S2I.name: 2500,
+             VQA_TEXT.name: 1500, VQA_SPEECH.name: 1500, S2S.name: 1500, S2T.name: 1000,
+             CHAT_IMAGE.name: 2000, TEXT.name: 3000, TEXT_QA.name: 1500},
+            0.05, 0.1, 20,
+        ),
+    ),
+}

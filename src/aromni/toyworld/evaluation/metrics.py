@@ -2,9 +2,12 @@
 
 Everything here is pure (strings and dicts in, numbers out), so it is tested against hand computations.
 
-* :func:`parse_attributes` reads the world's attribute words out of any text with the world's closed vocabulary
-  (:mod:`aromni.toyworld.attributes`). An attribute counts as *read* only when exactly one of its values is
-  mentioned: "it is red" reads colour red, "it is red or blue" reads no colour.
+* :func:`parse_attributes` reads the world's attribute words out of any text with the world's closed
+  vocabulary (:mod:`aromni.toyworld.attributes`) and every synonym of world version 2
+  (:data:`aromni.toyworld.grammar_v2.SYNONYMS`, held-out ones included: this is the measuring instrument), so
+  "a large ring in the upper left" reads size big, shape circle, position top left. An attribute counts as
+  *read* only when exactly one of its values is mentioned: "it is red" reads colour red, "it is red or blue"
+  reads no colour, "a big and little star" reads no size.
 * :func:`answer_correct` is the rule for questions of the world's QA grammar (:mod:`aromni.toyworld.grammar`):
   the answer must read the asked attribute right ("describe" questions: all five attributes); words about other
   attributes do not matter. Fixed exchanges have one answer and are scored by exact match after
@@ -28,16 +31,22 @@ from aromni.toyworld.attributes import (
     ImageAttrs,
 )
 from aromni.toyworld.grammar import CAPTION_TEMPLATES, fill_template, normalize
+from aromni.toyworld.grammar_v2 import SYNONYMS
 from aromni.utils.extras import optional
 
-_WORDS: dict[str, tuple[str, ...]] = {
+_VALUES: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
     "color": tuple(COLORS),
     "size": tuple(SIZES),
+    "position": tuple(POSITIONS),
     "background": tuple(BACKGROUNDS),
 }
-# Positions are phrases ("top left"); "middle" is the only one-word position.
-_POSITION_RE = re.compile(r"\b(" + "|".join(sorted(POSITIONS, key=len, reverse=True)) + r")\b")
+# Every way to say a value -> (attribute, value): the value's own words and all v2 synonyms.
+_PHRASES: dict[str, tuple[str, str]] = {v: (attr, v) for attr, values in _VALUES.items() for v in values}
+_PHRASES.update({form: (attr, value) for attr, table in SYNONYMS.items() for value, forms in table.items()
+                 for form in forms})
+# Longest first, so "upper left" is one mention, not "left"; positions are phrases ("top left", "middle").
+_PHRASE_RE = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_PHRASES, key=len, reverse=True))) + r")\b")
 
 
 def parse_attributes(text: str) -> dict[str, list[str]]:
@@ -45,14 +54,15 @@ def parse_attributes(text: str) -> dict[str, list[str]]:
 
     >>> parse_attributes("a big red circle at the top left on a white background")["position"]
     ['top left']
+    >>> parse_attributes("a large ring in the upper left corner")["shape"]
+    ['circle']
     """
-    norm = normalize(text)
-    words = norm.split()
-    out: dict[str, list[str]] = {}
-    for attr, values in _WORDS.items():
-        out[attr] = list(dict.fromkeys(w for w in words if w in values))
-    out["position"] = list(dict.fromkeys(m.group(1) for m in _POSITION_RE.finditer(norm)))
-    return {k: out[k] for k in ATTRIBUTE_NAMES}
+    out: dict[str, list[str]] = {k: [] for k in ATTRIBUTE_NAMES}
+    for m in _PHRASE_RE.finditer(normalize(text)):
+        attr, value = _PHRASES[m.group(1)]
+        if value not in out[attr]:
+            out[attr].append(value)
+    return out
 
 
 def read_attributes(text: str) -> dict[str, str | None]:
