@@ -68,7 +68,8 @@ class RecipeConfig:
 
     Attributes:
         seed: seeds the world, the trainers and the evaluation.
-        world: ``{size, workers, path}``; ``path`` reuses an already built world.
+        world: ``{size, workers, path, version}``; ``path`` reuses an already built world; ``version`` (default
+            the current world version) picks the world generation.
         text: ``{vocab_size}`` of the BPE.
         image: ``aromni vqgan train`` settings (``preset``, ``steps``, ``time_limit_min``, ...).
         speech: ``aromni codec train`` settings (``preset``, ``steps``, ``max_minutes``, ...).
