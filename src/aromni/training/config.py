@@ -144,6 +144,8 @@ class ModelConfig:
         init_std: std of the from-scratch initialisation.
         gradient_checkpointing: recompute each block in backward (activation checkpointing).
         extend_vocab: vocabulary extension.
+        image_embed_init: from scratch only: a VQGAN tokenizer directory or a bundle; the image-code embedding
+            rows start from its codebook (see :mod:`aromni.training.model_init`). Empty: random like the rest.
     """
 
     init_from: str = ""
@@ -153,10 +155,14 @@ class ModelConfig:
     init_std: float = 0.02
     gradient_checkpointing: bool = False
     extend_vocab: VocabExtensionConfig = field(default_factory=VocabExtensionConfig)
+    image_embed_init: str = ""
 
     def __post_init__(self) -> None:
         if not self.init_std > 0:
             raise ConfigError(f"model.init_std must be positive, got {self.init_std}")
+        if self.image_embed_init and self.init_from:
+            raise ConfigError("model.image_embed_init applies to a model trained from scratch, not to "
+                              f"model.init_from={self.init_from!r}", "unset one of them")
         if self.decoder and not self.init_from:
             try:  # validate the architecture now, not after the data is planned (the vocabulary size comes later)
                 decoder_config(self.decoder, 1)

@@ -8,6 +8,11 @@
 * If the model's layout differs from the shard manifest's, the vocabulary is extended
   (:mod:`aromni.training.vocab_extension`) when ``model.extend_vocab.enabled``; otherwise it is an error.
 * ``model.swin_norm`` forces residual-post-norm on or off (Table 7 ablation).
+* ``model.image_embed_init`` (from scratch only) names a VQGAN tokenizer directory or a bundle holding one: the
+  embedding rows of the image codes start as that VQGAN's codebook vectors, centred, mapped to the model width by
+  a seeded random matrix with orthonormal columns and rescaled to the embedding table's std
+  (:func:`init_image_embeddings`). Measured on the toy world (/work/shared/reference/toyworld-feasibility.md):
+  T2I-only all-five 6% -> 38% in 12 CPU-minutes, because codes that draw alike start close together.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 from aromni.errors import ConfigError
 from aromni.models import load_decoder
 from aromni.models.decoder import Decoder
+from aromni.tokenizers.base import load_tokenizer
+from aromni.tokenizers.image.vqgan import VQGAN
 from aromni.training.config import ModelConfig, decoder_config
 from aromni.training.vocab_extension import extend_vocabulary
 from aromni.utils.io import read_json
@@ -41,6 +48,57 @@ def set_swin_norm(decoder: Decoder, on: bool) -> None:
         block.swin_norm = on
 
 
+def load_image_codebook(path: str | Path) -> torch.Tensor:
+    """The codebook ``[n_embed, embed_dim]`` (float32) of the VQGAN in ``path``: a tokenizer directory, or a
+    bundle whose ``config.json`` names its image tokenizer's subdirectory."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.image_embed_init: {path} has no config.json",
+                          "name a VQGAN tokenizer directory (e.g. RUN/tokenizer) or a bundle")
+    raw = read_json(path / "config.json")
+    if isinstance(raw, dict) and isinstance(raw.get("bundle"), dict):
+        sub = (raw["bundle"].get("tokenizers") or {}).get("image")
+        if not sub:
+            raise ConfigError(f"model.image_embed_init: the bundle {path} has no image tokenizer")
+        path = path / str(sub)
+    tok = load_tokenizer(path)
+    if not isinstance(tok, VQGAN):
+        raise ConfigError(f"model.image_embed_init: {path} is a {type(tok).__name__}, not a VQGAN tokenizer")
+    return tok.quantize.embedding.weight.detach().float().clone()
+
+
+def project_codebook(codebook: torch.Tensor, dim: int, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Codebook ``[K, E]`` -> embedding rows ``[K, dim]``: centred, multiplied by a random ``[E, dim]`` matrix
+    with orthonormal rows (E <= dim) or columns (E > dim), so distances between codes are kept (up to the
+    projection when E > dim), then scaled to overall std ``std``."""
+    k, e = codebook.shape
+    gauss = torch.randn(max(e, dim), min(e, dim), generator=generator, dtype=torch.float64)
+    q, _ = torch.linalg.qr(gauss)  # [max, min] with orthonormal columns
+    proj = q.T if e <= dim else q  # [E, dim]
+    rows = (codebook.double() - codebook.double().mean(0)) @ proj
+    spread = rows.std()
+    if not spread > 0:
+        raise ConfigError("model.image_embed_init: the VQGAN codebook has no spread (all vectors equal)",
+                          "use a trained tokenizer")
+    return (rows * (std / spread)).float()
+
+
+def init_image_embeddings(decoder: Decoder, layout: VocabLayout, codebook: torch.Tensor, *, seed: int = 0) -> None:
+    """Overwrite the decoder's embedding rows of the image codes (``layout.image``; row ``layout.image.to_ids(c)``
+    gets code ``c``) with :func:`project_codebook` of ``codebook [K, E]``, at the std of the current table.
+    With tied embeddings the output rows change too."""
+    n = layout.image.size
+    if codebook.dim() != 2 or codebook.shape[0] != n:
+        raise ConfigError(f"model.image_embed_init: the VQGAN has {codebook.shape[0]} codes but the layout "
+                          f"{n} image ids", "use the tokenizer the shards were encoded with")
+    weight = decoder.embed.weight
+    with torch.no_grad():
+        rows = project_codebook(codebook, weight.shape[1], float(weight.std()),
+                                torch.Generator().manual_seed(seed))
+        ids = layout.image.to_ids(torch.arange(n))
+        weight[ids] = rows.to(weight.dtype)
+
+
 def build_decoder(cfg: ModelConfig, data_layout: VocabLayout, *, seed: int = 0
                   ) -> tuple[Decoder, VocabLayout, dict[str, str]]:
     """Returns ``(decoder in train mode, its final layout, notes for the log)``."""
@@ -55,6 +113,9 @@ def build_decoder(cfg: ModelConfig, data_layout: VocabLayout, *, seed: int = 0
         decoder = Decoder(dcfg)
         decoder.init_weights(cfg.init_std, generator=gen)
         notes["init"] = "scratch"
+        if cfg.image_embed_init:
+            init_image_embeddings(decoder, layout, load_image_codebook(cfg.image_embed_init), seed=seed)
+            notes["image_embed_init"] = cfg.image_embed_init
     else:
         path = Path(cfg.init_from)
         decoder = load_decoder(path)

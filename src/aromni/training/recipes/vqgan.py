@@ -10,7 +10,8 @@ Output directory::
     snapshots/step_N/ with keep_snapshots: a tokenizer export at every checkpoint (quality-vs-time studies)
     tokenizer/       the exported tokenizer (config.json + model.safetensors), opened by ``load_tokenizer``
 
-One step: the generator update (L1 + L2 + commitment (+ codebook) (+ adversarial once ``gan_start`` is reached)),
+One step: the generator update (L1 + L2 + commitment (+ codebook) (+ patch colour / foreground L1 when
+weighted) (+ adversarial once ``gan_start`` is reached)),
 then the discriminator's (hinge), then the codebook keeper (EMA, dead-code restarts).
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aromni.errors import ConfigError
@@ -29,6 +31,8 @@ from aromni.tokenizers.image.dataset import to_model_range
 from aromni.tokenizers.image.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from aromni.tokenizers.image.metrics import color_error, perplexity, psnr, to_uint8
 from aromni.tokenizers.image.vqgan import VQGAN
+from aromni.toyworld.judges.image import ImageJudge
+from aromni.toyworld.judges.image_data import accuracy, render_set
 from aromni.training.guard import check_weights
 from aromni.training.loop import LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.recipes.vqgan_config import VQGANTrainConfig
@@ -37,7 +41,7 @@ from aromni.utils.io import atomic_write_json, read_json
 METRICS = "metrics.jsonl"
 #: Settings that may change when resuming; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("steps", "time_limit_min", "log_every", "eval_every", "save_every", "keep_snapshots",
-                     "threads")
+                     "threads", "judge_images")
 Record = dict[str, float | int | str | None]
 
 
@@ -47,6 +51,31 @@ def lr_at(cfg: VQGANTrainConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def patch_color_loss(x: torch.Tensor, recon: torch.Tensor, patch: int) -> torch.Tensor:
+    """Mean |difference| of the per-patch mean colours: ``x, recon [B, 3, H, W]`` -> scalar.
+
+    Averaging over ``patch``×``patch`` pixels first removes texture, so the term only asks for the right
+    colour in the right place, which the pixel losses weigh by area and so neglect for small shapes."""
+    return (F.avg_pool2d(x, patch) - F.avg_pool2d(recon, patch)).abs().mean()
+
+
+def foreground_mask(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``x [B, 3, H, W]`` -> float mask ``[B, 1, H, W]``: 1 where any channel differs by more than
+    ``threshold`` from the image's median border colour (the background of a toy world render; its shapes never
+    reach the border)."""
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)  # [B, 3, 4W]
+    background = border.median(dim=-1).values[..., None, None]  # [B, 3, 1, 1]
+    return ((x - background).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
+def foreground_l1(x: torch.Tensor, recon: torch.Tensor, threshold: float) -> torch.Tensor:
+    """L1 over the foreground pixels of ``x`` only (:func:`foreground_mask`), averaged per image over its
+    foreground so a small shape counts as much as a big one; images without foreground add 0."""
+    mask = foreground_mask(x, threshold)
+    per_image = ((x - recon).abs() * mask).sum(dim=(1, 2, 3)) / (3 * mask.sum(dim=(1, 2, 3))).clamp(min=1.0)
+    return per_image.mean()
 
 
 def split_images(images: torch.Tensor, cfg: VQGANTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +104,12 @@ class VQGANRecipe:
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=cfg.betas)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.window_counts = torch.zeros(self.model.cfg.n_embed)  # code usage over the log window
+        self.judge: ImageJudge | None = None
+        self.judge_set: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        if cfg.judge_images > 0:
+            # Fresh renders (not the training images), seeded so every evaluation of a run sees the same set.
+            self.judge = ImageJudge.load()
+            self.judge_set = render_set(cfg.judge_images, f"vqgan-judge-{cfg.seed}")
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model} | ({"disc": self.disc} if self.disc is not None else {})
@@ -104,6 +139,14 @@ class VQGANRecipe:
         recon, q = self.model(x)
         l1, l2 = (x - recon).abs().mean(), ((x - recon) ** 2).mean()
         loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.commitment_weight * q.commitment
+        if cfg.color_weight > 0:
+            color = patch_color_loss(x, recon, cfg.color_patch)
+            loss = loss + cfg.color_weight * color
+            logs["color"] = color.item()
+        if cfg.fg_weight > 0:
+            fg = foreground_l1(x, recon, cfg.fg_threshold)
+            loss = loss + cfg.fg_weight * fg
+            logs["fg_l1"] = fg.item()
         if cfg.codebook_mode == "straight_through":
             loss = loss + cfg.codebook_weight * q.codebook
         logs.update(l1=l1.item(), l2=l2.item(), commitment=q.commitment.item(), codebook=q.codebook.item())
@@ -134,7 +177,8 @@ class VQGANRecipe:
 
     @torch.no_grad()
     def evaluate(self, step: int, batch_size: int = 32) -> Record:
-        """PSNR / colour error (uint8, after post-processing) and code usage on the held-out images."""
+        """PSNR / colour error (uint8, after post-processing) and code usage on the held-out images, plus the
+        image judge's accuracies (``judge_<attribute>``, ``judge_all``) when ``judge_images`` > 0."""
         data, split = (self.val_set, "val") if len(self.val_set) else (self.train_set[:32], "train")
         self.model.eval()
         outs, codes = [], []
@@ -145,9 +189,22 @@ class VQGANRecipe:
         self.model.train()
         rec = torch.cat(outs)
         used = torch.cat(codes).unique().numel()
-        return {"kind": "eval", "split": split, "images": len(data), "psnr": round(psnr(rec, data), 3),
-                "color_error": round(color_error(rec, data), 3), "codes_used": used,
-                "code_usage": round(used / self.model.cfg.n_embed, 4)}
+        record: Record = {"kind": "eval", "split": split, "images": len(data),
+                          "psnr": round(psnr(rec, data), 3), "color_error": round(color_error(rec, data), 3),
+                          "codes_used": used, "code_usage": round(used / self.model.cfg.n_embed, 4)}
+        if self.judge is not None and self.judge_set is not None:
+            record.update({f"judge_{k}": v for k, v in self.judge_accuracy(batch_size).items()})
+        return record
+
+    @torch.no_grad()
+    def judge_accuracy(self, batch_size: int = 32) -> dict[str, float]:
+        """The image judge's per-attribute and all-five accuracy on reconstructions of the judge set."""
+        images, labels = self.judge_set
+        self.model.eval()
+        recon = torch.cat([to_uint8(self.model(to_model_range(images[i:i + batch_size]))[0])
+                           for i in range(0, len(images), batch_size)])
+        self.model.train()
+        return accuracy(self.judge.model, recon, labels)
 
     def state_dict(self) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
         return {"gen": self.gen.get_state(), "codebook": self.keeper.state_dict(), "window_counts": self.window_counts}

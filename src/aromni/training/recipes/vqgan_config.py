@@ -29,6 +29,13 @@ class VQGANTrainConfig:
     in ``ema`` mode the codebook follows an exponential moving average of its assigned encoder outputs instead.
     Codes used fewer than ``restart_threshold`` times in ``restart_every`` steps are re-seeded from encoder outputs.
     A hinge PatchGAN term (``gan_weight``) joins from step ``gan_start`` (``-1``: never).
+
+    Colour terms (both off by default, so older runs resume unchanged): ``color_weight`` times the L1 distance
+    between the mean colours of ``color_patch``×``color_patch`` patches of input and reconstruction, and
+    ``fg_weight`` times the L1 distance on foreground pixels only (pixels farther than ``fg_threshold``, in the
+    [-1, 1] model range, from the image's median border colour). The toy world's shapes cover 8-20% of the image,
+    so the plain L1/L2 terms barely see their colour. ``judge_images`` > 0 adds the toy world image judge's per-attribute accuracy on
+    reconstructions of that many freshly rendered images to every evaluation.
     """
 
     preset: str = "toy"
@@ -50,6 +57,11 @@ class VQGANTrainConfig:
     init_codebook_from_data: bool = True
     restart_every: int = 50
     restart_threshold: float = 1.0
+    color_weight: float = 0.0
+    color_patch: int = 8
+    fg_weight: float = 0.0
+    fg_threshold: float = 0.15
+    judge_images: int = 0
     gan_start: int = -1
     gan_weight: float = 0.1
     disc_lr: float = 2e-4
@@ -77,7 +89,20 @@ class VQGANTrainConfig:
             raise ConfigError(f"train config: ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.lr <= 0 or len(self.betas) != 2:
             raise ConfigError("train config: lr must be positive and betas a pair")
-        self.model_config()  # validate the architecture early
+        for name in ("color_weight", "fg_weight", "judge_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train config: {name} must be >= 0, got {getattr(self, name)}",
+                                  "0 turns it off")
+        if not 0.0 < self.fg_threshold < 2.0:
+            raise ConfigError(f"train config: fg_threshold must be in (0, 2) (the [-1, 1] pixel range), "
+                              f"got {self.fg_threshold}")
+        model = self.model_config()  # validate the architecture early
+        if self.color_patch <= 0 or model.resolution % self.color_patch:
+            raise ConfigError(f"train config: color_patch must be a positive divisor of the image size "
+                              f"{model.resolution}, got {self.color_patch}", "e.g. 8")
+        if self.judge_images > 0 and model.resolution != 64:
+            raise ConfigError(f"train config: judge_images needs 64x64 images (the toy world's renders), but the "
+                              f"model's resolution is {model.resolution}", "set judge_images=0")
 
     def model_config(self) -> VQGANConfig:
         return VQGANConfig.preset(self.preset, **self.model)
