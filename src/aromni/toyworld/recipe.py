@@ -263,7 +263,8 @@ class Recipe:
         }
         if stage == "pretrain":
             base["data"]["tasks"] = list(PRETRAIN_TASKS)
-            base["model"] = {"decoder": dict(self.cfg.model)}
+            # The image codes start from the VQGAN's codebook (set pretrain.model.image_embed_init: "" to not).
+            base["model"] = {"decoder": dict(self.cfg.model), "image_embed_init": str(self.tok_dir("image"))}
             base["perceptual"] = {"table": str(self.tok_dir("image"))}
         else:
             base["model"] = {"init_from": str(self.out / "pretrain" / "bundle")}
