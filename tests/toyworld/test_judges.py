@@ -9,23 +9,30 @@ import numpy as np
 import pytest
 import torch
 
-from aromni.errors import CheckpointError
-from aromni.toyworld import grammar
+from aromni.errors import CheckpointError, InputError
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
 from aromni.toyworld.judges.augment import augment_image, augment_logmel, spec_augment
 from aromni.toyworld.judges.image import ImageJudge, ImageJudgeConfig, ImageJudgeModel
 from aromni.toyworld.judges.image_data import render_set
 from aromni.toyworld.judges.speech import (
+    ALPHABET,
     SpeechJudge,
     SpeechJudgeConfig,
     SpeechJudgeModel,
+    decode_ids,
+    encode_text,
     greedy_decode,
+    normalize_text,
     pad_batch,
+    snap_text,
+    snap_word,
 )
 from aromni.toyworld.judges.store import default_judge_dir
 from aromni.toyworld.judges.wer import wer
+from aromni.toyworld.lexicon import load_lexicon
 
 ASSETS = Path(__file__).parent / "assets"
+espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
 def test_wer():
@@ -36,24 +43,51 @@ def test_wer():
         wer(["a"], [])
 
 
+def test_char_vocabulary_round_trip():
+    text = "Don't  stop, the ROBOT's 3 cats!"
+    assert normalize_text(text) == "don't stop the robot's cats"
+    ids = encode_text(text)
+    assert all(1 <= i <= len(ALPHABET) for i in ids) and len(ids) == len(normalize_text(text))
+    assert decode_ids(ids) == normalize_text(text)
+    assert decode_ids([0, *encode_text("  a b "), 0]) == "a b"  # blanks dropped, spaces single
+    with pytest.raises(InputError):
+        encode_text("café", alphabet=" abc")
+
+
 def test_greedy_ctc_collapses_repeats_and_blanks():
-    words = ["red", "circle"]
-    seq = [0, 1, 1, 0, 1, 2, 2, 0, 0]  # red red(after blank) circle
-    logp = torch.nn.functional.one_hot(torch.tensor([seq]), 3).float().log()
-    assert greedy_decode(logp, torch.tensor([len(seq)]), words) == ["red red circle"]
-    assert greedy_decode(logp, torch.tensor([3]), words) == ["red"]
+    a, b, o, k, sp = (ALPHABET.index(c) + 1 for c in "abok ")
+    # "b o o k" needs a blank between the two o's; repeated frames of one symbol collapse; edge spaces drop
+    seq = [0, sp, b, b, o, 0, o, k, k, sp, sp, 0, a, a, 0, sp]
+    logp = torch.nn.functional.one_hot(torch.tensor([seq, [0] * len(seq)]), 1 + len(ALPHABET)).float().log()
+    assert greedy_decode(logp, torch.tensor([len(seq), len(seq)])) == ["book a", ""]
+    assert greedy_decode(logp[:1], torch.tensor([6])) == ["bo"]
+
+
+def test_snapping_maps_words_to_the_nearest_lexicon_word():
+    words = load_lexicon().words
+    assert snap_word("the") == "the"
+    assert snap_text("hospitl compny diamnd") == "hospital company diamond"  # one edit away each
+    assert all(w in words for w in snap_text("xqzv blorp ennd").split())
+    assert snap_text("") == ""
+    # a missing or a stray space is one edit: split one decoded word, or merge two
+    assert snap_text("anand criminal") == "an and criminal"
+    assert snap_text("hos pital") == "hospital"
 
 
 def test_speech_model_output_does_not_depend_on_batching():
     torch.manual_seed(0)
-    model = SpeechJudgeModel(SpeechJudgeConfig(words=grammar.spoken_vocabulary())).eval()
+    model = SpeechJudgeModel(SpeechJudgeConfig(conv_channels=32, hidden=32, layers=2)).eval()
     clips = [torch.randn(n) * 0.1 for n in (40000, 23457, 16160, 9000)]
     wav, lengths = pad_batch(clips)
     logp, out_len = model(wav, lengths)
+    assert logp.shape[-1] == 1 + len(ALPHABET)
+    assert int(out_len[0]) == (40000 // 160 + 2) // 2  # 20 ms frames
     for j, c in enumerate(clips):
         one, n = model(c[None], torch.tensor([len(c)]))
         assert int(n[0]) == int(out_len[j])
         torch.testing.assert_close(logp[j, : out_len[j]], one[0, : n[0]], atol=1e-5, rtol=1e-4)
+    judge = SpeechJudge(model)
+    assert judge.transcribe(clips, batch_size=1) == judge.transcribe(clips, batch_size=3)
 
 
 def test_epoch_batches_repeat_clips_and_keep_the_frame_budget():
@@ -70,29 +104,50 @@ def test_epoch_batches_repeat_clips_and_keep_the_frame_budget():
     assert all(len(set(b)) == len(b) for b in batches)
 
 
-def test_reply_clips_are_repeated(smoke_world):
-    from aromni.toyworld.judges.speech_data import clip_repeats, reply_paths, speech_rows
-    from aromni.toyworld.records import iter_records
-    from aromni.training.recipes.judge_speech import SpeechTrainConfig
+def test_training_pool_uses_only_training_speakers_and_is_seeded():
+    from aromni.toyworld.judges.speech_data import training_text, training_voice
+    from aromni.toyworld.voices import ASSISTANT_VOICE, FAMILY_VARIANTS, TEST_VARIANTS, TRAIN_VARIANTS
 
-    replies = reply_paths(smoke_world, "train")
-    expected = {seg["path"] for r in iter_records(smoke_world, "train") if r["task"] in ("vqa_speech", "s2s")
-                for seg in r["turns"][1]["segments"] if seg["type"] == "speech"}
-    assert expected and expected <= replies
-    rows = speech_rows(smoke_world, "train")
-    roles = {r["path"]: r["role"] for r in rows}
-    assert {roles[p] for p in replies} == {"assistant"}
-    reps = clip_repeats(rows, replies, SpeechTrainConfig(assistant_repeat=2, reply_repeat=7))
-    for r, k in zip(rows, reps):
-        assert k == (7 if r["path"] in replies else 2 if r["role"] == "assistant" else 1)
+    rng = random.Random(0)
+    drawn = [training_voice(rng, 0.1) for _ in range(2000)]
+    variants = {v.variant for v in drawn}
+    assert variants <= set(TRAIN_VARIANTS) | {ASSISTANT_VOICE.variant}
+    assert not variants & (set(TEST_VARIANTS) | set(FAMILY_VARIANTS))
+    assert 0.05 < sum(v == ASSISTANT_VOICE for v in drawn) / len(drawn) < 0.15
+    assert all(15 <= v.pitch <= 85 and 140 <= v.speed <= 230 for v in drawn if v != ASSISTANT_VOICE)
+    texts = [training_text(random.Random(i), 0.25) for i in range(400)]
+    assert texts == [training_text(random.Random(i), 0.25) for i in range(400)]
+    assert all(t and encode_text(t) for t in texts)
+    lexicon = set(load_lexicon().words)
+    sequences = [training_text(random.Random(i), 0.0) for i in range(400)]  # random word sequences only
+    assert all(w in lexicon for t in sequences for w in t.split())
+    assert len({w for t in sequences for w in t.split()}) > 600  # far beyond the grammar's ~100 words
+
+
+@espeak
+def test_tiny_training_run_learns_a_few_clips(tmp_path):
+    from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
+    from aromni.training.recipes.judge import fit_judge
+    from aromni.training.recipes.judge_speech import SpeechJudgeRecipe, SpeechTrainConfig
+
+    texts = ["red", "blue cat", "stop"]
+    cfg = SpeechTrainConfig(steps=250, batch_seconds=10, lr=3e-3, warmup=10, clean_fraction=1.0, save_every=1000,
+                            log_every=1000, conv_channels=48, hidden=48, layers=2)
+    model = SpeechJudgeModel(cfg.model_config())
+    wavs = [synthesize(t, ASSISTANT_VOICE) for t in texts]
+    mels = [model.mel(torch.from_numpy(w)[None])[0] for w in wavs]
+    torch.set_num_threads(1)
+    recipe = SpeechJudgeRecipe(cfg, mels, texts)
+    assert fit_judge(recipe, cfg, tmp_path, desc="tiny", progress=False, until=None) == 250
+    assert SpeechJudge(recipe.model).transcribe(wavs) == texts
 
 
 def test_judge_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
-    judge = SpeechJudge(SpeechJudgeModel(SpeechJudgeConfig(words=["red", "blue"])))
+    judge = SpeechJudge(SpeechJudgeModel(SpeechJudgeConfig(conv_channels=16, hidden=16, layers=2)))
     judge.save(tmp_path / "s", {"val_wer": 0.5})
     again = SpeechJudge.load(tmp_path / "s")
-    assert again.cfg.words == ["red", "blue"]
+    assert again.cfg == judge.cfg and again.metrics == {"val_wer": 0.5}
     for k, v in judge.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[k], v.half().float())
     ImageJudge(ImageJudgeModel(ImageJudgeConfig()).eval()).save(tmp_path / "i")
@@ -153,29 +208,27 @@ def test_shipped_speech_judge_on_unseen_voices():
     rows = json.loads((ASSETS / "unseen_voices.json").read_text())
     judge = SpeechJudge.load()
     hyps = judge.transcribe([load_audio(ASSETS / r["path"], 16000) for r in rows])
-    # Measured 2/42 word errors (4.8%) with the shipped judge (4/42 with the previous one); short answers from
-    # unseen voices are the hard case.
-    assert wer([r["transcript"] for r in rows], hyps) <= 0.15, hyps
+    # Measured 5/42 word errors (11.9%; 7.1% snapped) with the shipped character judge, which has no grammar to
+    # lean on (the word-level judge before it: 2/42).
+    assert wer([r["transcript"] for r in rows], hyps) <= 0.2, hyps
 
 
 @shipped_speech
-def test_shipped_speech_judge_on_fresh_espeak_sentences():
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    from aromni.toyworld.attributes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, ImageAttrs
-    from aromni.toyworld.voices import synthesize, voice_bank
+@espeak
+def test_shipped_speech_judge_reads_held_out_speakers_saying_random_words():
+    """Unseen speakers (the world's fixed test voices, never in the judge's training) reading random word sequences
+    over the lexicon: no grammar, so nothing to fill in from memory."""
+    from aromni.toyworld.lexicon import random_sequence
+    from aromni.toyworld.voices import synthesize, test_voices
 
-    _, test_voices = voice_bank(0)
-    rng = random.Random(123)
-    refs, wavs = [], []
-    for i in range(12):
-        a = ImageAttrs(rng.choice(SHAPES), rng.choice(list(COLORS)), rng.choice(list(SIZES)),
-                       rng.choice(list(POSITIONS)), rng.choice(list(BACKGROUNDS)))
-        text = grammar.spoken_description(a, rng) if i % 2 else grammar.image_question(a, rng)[1]
-        refs.append(text)
-        wavs.append(synthesize(text, test_voices[i % len(test_voices)]))
+    rng = random.Random("test-shipped-speech-judge")
+    voices = test_voices()
+    refs = [random_sequence(load_lexicon().words, rng, 3, 8) for _ in range(36)]
+    wavs = [synthesize(t, voices[i % len(voices)]) for i, t in enumerate(refs)]
     hyps = SpeechJudge.load().transcribe(wavs)
-    assert wer(refs, hyps) <= 0.12, list(zip(refs, hyps))
+    # Measured with the shipped judge on these 36 clips: 60.1% WER raw, 42.5% with lexicon snapping.
+    assert wer(refs, hyps) <= 0.70, [(r, h) for r, h in zip(refs, hyps) if r != h]
+    assert wer(refs, SpeechJudge.load().transcribe(wavs, snap=True)) <= 0.52
 
 
 # Spoken replies of every kind the evaluation scores (I+S→S, S→S, chat), spoken by the assistant voice.
@@ -187,8 +240,7 @@ REPLIES = ("it is pink", "it is a circle", "it is big", "it is at the top left",
 
 @shipped_speech
 def test_shipped_speech_judge_reads_short_assistant_replies():
-    """The world stores one clip per reply sentence, so the shipped judge trained on the exact clips; these are new
-    renditions (the assistant voice 10 wpm faster/slower and 6 pitch steps higher/lower) that no world clip has."""
+    """New renditions of reply sentences (the assistant voice 10 wpm faster/slower and 6 pitch steps higher/lower)."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
@@ -197,8 +249,8 @@ def test_shipped_speech_judge_reads_short_assistant_replies():
     wavs = [synthesize(t, ASSISTANT_VOICE, speed_jitter=ds, pitch_jitter=dp) for t, ds, dp in cases]
     hyps = SpeechJudge.load().transcribe(wavs)
     wrong = [(t, h) for t, h in zip(REPLIES, hyps) if t != h]
-    # The judge shipped before spoken replies were repeated in training read 3 of these 16 right.
-    assert len(wrong) <= 1, wrong
+    # Measured: the shipped character judge misspells 6 of these 16 ("i mad it small", "agray background"; 14% WER).
+    assert len(wrong) <= 8, wrong
 
 
 @shipped_image
@@ -208,16 +260,17 @@ def test_cli_judges_eval(smoke_world, capsys):
 
     assert main(["toyworld", "judges", "eval", "--world", str(smoke_world)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.2
-    assert report["speech"]["reply_clips"] > 0 and report["speech"]["replies_exact"] >= 0.9
+    # Measured with the shipped character judge on the smoke world's test split: 35.2% WER, replies exact 58.8%
+    # (10 of 17), fresh replies exact 64.7%.
+    assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.45
+    assert report["speech"]["reply_clips"] > 0 and report["speech"]["replies_exact"] >= 0.45
     fresh = report["speech_fresh_replies"]
     assert fresh["renditions"] == 4 * fresh["sentences"] and 0 <= fresh["exact"] <= 1
     assert report["image"]["accuracy"]["all"] >= 0.9
 
 
-def test_trainers_run_save_and_resume(smoke_world, tmp_path):
+def test_trainers_run_save_and_resume(tmp_path):
     from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
-    from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
 
     cfg = ImageTrainConfig(steps=2, batch_size=8, train_images=16, val_images=8, save_every=1)
     m = train_image_judge(tmp_path / "image", cfg, progress=False)
@@ -225,16 +278,42 @@ def test_trainers_run_save_and_resume(smoke_world, tmp_path):
     m = train_image_judge(tmp_path / "image", ImageTrainConfig(steps=3, batch_size=8, train_images=16, val_images=8),
                           progress=False)
     assert m["steps"] == 3  # resumed from checkpoint.pt at step 2
-    scfg = SpeechTrainConfig(steps=2, batch_seconds=5, val_clips=4, save_every=1, log_every=1, warmup=1)
-    m = train_speech_judge(smoke_world, tmp_path / "speech", scfg, progress=False)
-    assert m["steps"] == 2 and 0 <= m["val_wer"] <= 1.5
-    assert len(SpeechJudge.load(tmp_path / "speech").transcribe([np.zeros(16000, dtype=np.float32)])) == 1
+
+
+@espeak
+def test_speech_trainer_synthesises_its_pool_trains_and_saves(tmp_path):
+    from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
+
+    scfg = SpeechTrainConfig(steps=2, batch_seconds=5, pool_clips=12, val_clips=3, save_every=1, log_every=1,
+                             warmup=1, conv_channels=32, hidden=32, layers=2)
+    m = train_speech_judge(tmp_path / "speech", scfg, progress=False)
+    assert m["steps"] == 2 and m["pool_clips"] == 12 and 0 <= m["val_wer_training_speakers"] <= 1.5
+    judge = SpeechJudge.load(tmp_path / "speech")
+    assert judge.metrics["pool_clips"] == 12 and len(judge.transcribe([np.zeros(16000, dtype=np.float32)])) == 1
     logged = [json.loads(line) for line in (tmp_path / "speech" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)
+    with pytest.raises(InputError):  # the cached pool belongs to other settings
+        train_speech_judge(tmp_path / "speech", SpeechTrainConfig(steps=3, pool_clips=13), progress=False)
 
 
-def test_speech_judge_resumes_bitwise_after_sigkill(smoke_world, tmp_path):
+@espeak
+def test_speech_judge_resumes_bitwise_after_sigkill(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
     from sigkill import check_sigkill_resume
 
-    check_sigkill_resume("speech_judge", tmp_path, smoke_world)
+    check_sigkill_resume("speech_judge", tmp_path)
+
+
+@espeak
+def test_cli_speech_report_scores_every_held_out_slice(tmp_path, capsys):
+    from aromni.cli.main import main
+
+    torch.manual_seed(0)
+    SpeechJudge(SpeechJudgeModel(SpeechJudgeConfig(conv_channels=16, hidden=16, layers=2))).save(tmp_path / "j")
+    assert main(["toyworld", "judges", "speech-report", "--judges", str(tmp_path / "j"), "--random-clips", "2",
+                 "--grammar-clips", "1", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {"test_voices", "test_variants_wide", "klatt", "assistant"} <= report.keys()
+    assert ("flite" in report) == (shutil.which("flite") is not None)
+    for name, r in report.items():
+        assert r["clips"] == 3 and r["words"] >= 3 and 0 <= r["wer_snapped"] and 0 <= r["wer"], name

@@ -1,5 +1,5 @@
 """Runs one tiny recipe on :class:`aromni.training.loop.TrainLoop` to completion (resuming ``OUT`` if it holds a
-checkpoint): ``python loop_driver.py {vqgan,codec,image_judge,speech_judge} OUT [WORLD]``.
+checkpoint): ``python loop_driver.py {vqgan,codec,image_judge,speech_judge} OUT [WORLD]`` (no recipe needs WORLD today).
 
 Used by the SIGKILL tests: every step is logged and checkpointed, one thread, fixed seeds.
 """
@@ -46,9 +46,10 @@ def run(recipe: str, out: Path, world: Path | None) -> None:
         cfg = ImageTrainConfig(steps=STEPS, batch_size=8, train_images=32, val_images=8, save_every=1, log_every=1)
         train_image_judge(out, cfg, progress=False)
     elif recipe == "speech_judge":
-        cfg = SpeechTrainConfig(steps=STEPS, batch_seconds=5, val_clips=4, save_every=1, log_every=1, warmup=1,
-                                max_train_clips=40)
-        train_speech_judge(world, out, cfg, progress=False)
+        # a tiny judge on a tiny synthesised pool (needs espeak-ng, no world)
+        cfg = SpeechTrainConfig(steps=STEPS, batch_seconds=5, pool_clips=24, val_clips=2, save_every=1, log_every=1,
+                                warmup=1, conv_channels=32, hidden=32, layers=2)
+        train_speech_judge(out, cfg, progress=False)
     else:
         raise SystemExit(f"unknown recipe {recipe}")
 

@@ -40,6 +40,7 @@ from aromni.toyworld.evaluation.prompts import MediaEncoder, encode_prompt, reco
 from aromni.toyworld.grammar import INSTRUCTIONS as I
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.judges.store import speech_judge_dir
 from aromni.toyworld.report_figures import clean, describe
 from aromni.utils.io import atomic_write_json, atomic_write_text, read_json
 from aromni.vocab.conversation import ImageSegment, Turn
@@ -47,6 +48,8 @@ from aromni.vocab.tasks import ASR, CAPTION, S2I, T2I, TTS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 INPUTS = ASSETS / "demo_inputs"
+#: The world version the shipped bundle was trained on (its judge is the one that reads that world).
+SHIPPED_WORLD_VERSION = 1
 TTS_TEXT = "a big blue star at the top right on a white background"
 T2I_TEXT = "a small orange diamond at the bottom left on a gray background"
 CHAT_REQUEST = "draw a big green circle at the top left on a beige background"
@@ -127,7 +130,8 @@ def _run_tasks(bundle: str | Path, out: Path, seed: int) -> tuple[list[dict[str,
         if getattr(model, need) is None:
             raise InputError(f"{bundle}: the bundle has no {need} tokenizer", "the demo needs all three modalities")
     d = _Demo(model, MediaEncoder(model, INPUTS), read_json(INPUTS / "inputs.json"), out, seed,
-              SpeechJudge.load(), ImageJudge.load(), lambda p: policy_options(model, p, Caps()))
+              SpeechJudge.load(speech_judge_dir(SHIPPED_WORLD_VERSION)), ImageJudge.load(),
+              lambda p: policy_options(model, p, Caps()))
     rows = [d.tts(), d.asr(), d.caption(), d.t2i(), d.s2i(), d.vqa_speech(), *d.chat()]
     return rows, round(time.perf_counter() - t_all, 2)
 

@@ -110,7 +110,7 @@ class _RecordState:
         self.image: ImageJobV2 | None = None
 
 
-class _SplitPlanner:
+class _SplitPlannerV2:
     """Plans one split of a version-2 world: its image pool, its utterances (deduplicated) and its records."""
 
     def __init__(self, plan: WorldPlanV2, split: str, test_speakers: dict[str, list[V.Voice]]):
@@ -241,7 +241,7 @@ class _SplitPlanner:
         return self.grammar_sentence() if r < P_RANDOM + P_GRAMMAR else self.exchange_sentence()
 
 
-def _task_record(p: _SplitPlanner, task: T.Task) -> tuple[list[RecordTurn], dict[str, JSONValue]]:
+def _task_record(p: _SplitPlannerV2, task: T.Task) -> tuple[list[RecordTurn], dict[str, JSONValue]]:
     """``(turns, extra meta)`` of one record of ``task``."""
     rng, INS, book = p.rng, grammar.INSTRUCTIONS, p.plan.phrasebook
     if task is T.TEXT:
@@ -299,7 +299,7 @@ def _task_record(p: _SplitPlanner, task: T.Task) -> tuple[list[RecordTurn], dict
     raise ValueError(f"no toy-world records for task {task.name!r}")
 
 
-def _chat_image(p: _SplitPlanner, img: ImageJobV2) -> tuple[list[RecordTurn], dict[str, JSONValue]]:
+def _chat_image(p: _SplitPlannerV2, img: ImageJobV2) -> tuple[list[RecordTurn], dict[str, JSONValue]]:
     """Turn 1 asks for a picture (text or speech); turn 2 asks about the picture just drawn."""
     rng, INS, a, book = p.rng, grammar.INSTRUCTIONS, img.spec.attrs, p.plan.phrasebook
     spoken = rng.random() < 0.5
@@ -323,7 +323,7 @@ def record_texts(turns: list[RecordTurn]) -> list[str]:
     return [s.get("text") or s.get("transcript") or "" for t in turns for s in t["segments"]]
 
 
-def _meta(p: _SplitPlanner, turns: list[RecordTurn], extra: dict[str, JSONValue]) -> dict[str, JSONValue]:
+def _meta(p: _SplitPlannerV2, turns: list[RecordTurn], extra: dict[str, JSONValue]) -> dict[str, JSONValue]:
     st, held = p.state, set(p.plan.heldout_words)
     words = {w for text in record_texts(turns) for w in grammar.normalize(text).split()}
     has_user_speech = st.voice is not None
@@ -352,7 +352,7 @@ def plan_world_v2(size: WorldSize, seed: int) -> WorldPlanV2:
                        [w for w in heldout_words if w not in banned], PhraseBook(seed),
                        bool(speakers["synth"]))
     for split in SPLITS:
-        p = _SplitPlanner(plan, split, speakers)
+        p = _SplitPlannerV2(plan, split, speakers)
         rows: list[WorldRecord] = []
         for world_task in WORLD_TASKS:
             task = world_task.name

@@ -1,8 +1,9 @@
 """``aromni toyworld``: build the procedural toy world, train and score its judges, run the whole recipe.
 
-    aromni toyworld build --out DIR [--size smoke|small|full] [--seed N] [--workers N]
-    aromni toyworld judges train --world DIR --out DIR [--only speech|image]
+    aromni toyworld build --out DIR [--size smoke|small|full] [--seed N] [--workers N] [--version 1|2]
+    aromni toyworld judges train --out DIR [--only speech|image]
     aromni toyworld judges eval --world DIR [--judges DIR] [--split test]
+    aromni toyworld judges speech-report [--judges DIR] [--bundle DIR] [--json FILE]
     aromni toyworld train --config configs/toyworld/full.yaml --out runs/toy [section.key=value ...]
     aromni toyworld ablate --config configs/toyworld/full.yaml --out runs/toy
 """
@@ -16,9 +17,10 @@ import os
 import torch
 
 from aromni.cli.common import check_output_path, positive_int, seed_int
-from aromni.errors import InputError
+from aromni.toyworld.attributes import WORLD_VERSION, WORLD_VERSIONS
 from aromni.toyworld.build import build_world
-from aromni.toyworld.judges.measure import measure_judges
+from aromni.toyworld.judges.measure import measure_judges, measure_speech_heldout
+from aromni.toyworld.judges.speech import SpeechJudge
 from aromni.toyworld.recipe import Recipe, RecipeConfig
 from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
 from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
@@ -27,8 +29,9 @@ from aromni.utils.io import atomic_write_text
 
 def _build(args: argparse.Namespace) -> int:
     manifest = build_world(args.out, size=args.size, seed=args.seed, workers=args.workers,
-                           overwrite=args.overwrite, progress=not args.quiet)
-    summary = {k: manifest[k] for k in ("size", "seed", "images", "speech_clips", "speech_hours", "build_seconds")}
+                           overwrite=args.overwrite, progress=not args.quiet, version=args.world_version)
+    summary = {k: manifest[k] for k in ("version", "size", "seed", "images", "speech_clips", "speech_hours",
+                                        "build_seconds")}
     print(json.dumps({"out": str(args.out), **summary}))
     return 0
 
@@ -40,13 +43,24 @@ def _judges_train(args: argparse.Namespace) -> int:
         results["image"] = train_image_judge(os.path.join(args.out, "image"),
                                              ImageTrainConfig(steps=args.image_steps, seed=args.seed),
                                              progress=not args.quiet)
-    if args.only in (None, "speech"):
-        if args.world is None:
-            raise InputError("--world is required to train the speech judge", "pass --world DIR or --only image")
-        results["speech"] = train_speech_judge(args.world, os.path.join(args.out, "speech"),
-                                               SpeechTrainConfig(steps=args.speech_steps, seed=args.seed),
-                                               progress=not args.quiet)
+    if args.only in (None, "speech"):  # needs no world: it synthesises its own training speech
+        cfg = SpeechTrainConfig(steps=args.speech_steps, pool_clips=args.speech_clips, workers=args.workers,
+                                seed=args.seed)
+        results["speech"] = train_speech_judge(os.path.join(args.out, "speech"), cfg, progress=not args.quiet)
     print(json.dumps(results))
+    return 0
+
+
+def _judges_speech_report(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output_path(args.json, args.overwrite, (".json",))
+    torch.set_num_threads(args.threads)
+    report = measure_speech_heldout(SpeechJudge.load(args.judges), n_random=args.random_clips,
+                                    n_grammar=args.grammar_clips, bundle=args.bundle)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        atomic_write_text(args.json, text + "\n")
+    print(text)
     return 0
 
 
@@ -71,6 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="world directory to create")
     b.add_argument("--size", default="small", choices=["smoke", "small", "full"])
     b.add_argument("--seed", type=seed_int, default=0)
+    # dest differs from the flag: `aromni --version` already owns args.version.
+    b.add_argument("--version", dest="world_version", type=int, choices=WORLD_VERSIONS,
+                   default=WORLD_VERSION,
+                   help="world version: 1 is the closed-grammar world of the shipped bundle, 2 (default) adds "
+                        "an open vocabulary and held-out words, phrasings, attribute pairs and voices")
     b.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1), help="worker processes")
     b.add_argument("--overwrite", action="store_true", help="replace an existing directory or unfinished build")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,11 +99,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     jsub = j.add_subparsers(dest="judges_command", metavar="ACTION")
     j.set_defaults(func=lambda a: (j.print_help(), 0)[1])
 
-    t = jsub.add_parser("train", help="train the judges (resumable); writes OUT/speech and OUT/image")
-    t.add_argument("--world", help="a built world (needed for the speech judge)")
+    t = jsub.add_parser("train", help="train the judges (resumable; no world needed); writes OUT/speech and "
+                                      "OUT/image")
     t.add_argument("--out", required=True)
     t.add_argument("--only", choices=["speech", "image"], default=None)
-    t.add_argument("--speech-steps", type=positive_int, default=5000)
+    t.add_argument("--speech-steps", type=positive_int, default=SpeechTrainConfig.steps)
+    t.add_argument("--speech-clips", type=positive_int, default=SpeechTrainConfig.pool_clips,
+                   help="clips the speech judge synthesises for training (cached in OUT/speech/pool)")
+    t.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                   help="processes synthesising the speech judge's clips")
     t.add_argument("--image-steps", type=positive_int, default=1000)
     t.add_argument("--seed", type=seed_int, default=0)
     t.add_argument("--threads", type=positive_int, default=1, help="torch threads (the machine is shared)")
@@ -99,6 +122,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.add_argument("--threads", type=positive_int, default=1)
     e.set_defaults(func=_judges_eval)
+
+    sr = jsub.add_parser("speech-report", help="speech judge WER (raw and lexicon-snapped) on fresh held-out "
+                                               "speakers, the Klatt family, flite, the assistant voice and the "
+                                               "codec round trip")
+    sr.add_argument("--judges", default=None, help="a speech judge directory (default: the shipped judge)")
+    sr.add_argument("--bundle", default=None, help="bundle whose speech codec gives the round trip (default: "
+                                                   "the shipped toy bundle)")
+    sr.add_argument("--random-clips", type=positive_int, default=120, help="random word sequences per slice")
+    sr.add_argument("--grammar-clips", type=positive_int, default=60, help="grammar sentences per slice")
+    sr.add_argument("--json", default=None, help="also write the report here")
+    sr.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    sr.add_argument("--threads", type=positive_int, default=1)
+    sr.set_defaults(func=_judges_speech_report)
 
     r = sub.add_parser("train", help="the whole recipe: world -> tokenizers -> shards -> pretrain -> SFT -> eval")
     r.add_argument("--config", required=True, help="recipe YAML (configs/toyworld/full.yaml or smoke.yaml)")

@@ -18,6 +18,7 @@ from aromni.toyworld.evaluation.generation import Caps, Output, generate, policy
 from aromni.toyworld.evaluation.prompts import MediaEncoder
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
+from aromni.toyworld.judges.store import speech_judge_dir, world_version
 from aromni.toyworld.records import WorldRecord, iter_records
 from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import ASR, CAPTION, CHAT_IMAGE, S2I, S2S, S2T, T2I, TTS, VQA_SPEECH, VQA_TEXT, Task
@@ -125,7 +126,9 @@ class Context:
     @property
     def speech_judge(self) -> SpeechJudge:
         if self._speech_judge is None:
-            self._speech_judge = SpeechJudge.load(Path(self.cfg.judges) / "speech" if self.cfg.judges else None)
+            # The shipped judge that reads this world's vocabulary (version 1: its word judge).
+            default = speech_judge_dir(world_version(self.world))
+            self._speech_judge = SpeechJudge.load(Path(self.cfg.judges) / "speech" if self.cfg.judges else default)
         return self._speech_judge
 
     @property

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from aromni.tokenizers.speech.mel import hz_to_mel
 
+
 def _rand(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 

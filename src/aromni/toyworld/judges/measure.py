@@ -1,5 +1,7 @@
 """Score the judges on a world's ground truth: speech WER (overall, held-out voices, per voice, spoken replies) and
-image accuracy per attribute plus all-correct.
+image accuracy per attribute plus all-correct. :func:`measure_speech_heldout` scores the speech judge without a
+world, on fresh speech it never trained on: held-out espeak-ng speakers, the Klatt family, flite, the assistant
+voice, and the shipped codec's round trip of those clips.
 
 The assistant voice has no jitter, so a test-split reply whose sentence also occurs in training ("it is pink") is
 the very clip the judge trained on. ``measure_fresh_replies`` therefore also reads new renditions of the split's
@@ -8,16 +10,35 @@ reply sentences (the assistant voice at other speeds and pitches), which no trai
 from __future__ import annotations
 
 import collections
+import random
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from aromni.bundle import Bundle
 from aromni.errors import InputError
 from aromni.toyworld.attributes import ATTRIBUTE_NAMES
+from aromni.toyworld.demo import find_bundle
 from aromni.toyworld.judges.image import ImageJudge
-from aromni.toyworld.judges.speech import SpeechJudge
-from aromni.toyworld.judges.speech_data import reply_paths
+from aromni.toyworld.judges.speech import SpeechJudge, snap_text
+from aromni.toyworld.judges.speech_data import PoolSettings, grammar_sentence, reply_paths, training_text
+from aromni.toyworld.judges.store import speech_judge_dir, world_version
 from aromni.toyworld.judges.wer import wer
+from aromni.toyworld.lexicon import load_lexicon, random_sequence
 from aromni.toyworld.records import read_jsonl
-from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
+from aromni.toyworld.voices import (
+    ACCENTS,
+    ASSISTANT_VOICE,
+    TEST_VARIANTS,
+    TRAIN_PITCH,
+    TRAIN_SPEED,
+    Voice,
+    family_voices,
+    flite_voices,
+    synthesize,
+    test_voices,
+)
 from aromni.utils.io import JSONValue
 
 
@@ -123,7 +144,7 @@ def measure_image_stress(judge: ImageJudge, world: Path, split: str) -> dict[str
 
 def measure_judges(world: str | Path, judges: str | Path | None, split: str = "test") -> dict[str, JSONValue]:
     world = Path(world)
-    speech_dir = Path(judges) / "speech" if judges else None
+    speech_dir = Path(judges) / "speech" if judges else speech_judge_dir(world_version(world))
     image_dir = Path(judges) / "image" if judges else None
     speech_judge = SpeechJudge.load(speech_dir)
     return {
@@ -132,3 +153,102 @@ def measure_judges(world: str | Path, judges: str | Path | None, split: str = "t
         "image": measure_image(ImageJudge.load(image_dir), world, split),
         "image_all_correct_under_stress": measure_image_stress(ImageJudge.load(image_dir), world, split),
     }
+
+
+# --- the speech judge on speech it never trained on (no world needed) ----------------------------------------
+
+
+def training_texts(judge: SpeechJudge) -> set[str]:
+    """The texts of the judge's training pool, regenerated from the settings saved with it (empty if unknown)."""
+    pool = judge.metrics.get("pool")
+    if not isinstance(pool, dict):
+        return set()
+    s = PoolSettings(**pool)
+    return {training_text(random.Random(f"speech-judge-pool-{s.seed}-{i}"), s.grammar_fraction)
+            for i in range(s.clips)}
+
+
+def heldout_texts(n_random: int, n_grammar: int, seed: str, exclude: set[str]) -> list[tuple[str, str]]:
+    """``[(kind, text)]``: ``n_random`` random word sequences over the lexicon (3-8 words) and ``n_grammar`` grammar
+    sentences, none of them in ``exclude`` (the judge's training texts)."""
+    rng = random.Random(seed)
+    words = load_lexicon().words
+    out: list[tuple[str, str]] = []
+    seen = set(exclude)
+    for kind, n, draw in (("random", n_random, lambda: random_sequence(words, rng, 3, 8)),
+                          ("grammar", n_grammar, lambda: grammar_sentence(rng))):
+        for _ in range(n * 50):
+            if sum(k == kind for k, _ in out) == n:
+                break
+            t = draw()
+            if t not in seen:
+                seen.add(t)
+                out.append((kind, t))
+    return out
+
+
+def _random_test_voice(rng: random.Random, i: int) -> Voice:
+    """A held-out speaker at a random training-range pitch and speed (wider than the fixed test voices')."""
+    return Voice(f"heldout-{i}", rng.choice(ACCENTS), TEST_VARIANTS[i % len(TEST_VARIANTS)],
+                 rng.randint(*TRAIN_PITCH), rng.randint(*TRAIN_SPEED))
+
+
+def heldout_speech_sets(judge: SpeechJudge, n_random: int = 120,
+                        n_grammar: int = 60) -> dict[str, list[tuple[str, str, np.ndarray]]]:
+    """Fresh clips per slice, ``{slice: [(kind, text, wav [T])]}``, each reading new random word sequences and new
+    grammar sentences (none of the judge's training texts):
+
+    - ``test_voices``: the world's fixed unseen speakers (:func:`~aromni.toyworld.voices.test_voices`);
+    - ``test_variants_wide``: the same variants at random pitch 15-85 and speed 140-230 wpm;
+    - ``klatt``: the held-out voice family (:func:`~aromni.toyworld.voices.family_voices`);
+    - ``flite``: the held-out synthesizer (:func:`~aromni.toyworld.voices.flite_voices`; absent without flite);
+    - ``assistant``: the assistant voice."""
+    exclude = training_texts(judge)
+    rng = random.Random("speech-judge-heldout-voices")
+    speakers: dict[str, list[Voice]] = {
+        "test_voices": test_voices(), "test_variants_wide": [_random_test_voice(rng, i) for i in range(60)],
+        "klatt": family_voices(), "flite": [v for v in flite_voices() if v.variant != "kal"],  # kal: kal16 at 8 kHz
+        "assistant": [ASSISTANT_VOICE]}
+    sets: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    for name, voices in speakers.items():
+        if voices:
+            texts = heldout_texts(n_random, n_grammar, f"speech-judge-heldout-{name}", exclude)
+            sets[name] = [(kind, text, synthesize(text, voices[i % len(voices)]))
+                          for i, (kind, text) in enumerate(texts)]
+    return sets
+
+
+def _scores(judge: SpeechJudge, items: list[tuple[str, str, np.ndarray]], wavs: list[np.ndarray] | None = None
+            ) -> dict[str, JSONValue]:
+    refs = [t for _, t, _ in items]
+    raw = judge.transcribe(wavs if wavs is not None else [w for _, _, w in items])
+    snapped = [snap_text(h) for h in raw]
+    out: dict[str, JSONValue] = {"clips": len(items), "words": sum(len(r.split()) for r in refs),
+                                 "wer": round(wer(refs, raw), 5), "wer_snapped": round(wer(refs, snapped), 5)}
+    for kind in ("random", "grammar"):
+        idx = [i for i, (k, _, _) in enumerate(items) if k == kind]
+        if idx:
+            out[f"wer_{kind}"] = round(wer([refs[i] for i in idx], [raw[i] for i in idx]), 5)
+            out[f"wer_{kind}_snapped"] = round(wer([refs[i] for i in idx], [snapped[i] for i in idx]), 5)
+    out["examples_of_errors"] = [{"ref": r, "hyp": h} for r, h in zip(refs, raw) if r != h][:8]
+    return out
+
+
+def measure_speech_heldout(judge: SpeechJudge, *, n_random: int = 120, n_grammar: int = 60,
+                           bundle: str | Path | None = None) -> dict[str, JSONValue]:
+    """WER (raw, and with lexicon snapping) of ``judge`` on each slice of :func:`heldout_speech_sets`, and on the
+    ``test_voices`` and ``assistant`` clips after the speech codec of ``bundle`` (default: the shipped toy bundle;
+    skipped when there is none): the reference that TTS output is scored against."""
+    sets = heldout_speech_sets(judge, n_random, n_grammar)
+    report: dict[str, JSONValue] = {name: _scores(judge, items) for name, items in sets.items()}
+    path = Path(bundle) if bundle is not None else find_bundle()
+    if path is not None:
+        codec = Bundle.load(path).speech
+        if codec is None:
+            raise InputError(f"{path}: the bundle has no speech tokenizer", "pass a bundle with a speech codec")
+        for name in ("test_voices", "assistant"):
+            with torch.inference_mode():
+                wavs = [codec.decode(codec.encode(torch.from_numpy(w)[None]))[0].float().numpy()
+                        for _, _, w in sets[name]]
+            report[f"{name}_codec"] = _scores(judge, sets[name], wavs)
+    return report

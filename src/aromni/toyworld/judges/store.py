@@ -27,15 +27,17 @@ def save_judge(out: str | Path, model: torch.nn.Module, config: dict[str, JSONVa
     atomic_write_json(out / "config.json", config)
 
 
-def load_judge_files(path: str | Path, expected_type: str) -> tuple[dict[str, JSONValue], dict[str, torch.Tensor]]:
-    """``(config, fp32 state dict)`` of a saved judge, checking its ``"type"``."""
+def load_judge_files(path: str | Path, expected_type: str | tuple[str, ...]
+                     ) -> tuple[dict[str, JSONValue], dict[str, torch.Tensor]]:
+    """``(config, fp32 state dict)`` of a saved judge, checking its ``"type"`` (one of ``expected_type``)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     config = read_json(path / "config.json")
-    if config.get("type") != expected_type:
+    allowed = (expected_type,) if isinstance(expected_type, str) else expected_type
+    if config.get("type") not in allowed:
         raise CheckpointError(
-            f"{path}: config type is {config.get('type')!r}, expected {expected_type!r}",
+            f"{path}: config type is {config.get('type')!r}, expected {' or '.join(map(repr, allowed))}",
             "point at a judge directory saved by `aromni toyworld judges train`",
         )
     weights = path / "model.safetensors"
@@ -43,6 +45,23 @@ def load_judge_files(path: str | Path, expected_type: str) -> tuple[dict[str, JS
         raise CheckpointError(f"{weights}: no such file", "the judge directory is incomplete; retrain it")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
     return config, state
+
+
+#: The shipped speech judge of each world version: version 1's word judge reads only its 97 words, so a
+#: version-2 world (open vocabulary) needs the character judge.
+SPEECH_JUDGES = {1: "speech_v1", 2: "speech"}
+
+
+def speech_judge_dir(world_version: int) -> Path:
+    """The shipped speech judge for worlds of ``world_version``."""
+    return ASSETS / SPEECH_JUDGES.get(world_version, "speech")
+
+
+def world_version(world: str | Path) -> int:
+    """The version of a built world (its ``manifest.json``; worlds built before versions existed are 1)."""
+    manifest = read_json(Path(world) / "manifest.json")
+    version = manifest.get("version", 1)
+    return version if isinstance(version, int) else 1
 
 
 def default_judge_dir(name: str) -> Path:

@@ -10,8 +10,8 @@ Tokenizers (steps on :class:`~aromni.training.loop.TrainLoop`):
 streaming speech codec, optional GAN phase.
 
 Toy-world judges (steps on :class:`~aromni.training.loop.TrainLoop`, run by :mod:`.judge`): ``judge_image``, the
-image judge on fresh renders; ``judge_speech``, the speech judge on a world's clips. Their data are components in
-:mod:`aromni.toyworld.judges.image_data` / :mod:`~aromni.toyworld.judges.speech_data`.
+image judge on fresh renders; ``judge_speech``, the character speech judge on speech it synthesises itself.
+Their data are components in :mod:`aromni.toyworld.judges.image_data` / :mod:`~aromni.toyworld.judges.speech_data`.
 """
 
 from __future__ import annotations

@@ -1,61 +1,81 @@
-"""The toy-world speech judge's training recipe: train it on a world's training clips (training voices + the
-assistant voice), read through :mod:`aromni.toyworld.judges.speech_data`.
+"""The toy-world speech judge's training recipe: character CTC on speech the trainer synthesises itself.
 
-The assistant voice is rare in a world's clip list (9% of the full world's training clips), and each of its
-short spoken replies ("it is pink", "i made it big") exists there exactly once, because the assistant voice has
-no jitter and the builder stores one clip per sentence. Trained on the plain clip list, the judge heard "it is
-pink" once per epoch next to thousands of user questions ("is pink a color", "is it big or small") and read it
-as "is it shape". So every epoch repeats each assistant clip ``assistant_repeat`` times and each spoken reply
-(the assistant speech of ``REPLY_TASKS`` records, what the evaluation scores) ``reply_repeat`` times.
+No world is needed. :func:`~aromni.toyworld.judges.speech_data.synthesize_pool` speaks ``pool_clips`` texts (random
+word sequences over the whole lexicon, and ``grammar_fraction`` grammar sentences) with espeak-ng training speakers
+and the assistant voice, some of them corrupted in the waveform, and caches their log-mels in ``out/pool``. Random
+sequences have no grammar to memorise, so the judge has to spell what it hears: an instrument, not a language
+model.
 
 Trained by :class:`~aromni.training.loop.TrainLoop`: the checkpoints it writes in the output directory (every
 ``save_every`` steps) hold everything a resume needs; rerunning the same command continues from the newest one
-exactly. The finished judge is saved as ``config.json`` + ``model.safetensors`` (fp16) with its validation WER in
-the config.
+exactly (the pool is a function of the seed and is re-read, or finished, from its shards). The finished judge is
+saved as ``config.json`` + ``model.safetensors`` (fp16) with its validation WER (fresh clips in training speakers)
+in the config.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from aromni.errors import InputError
-from aromni.toyworld import grammar
 from aromni.toyworld.judges.augment import augment_logmel, spec_augment
-from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, pad_batch
-from aromni.toyworld.judges.speech_data import clip_repeats, load_clips, reply_paths, speech_rows
+from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, encode_text
+from aromni.toyworld.judges.speech_data import PoolSettings, pool_item, synthesize_pool
 from aromni.toyworld.judges.wer import wer
+from aromni.toyworld.voices import require_espeak
 from aromni.training.loop import Update
 from aromni.training.recipes.judge import fit_judge
+from aromni.utils.io import JSONValue
+
+# Validation clips are pool items from this index on: same speakers and text distribution, never trained on.
+VAL_OFFSET = 10_000_000
 
 
 @dataclass
 class SpeechTrainConfig:
-    steps: int = 5000
-    batch_seconds: float = 40.0  # audio per batch (batches are length-bucketed)
-    lr: float = 3e-3
-    warmup: int = 100
+    steps: int = 2000
+    batch_seconds: float = 50.0  # audio per batch (batches are length-bucketed)
+    lr: float = 2e-3
+    warmup: int = 150
     clean_fraction: float = 0.2  # batches left uncorrupted
-    clean_start: float = 0.1  # the first 10% of steps are all clean (CTC first has to leave the all-blank plateau)
-    save_every: int = 200
+    clean_start: float = 0.05  # the first 5% of steps are all clean (CTC first has to leave the all-blank plateau)
+    save_every: int = 100
     log_every: int = 50
-    val_clips: int = 300
-    max_train_clips: int | None = None
-    assistant_repeat: int = 2  # copies of each assistant-voice clip per epoch (user clips: 1)
-    reply_repeat: int = 12  # copies of each spoken reply (assistant speech in REPLY_TASKS records) per epoch
+    pool_clips: int = 30000  # synthesised training clips (cached as log-mels in OUT/pool)
+    grammar_fraction: float = 0.25  # share of grammar sentences among the texts (the rest: random word sequences)
+    assistant_fraction: float = 0.1  # share spoken by the fixed assistant voice (the rest: random training speakers)
+    wave_augment_fraction: float = 0.5  # share corrupted in the waveform (toyworld.audio_augment, when present)
+    val_clips: int = 200
+    workers: int = 1  # synthesis processes
+    conv_channels: int = 256
+    hidden: int = 192
+    layers: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_seconds <= 0 or self.lr <= 0:
-            raise InputError("steps, batch_seconds and lr must be positive")
-        if self.assistant_repeat < 1 or self.reply_repeat < 1:
-            raise InputError("assistant_repeat and reply_repeat must be at least 1")
+            raise InputError("steps, batch_seconds and lr must be positive", "pass positive values")
+        if self.pool_clips <= 0 or self.workers <= 0:
+            raise InputError("pool_clips and workers must be positive", "pass positive values")
+        for name in ("grammar_fraction", "assistant_fraction", "wave_augment_fraction", "clean_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}", "pass a fraction")
+
+    def pool(self) -> PoolSettings:
+        return PoolSettings(self.pool_clips, self.grammar_fraction, self.assistant_fraction,
+                            self.wave_augment_fraction, self.seed)
+
+    def model_config(self) -> SpeechJudgeConfig:
+        return SpeechJudgeConfig(conv_channels=self.conv_channels, hidden=self.hidden, layers=self.layers)
 
 
 def _batches(lengths: list[int], batch_samples: int, rng: random.Random,
@@ -87,18 +107,9 @@ def _lr(step: int, cfg: SpeechTrainConfig) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
-def compute_mels(model: SpeechJudgeModel, clips: list[tuple[np.ndarray, str]], batch: int = 64) -> list[torch.Tensor]:
-    """Raw log-mels ``[M, F_i]`` (fp16) of every clip, computed once so training only pays for the model."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(clips), batch):
-            wav, lengths = pad_batch([w.astype(np.float32) / 32768.0 for w, _ in clips[i : i + batch]])
-            m = model.mel(wav)
-            out += [m[j, :, : int(n)].half() for j, n in enumerate(model.mel_frames(lengths))]
-    return out
-
-
-def _step(model, mels, texts, word_id, g, corrupt: bool) -> torch.Tensor:
+def _ctc_step(model: SpeechJudgeModel, mels: list[torch.Tensor], texts: list[str], g: torch.Generator,
+              corrupt: bool) -> torch.Tensor:
+    """CTC loss of a batch of raw log-mels ``[M, F_i]`` and their transcripts (mel-domain corruption if asked)."""
     n = torch.tensor([x.shape[-1] for x in mels])
     m = torch.full((len(mels), mels[0].shape[0], int(n.max())), float(np.log(1e-5)))
     for j, x in enumerate(mels):
@@ -109,34 +120,47 @@ def _step(model, mels, texts, word_id, g, corrupt: bool) -> torch.Tensor:
     if corrupt:
         feats = spec_augment(feats, g)
     logp, out_len = model.forward_features(feats, n)
-    targets = [torch.tensor([word_id[w] for w in t.split()]) for t in texts]
+    targets = [torch.tensor(encode_text(t, model.cfg.alphabet)) for t in texts]
     tgt_len = torch.tensor([len(t) for t in targets])
     return torch.nn.functional.ctc_loss(logp.transpose(0, 1), torch.cat(targets), out_len, tgt_len,
                                         blank=0, zero_infinity=True)
 
 
-def evaluate_wer(judge: SpeechJudge, clips: list[tuple[np.ndarray, str]]) -> float | None:
-    if not clips:
-        return None
-    hyps = judge.transcribe([w.astype(np.float32) / 32768.0 for w, _ in clips])
-    return wer([t for _, t in clips], hyps)
+def _synth_shard(args: tuple[Path, PoolSettings, int, int, SpeechJudgeConfig]) -> None:
+    """Worker: synthesise pool shard files from ``start`` to ``stop`` (one process, one torch thread)."""
+    out, settings, start, stop, model_cfg = args
+    torch.set_num_threads(1)
+    model = SpeechJudgeModel(model_cfg)
+    synthesize_pool(out, settings, model.mel, progress=False, shards=range(start, stop))
+
+
+def build_pool(out: Path, cfg: SpeechTrainConfig, model: SpeechJudgeModel, *,
+               progress: bool) -> tuple[list[torch.Tensor], list[str]]:
+    """The training pool's log-mels ``[M, F_i]`` and texts, synthesised with ``cfg.workers`` processes if missing."""
+    settings = cfg.pool()
+    if cfg.workers > 1:
+        n_shards = -(-cfg.pool_clips // 1000)
+        per = -(-n_shards // cfg.workers)
+        jobs = [(out, settings, s, min(n_shards, s + per), cfg.model_config()) for s in range(0, n_shards, per)]
+        # spawn, not fork: a child forked from a process whose torch already started its threads can hang on a
+        # lock it inherited held (seen here: one of two forked workers never started).
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            list(ex.map(_synth_shard, jobs))
+    return synthesize_pool(out, settings, model.mel, progress=progress)
 
 
 class SpeechJudgeRecipe:
     """The speech judge's step on :class:`~aromni.training.loop.TrainLoop`: a length-bucketed batch of cached
-    log-mels (corrupted after the clean start, a share kept clean), CTC, gradient clipping at 1."""
+    log-mels (corrupted after the clean start, a share kept clean), character CTC, gradient clipping at 1."""
 
-    def __init__(self, cfg: SpeechTrainConfig, train: list[tuple[np.ndarray, str]], repeats: list[int]):
+    def __init__(self, cfg: SpeechTrainConfig, mels: list[torch.Tensor], texts: list[str]):
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.words = grammar.spoken_vocabulary()
-        self.model = SpeechJudgeModel(SpeechJudgeConfig(words=self.words))
+        self.model = SpeechJudgeModel(cfg.model_config())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.word_id = {w: i + 1 for i, w in enumerate(self.words)}
-        self.mels, self.texts = compute_mels(self.model, train), [t for _, t in train]
+        self.mels, self.texts = mels, texts
         self.lengths = [x.shape[-1] for x in self.mels]
-        self.repeats = repeats
         self.epoch_batches: list[list[int]] = []  # the rest of this epoch's batches: the data position
         self.model.train()
 
@@ -150,13 +174,12 @@ class SpeechJudgeRecipe:
         cfg = self.cfg
         if not self.epoch_batches:
             self.epoch_batches = _batches(self.lengths, int(cfg.batch_seconds * 100),
-                                          random.Random(f"{cfg.seed}-{step}"), self.repeats)
+                                          random.Random(f"{cfg.seed}-{step}"))
         idx = self.epoch_batches.pop()
         for group in self.opt.param_groups:
             group["lr"] = float(_lr(step, cfg))
         corrupt = float(torch.rand((), generator=self.gen)) >= cfg.clean_fraction and step >= cfg.clean_start * cfg.steps
-        loss = _step(self.model, [self.mels[i] for i in idx], [self.texts[i] for i in idx], self.word_id, self.gen,
-                     corrupt)
+        loss = _ctc_step(self.model, [self.mels[i] for i in idx], [self.texts[i] for i in idx], self.gen, corrupt)
         logs.update(loss=loss.item(), corrupt=float(corrupt), lr=float(_lr(step, cfg)))
         yield Update(loss, self.opt, clip=1.0, grad_norm_key="grad_norm")
 
@@ -174,38 +197,37 @@ class SpeechJudgeRecipe:
         self.epoch_batches = [[int(i) for i in b] for b in state["epoch_batches"]]
 
 
-def train_speech_judge(world: str | Path, out: str | Path, cfg: SpeechTrainConfig | None = None,
-                       *, progress: bool = True, until: int | None = None) -> dict:
-    """Train (or resume from the newest checkpoint in ``out``) the speech judge and save it to ``out``; returns its metrics.
+def validation_clips(cfg: SpeechTrainConfig) -> tuple[list[np.ndarray], list[str]]:
+    """``cfg.val_clips`` fresh clips from the training distribution (pool items never trained on)."""
+    items = [pool_item(VAL_OFFSET + i, cfg.pool()) for i in range(cfg.val_clips)]
+    return [w for w, _, _ in items], [t for _, t, _ in items]
+
+
+def train_speech_judge(out: str | Path, cfg: SpeechTrainConfig | None = None, *, progress: bool = True,
+                       until: int | None = None) -> dict[str, JSONValue]:
+    """Synthesise the pool (or finish it), then train (or resume from the newest checkpoint in ``out``) the speech
+    judge and save it to ``out``; returns its metrics.
 
     ``until``: stop at that step with a checkpoint (an interrupted run, for tests), without saving the judge."""
     cfg = cfg or SpeechTrainConfig()
-    world, out = Path(world), Path(out)
-    words = grammar.spoken_vocabulary()
-    train_rows = speech_rows(world, "train", cfg.max_train_clips, cfg.seed)
-    train = load_clips(world, train_rows)
-    replies = reply_paths(world, "train")
-    if not train:
-        raise InputError(f"{world}: no training clips in speech.jsonl", "build the world first")
-    unknown = {w for _, t in train for w in t.split()} - set(words)
-    if unknown:
-        raise InputError(f"{world}: transcripts use words outside the grammar: {sorted(unknown)[:5]}",
-                         "rebuild the world with this version of aromni")
+    out = Path(out)
+    require_espeak()
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    recipe = SpeechJudgeRecipe(cfg, train, clip_repeats(train_rows, replies, cfg))
+    mels, texts = build_pool(out, cfg, SpeechJudgeModel(cfg.model_config()), progress=progress)
+    t_pool = time.perf_counter() - t0
+    recipe = SpeechJudgeRecipe(cfg, mels, texts)
     step = fit_judge(recipe, cfg, out, desc="speech judge", progress=progress, until=until)
     if step < cfg.steps:
         return {"steps": step}
-    val = load_clips(world, speech_rows(world, "validation", cfg.val_clips, cfg.seed))
-    val_reply_paths = reply_paths(world, "validation")
-    val_replies = load_clips(world, [r for r in speech_rows(world, "validation") if r["path"] in val_reply_paths])
     judge = SpeechJudge(recipe.model)
-    val_wer, val_wer_replies = evaluate_wer(judge, val), evaluate_wer(judge, val_replies)
-    metrics = {"val_wer": None if val_wer is None else round(val_wer, 5),
-               "val_wer_replies": None if val_wer_replies is None else round(val_wer_replies, 5), "steps": step,
-               "train_clips": len(train), "train_reply_clips": sum(r["path"] in replies for r in train_rows),
-               "assistant_repeat": cfg.assistant_repeat, "reply_repeat": cfg.reply_repeat,
-               "params": sum(p.numel() for p in recipe.model.parameters()),
-               "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
+    val_wavs, val_texts = validation_clips(cfg)
+    val_wer = wer(val_texts, judge.transcribe(val_wavs)) if val_wavs else None
+    metrics: dict[str, JSONValue] = {
+        "val_wer_training_speakers": None if val_wer is None else round(val_wer, 5), "steps": step,
+        "pool": asdict(cfg.pool()),  # lets the measurement exclude the training texts
+        "pool_clips": len(texts), "pool_hours": round(sum(m.shape[-1] for m in mels) / 100 / 3600, 2),
+        "params": sum(p.numel() for p in recipe.model.parameters()),
+        "pool_seconds_this_run": round(t_pool, 1), "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     judge.save(out, metrics)
     return metrics
