@@ -31,6 +31,8 @@ from aromni.toyworld.lexicon import load_lexicon, random_sequence
 from aromni.toyworld.records import iter_records, read_jsonl
 from aromni.toyworld.voices import ASSISTANT_VOICE, Voice, synthesize, train_voice
 from aromni.utils.extras import optional
+from aromni.utils.io import atomic_path
+from aromni.utils.safe_load import load_weights_only
 from aromni.vocab.tasks import CHAT_IMAGE, S2S, VQA_SPEECH
 
 # Tasks whose assistant turns are spoken replies scored by the evaluation (I+S→S, S→S, spoken chat replies).
@@ -161,14 +163,13 @@ def synthesize_pool(out: Path, s: PoolSettings, mel: Callable[[torch.Tensor], to
             with torch.inference_mode():
                 shard = {"mels": [mel(torch.from_numpy(w)[None])[0].half() for w, _, _ in items],
                          "texts": [t for _, t, _ in items], "voices": [v for _, _, v in items]}
-            tmp = f.with_suffix(".tmp")
-            torch.save(shard, tmp)
-            tmp.replace(f)
+            with atomic_path(f) as tmp:
+                torch.save(shard, tmp)
             if progress:
                 print(f"speech judge pool: shard {k} ({min(s.clips, start + shard_size)}/{s.clips} clips)", flush=True)
         if shards is not None:
             continue
-        shard = torch.load(f)
+        shard = load_weights_only(f)  # tensors and strings only
         mels += shard["mels"]
         texts += shard["texts"]
     return mels, texts
