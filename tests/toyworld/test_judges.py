@@ -208,9 +208,9 @@ def test_shipped_speech_judge_on_unseen_voices():
     rows = json.loads((ASSETS / "unseen_voices.json").read_text())
     judge = SpeechJudge.load()
     hyps = judge.transcribe([load_audio(ASSETS / r["path"], 16000) for r in rows])
-    # Measured 5/42 word errors (11.9%; 7.1% snapped) with the shipped character judge, which has no grammar to
+    # Measured 3/42 word errors (7.1%; 2.4% snapped) with the shipped character judge, which has no grammar to
     # lean on (the word-level judge before it: 2/42).
-    assert wer([r["transcript"] for r in rows], hyps) <= 0.2, hyps
+    assert wer([r["transcript"] for r in rows], hyps) <= 0.15, hyps
 
 
 @shipped_speech
@@ -226,9 +226,9 @@ def test_shipped_speech_judge_reads_held_out_speakers_saying_random_words():
     refs = [random_sequence(load_lexicon().words, rng, 3, 8) for _ in range(36)]
     wavs = [synthesize(t, voices[i % len(voices)]) for i, t in enumerate(refs)]
     hyps = SpeechJudge.load().transcribe(wavs)
-    # Measured with the shipped judge on these 36 clips: 60.1% WER raw, 42.5% with lexicon snapping.
-    assert wer(refs, hyps) <= 0.70, [(r, h) for r, h in zip(refs, hyps) if r != h]
-    assert wer(refs, SpeechJudge.load().transcribe(wavs, snap=True)) <= 0.52
+    # Measured with the shipped judge (4,500 steps) on these 36 clips: 43.5% WER raw, 26.9% with lexicon snapping.
+    assert wer(refs, hyps) <= 0.55, [(r, h) for r, h in zip(refs, hyps) if r != h]
+    assert wer(refs, SpeechJudge.load().transcribe(wavs, snap=True)) <= 0.38
 
 
 # Spoken replies of every kind the evaluation scores (I+S→S, S→S, chat), spoken by the assistant voice.
@@ -249,8 +249,9 @@ def test_shipped_speech_judge_reads_short_assistant_replies():
     wavs = [synthesize(t, ASSISTANT_VOICE, speed_jitter=ds, pitch_jitter=dp) for t, ds, dp in cases]
     hyps = SpeechJudge.load().transcribe(wavs)
     wrong = [(t, h) for t, h in zip(REPLIES, hyps) if t != h]
-    # Measured: the shipped character judge misspells 6 of these 16 ("i mad it small", "agray background"; 14% WER).
-    assert len(wrong) <= 8, wrong
+    # Measured: the shipped character judge misspells 3 of these 16 ("i mae it small", "agray background",
+    # "you ar welcome"; 5.6% WER).
+    assert len(wrong) <= 6, wrong
 
 
 @shipped_image
@@ -260,10 +261,10 @@ def test_cli_judges_eval(smoke_world, capsys):
 
     assert main(["toyworld", "judges", "eval", "--world", str(smoke_world)]) == 0
     report = json.loads(capsys.readouterr().out)
-    # Measured with the shipped character judge on the smoke world's test split: 35.2% WER, replies exact 58.8%
-    # (10 of 17), fresh replies exact 64.7%.
-    assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.45
-    assert report["speech"]["reply_clips"] > 0 and report["speech"]["replies_exact"] >= 0.45
+    # Measured with the shipped character judge on the smoke world's test split (seed 0): 27.9% WER, replies exact
+    # 82.4% (14 of 17), fresh replies exact 77.9%.
+    assert report["speech"]["clips"] > 0 and 0 <= report["speech"]["wer"] <= 0.38
+    assert report["speech"]["reply_clips"] > 0 and report["speech"]["replies_exact"] >= 0.65
     fresh = report["speech_fresh_replies"]
     assert fresh["renditions"] == 4 * fresh["sentences"] and 0 <= fresh["exact"] <= 1
     assert report["image"]["accuracy"]["all"] >= 0.9
