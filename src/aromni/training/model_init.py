@@ -11,8 +11,8 @@
 * ``model.image_embed_init`` (from scratch only) names a VQGAN tokenizer directory or a bundle holding one: the
   embedding rows of the image codes start as that VQGAN's codebook vectors, centred, mapped to the model width by
   a seeded random matrix with orthonormal columns and rescaled to the embedding table's std
-  (:func:`init_image_embeddings`). Measured on the toy world (/work/shared/reference/toyworld-feasibility.md):
-  T2I-only all-five 6% -> 38% in 12 CPU-minutes, because codes that draw alike start close together.
+  (:func:`init_image_embeddings`), so codes that draw alike start close together (docs/toyworld.md, "Image
+  experiments": a T2I-only toy model with it reached 22.7% all five on held-out combinations in 900 steps).
 """
 
 from __future__ import annotations
