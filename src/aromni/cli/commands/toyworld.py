@@ -24,7 +24,7 @@ from aromni.toyworld.judges.speech import SpeechJudge
 from aromni.toyworld.recipe import Recipe, RecipeConfig
 from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
 from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
-from aromni.utils.io import atomic_write_text
+from aromni.utils.io import JSONValue, atomic_write_text
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -57,11 +57,7 @@ def _judges_speech_report(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     report = measure_speech_heldout(SpeechJudge.load(args.judges), n_random=args.random_clips,
                                     n_grammar=args.grammar_clips, bundle=args.bundle)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        atomic_write_text(args.json, text + "\n")
-    print(text)
-    return 0
+    return _print_report(report, args.json)
 
 
 def _judges_eval(args: argparse.Namespace) -> int:
@@ -69,9 +65,14 @@ def _judges_eval(args: argparse.Namespace) -> int:
         check_output_path(args.json, args.overwrite, (".json",))
     torch.set_num_threads(args.threads)
     report = measure_judges(args.world, args.judges, args.split)
+    return _print_report(report, args.json)
+
+
+def _print_report(report: dict[str, JSONValue], json_path: str | None) -> int:
+    """Print a judge report as JSON and, with ``--json``, also write it there (checked before measuring)."""
     text = json.dumps(report, indent=2)
-    if args.json:
-        atomic_write_text(args.json, text + "\n")
+    if json_path:
+        atomic_write_text(json_path, text + "\n")
     print(text)
     return 0
 
