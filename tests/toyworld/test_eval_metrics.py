@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from aromni.toyworld import grammar
+from aromni.toyworld import grammar, grammar_v2
 from aromni.toyworld.attributes import ImageAttrs
 from aromni.toyworld.evaluation import metrics as M
 from aromni.toyworld.evaluation.targets import format_target, format_value, passes, summary_rows
@@ -24,6 +24,18 @@ def test_parse_every_caption_template():
     rng = random.Random(0)
     for _ in range(50):
         assert M.read_attributes(grammar.caption(a, rng)) == TRUTH
+
+
+def test_v2_reference_captions_read_back_and_cover_every_frame():
+    frames = [f for group in grammar_v2.CAPTION_FRAMES.values() for f in group]
+    for truth, preps in ((TRUTH, grammar_v2.CORNER_PREPOSITIONS),
+                         ({**TRUTH, "position": "middle"}, grammar_v2.MIDDLE_PREPOSITIONS)):
+        refs = M.reference_captions(truth, version=2)
+        assert len(set(refs)) == len(refs) == len(frames) * len(preps)
+        for caption in refs:
+            assert M.read_attributes(caption) == truth, caption
+    # version 1 keeps its own six templates
+    assert len(M.reference_captions(TRUTH, version=1)) == len(grammar.CAPTION_TEMPLATES)
 
 
 def test_parse_positions_and_conflicts():

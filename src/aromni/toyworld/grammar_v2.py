@@ -287,6 +287,17 @@ class PhraseBook:
         return attr, Phrased(q, heldout), fill_answer(answer, a)
 
 
+def reference_captions(a: ImageAttrs) -> list[str]:
+    """Every caption frame (held-out ones too) filled with the values' own words and each preposition that fits
+    the position: the CIDEr references of an image in world version 2. Synonyms are left out: a reference is the
+    plain description, so a caption that says "ring" for circle scores lower, as it would against human
+    references."""
+    preps = CORNER_PREPOSITIONS if a.position != "middle" else MIDDLE_PREPOSITIONS
+    frames = [f for group in CAPTION_FRAMES.values() for f in group]
+    return [_article(f.format(size=a.size, color=a.color, shape=a.shape, pos=p.format(p=a.position), bg=a.background))
+            for f in frames for p in preps]
+
+
 def fill_answer(template: str, a: ImageAttrs) -> str:
     """An answer template filled with the values' own words (answers are not paraphrased)."""
     text = template.format(size=a.size, color=a.color, shape=a.shape, at_pos=ANSWER_POSITIONS[a.position],

@@ -112,6 +112,7 @@ class Context:
         for rec in iter_records(self.world, cfg.split):
             self.by_task.setdefault(rec["task"], []).append(rec)
         self.media = MediaEncoder(model, self.world)
+        self.world_version = world_version(self.world)
         self._speech_judge: SpeechJudge | None = None
         self._image_judge: ImageJudge | None = None
 
@@ -127,7 +128,7 @@ class Context:
     def speech_judge(self) -> SpeechJudge:
         if self._speech_judge is None:
             # The shipped judge that reads this world's vocabulary (version 1: its word judge).
-            default = speech_judge_dir(world_version(self.world))
+            default = speech_judge_dir(self.world_version)
             self._speech_judge = SpeechJudge.load(Path(self.cfg.judges) / "speech" if self.cfg.judges else default)
         return self._speech_judge
 

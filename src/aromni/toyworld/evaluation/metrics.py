@@ -31,6 +31,7 @@ from aromni.toyworld.attributes import (
     ImageAttrs,
 )
 from aromni.toyworld.grammar import CAPTION_TEMPLATES, fill_template, normalize
+from aromni.toyworld import grammar_v2
 from aromni.toyworld.grammar_v2 import SYNONYMS
 from aromni.utils.extras import optional
 
@@ -121,9 +122,12 @@ def fraction(flags: Sequence[bool]) -> float | None:
     return sum(bool(f) for f in flags) / len(flags) if flags else None
 
 
-def reference_captions(attrs: Mapping[str, str]) -> list[str]:
-    """Every caption template of the world grammar filled with ``attrs``: the CIDEr references of an image."""
+def reference_captions(attrs: Mapping[str, str], version: int = 1) -> list[str]:
+    """The CIDEr references of an image: every caption template of world ``version``'s grammar filled with
+    ``attrs`` (version 1: its 6 templates; version 2: :func:`aromni.toyworld.grammar_v2.reference_captions`)."""
     a = ImageAttrs(**{k: attrs[k] for k in ATTRIBUTE_NAMES})
+    if version >= 2:
+        return grammar_v2.reference_captions(a)
     return [fill_template(t, a) for t in CAPTION_TEMPLATES]  # the grammar's own filler
 
 

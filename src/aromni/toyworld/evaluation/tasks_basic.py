@@ -80,7 +80,7 @@ def _new_sentence_gap(recs: list, texts: list[str], h_gen: list[str], h_resyn: l
 
 def run_caption(ctx: Context) -> TaskResult:
     """Greedy captions of test images: all-attributes-correct, per attribute, and CIDEr against every caption
-    template of the world grammar filled with the image's attributes."""
+    template of the world's grammar (its version's) filled with the image's attributes."""
     recs = ctx.records(CAPTION.name)
     outs = ctx.generate(CAPTION.name, CAPTION.name, [record_prompt(ctx.model, r, ctx.media) for r in recs])
     truths = [r["meta"]["image"] for r in recs]
@@ -88,7 +88,7 @@ def run_caption(ctx: Context) -> TaskResult:
     reads = [M.read_attributes(h) for h in hyps]
     acc = M.attribute_accuracy(reads, truths)
     held = [i for i, r in enumerate(recs) if r["meta"].get("heldout_combo")]
-    cid = M.cider([M.reference_captions(t) for t in truths], hyps)
+    cid = M.cider([M.reference_captions(t, ctx.world_version) for t in truths], hyps)
     metrics = {
         "n": len(recs),
         "all_correct": acc["all"],
