@@ -33,6 +33,7 @@ __all__ = ["TOKENIZER_TYPES", "ImageTokenizer", "SpeechStreamDecoder", "SpeechTo
 TOKENIZER_TYPES: dict[str, str] = {
     "bpe": "aromni.tokenizers.text:TextTokenizer",
     "chameleon_vqgan": "aromni.tokenizers.image.vqgan:VQGAN",
+    "llamagen_vq": "aromni.tokenizers.image.llamagen_vq:LlamaGenVQ",
     "wavtokenizer": "aromni.tokenizers.speech.wavtokenizer.model:WavTokenizer",
     "aromni_codec": "aromni.tokenizers.speech.codec.model:StreamingCodec",
 }
