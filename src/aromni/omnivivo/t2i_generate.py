@@ -137,7 +137,7 @@ def generate_images(model: T2IBackbone, feats: torch.Tensor, mask: torch.Tensor 
     mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=device) if mask is None else mask.to(device).bool()
     L, n = model.cfg.cls_token_num, model.cfg.block_size
     out = torch.empty(B, n, dtype=torch.long, device=device)
-    with _eval_mode(model):
+    with eval_mode(model):
         model.setup_caches(2 * B if sampling.guided else B, find_multiple(L + n, 8))
         try:
             out[:, 0] = prefill(model, feats, mask, sampling, generators)
@@ -164,8 +164,9 @@ def _generators(B: int, seed: int | Sequence[int], generators: Sequence[torch.Ge
 
 
 @contextlib.contextmanager
-def _eval_mode(model: T2IBackbone) -> Iterator[None]:
-    # Dropout must be off while sampling; the caller's train/eval state comes back afterwards.
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the duration of a sampling call: dropout must be off while sampling; the caller's train/eval
+    state comes back afterwards."""
     was_training = model.training
     model.eval()
     try:
