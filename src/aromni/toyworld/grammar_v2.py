@@ -294,7 +294,8 @@ def reference_captions(a: ImageAttrs) -> list[str]:
     references."""
     preps = CORNER_PREPOSITIONS if a.position != "middle" else MIDDLE_PREPOSITIONS
     frames = [f for group in CAPTION_FRAMES.values() for f in group]
-    return [_article(f.format(size=a.size, color=a.color, shape=a.shape, pos=p.format(p=a.position), bg=a.background))
+    return [_article(f.format(size=a.size, color=a.color, shape=a.shape, pos=p.format(p=a.position),
+                              bg=a.background))
             for f in frames for p in preps]
 
 
