@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from aromni.toyworld import grammar_v2
 from aromni.toyworld.attributes import (
     ATTRIBUTE_NAMES,
     BACKGROUNDS,
@@ -31,7 +32,6 @@ from aromni.toyworld.attributes import (
     ImageAttrs,
 )
 from aromni.toyworld.grammar import CAPTION_TEMPLATES, fill_template, normalize
-from aromni.toyworld import grammar_v2
 from aromni.toyworld.grammar_v2 import SYNONYMS
 from aromni.utils.extras import optional
 
