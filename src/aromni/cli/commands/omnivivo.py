@@ -1,11 +1,18 @@
-"""``aromni omnivivo train``: OmniVIVO's speech stage (LoRA + speech branch on a frozen t2i backbone)."""
+"""``aromni omnivivo train``: OmniVIVO's speech stage (LoRA + speech branch on a frozen t2i backbone);
+``aromni omnivivo generate``: a tri-modal (caption, image, narration) dataset from an export."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+import torch
 
 from aromni.cli import common
+from aromni.omnivivo.dataset_builder import TABLE, DatasetSettings, build_dataset, read_prompts
+from aromni.omnivivo.recognizers import RECOGNIZER_NAMES, load_recognizer
+from aromni.omnivivo.t2i_generate import T2ISampling
 from aromni.training.recipes.omnivivo import train_omnivivo
 from aromni.training.recipes.omnivivo_config import load_train_config, resume_config
 
@@ -21,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "steps=2000 vivo.branch_layers=2 vivo.lora.r=8); see configs/omnivivo/toy_speech.yaml.")
     common.add_train_run_args(t, settings_help="training settings (paper defaults: lr=1e-4 batch_size=14 ...)")
     t.set_defaults(func=_train)
+    _register_generate(sub)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -28,4 +36,49 @@ def _train(args: argparse.Namespace) -> int:
     cfg = resume_config(args.out, args.overrides) if args.resume else load_train_config(args.config, args.overrides)
     summary = train_omnivivo(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps(summary))
+    return 0
+
+
+def _register_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``generate`` to the ``aromni omnivivo`` subcommands."""
+    g = sub.add_parser("generate", help="build a tri-modal (caption, image, narration) dataset from an export",
+                       description="Draw and speak every prompt of --prompts; writes OUT/{images/,audio/,rows.jsonl,"
+                                   "dataset.parquet,manifest.json}, flags rows by duration and recognizer WER, and "
+                                   "resumes an earlier run in OUT.")
+    g.add_argument("--model", required=True, type=Path, help="the OmniVIVO export (OUT/omnivivo of training)")
+    g.add_argument("--vq", required=True, type=Path, help="the image tokenizer the backbone draws for")
+    g.add_argument("--prompts", required=True, type=Path, help="captions: one per line, or JSONL {\"text\": ...}")
+    g.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier run)")
+    g.add_argument("--recognizer", choices=RECOGNIZER_NAMES, default="toy-judge",
+                   help="speech recognizer for the WER filter (default toy-judge; none: no transcripts)")
+    g.add_argument("--max-wer", type=common.finite_float, default=0.2, help="flag rows above this WER (default 0.2)")
+    g.add_argument("--min-seconds", type=common.finite_float, default=0.3, help="flag shorter audio (default 0.3)")
+    g.add_argument("--max-seconds", type=common.finite_float, default=30.0, help="flag longer audio (default 30)")
+    g.add_argument("--seed", type=common.seed_int, default=0, help="image seed of the first prompt (+1 per prompt)")
+    g.add_argument("--limit", type=common.positive_int, default=None, help="only the first N prompts")
+    g.add_argument("--batch-size", type=common.positive_int, default=8, help="prompts per decoding batch (8)")
+    g.add_argument("--cfg-scale", type=common.finite_float, default=T2ISampling.cfg_scale,
+                   help=f"image classifier-free guidance scale (default {T2ISampling.cfg_scale})")
+    g.add_argument("--image-top-k", type=common.nonneg_int, default=T2ISampling.top_k,
+                   help=f"image top-k, 0 = all codes (default {T2ISampling.top_k})")
+    g.add_argument("--device", default="cpu", type=common.device_arg, help="cpu, cuda, cuda:1, mps (default cpu)")
+    g.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads for torch")
+    common.add_output_args(g)
+    g.set_defaults(func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    settings = DatasetSettings(
+        model=args.model, vq=args.vq, prompts=args.prompts, out=args.out, max_wer=args.max_wer,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds, seed=args.seed, limit=args.limit,
+        batch_size=args.batch_size, image=T2ISampling(cfg_scale=args.cfg_scale, top_k=args.image_top_k),
+        device=str(args.device))
+    read_prompts(settings.prompts)  # bad prompts fail before a model or judge is loaded
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest = build_dataset(settings, recognizer=load_recognizer(args.recognizer), progress=not args.json)
+    c = manifest["counts"]
+    common.emit(args, {**manifest, "out": str(args.out)},
+                f"wrote {args.out / TABLE}: {c['rows']} rows ({c['generated']} new, {c['resumed']} resumed), "
+                f"{c['kept']} kept; flagged {', '.join(f'{k} {v}' for k, v in c['flagged'].items())}")
     return 0

@@ -22,6 +22,7 @@ from aromni.toyworld.build import build_world
 from aromni.toyworld.judges.measure import measure_judges, measure_speech_heldout
 from aromni.toyworld.judges.speech import SpeechJudge
 from aromni.toyworld.recipe import Recipe, RecipeConfig
+from aromni.toyworld.speech_manifest import write_speech_manifests
 from aromni.training.recipes.judge_image import ImageTrainConfig, train_image_judge
 from aromni.training.recipes.judge_speech import SpeechTrainConfig, train_speech_judge
 from aromni.utils.io import JSONValue, atomic_write_text
@@ -33,6 +34,12 @@ def _build(args: argparse.Namespace) -> int:
     summary = {k: manifest[k] for k in ("version", "size", "seed", "images", "speech_clips", "speech_hours",
                                         "build_seconds")}
     print(json.dumps({"out": str(args.out), **summary}))
+    return 0
+
+
+def _speech_manifest(args: argparse.Namespace) -> int:
+    counts = write_speech_manifests(args.world, args.out, overwrite=args.overwrite)
+    print(", ".join(f"{args.out}/{name}: {n} lines" for name, n in counts.items()))
     return 0
 
 
@@ -95,6 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace an existing directory or unfinished build")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
+
+    m = sub.add_parser("speech-manifest", help="the world's spoken answers as {text, audio} JSONL "
+                       "(OUT/train.jsonl, OUT/val.jsonl): OmniVIVO's speech-stage data")
+    m.add_argument("--world", required=True, help="a built world directory")
+    m.add_argument("--out", required=True, help="directory for train.jsonl and val.jsonl")
+    m.add_argument("--overwrite", action="store_true", help="replace existing manifests")
+    m.set_defaults(func=_speech_manifest)
 
     j = sub.add_parser("judges", help="train or score the speech and image judges")
     jsub = j.add_subparsers(dest="judges_command", metavar="ACTION")
