@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aromni.errors import CheckpointError, ConfigError, InputError
-from aromni.models.checkpoint.tensor_files import check_floating
+from aromni.models.checkpoint.tensor_files import check_state_dict
 
 #: The backbone's own projections (omnivivo.md §5.1): 5 per block, 180 modules on GPT-XL.
 DEFAULT_TARGETS = ("wqkv", "wo", "w1", "w2", "w3")
@@ -322,18 +322,9 @@ def load_lora_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], so
         CheckpointError: naming the first missing / unexpected key or the mismatched shape (e.g. another rank).
     """
     expected = lora_state_dict(model)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing adapter key(s) (first {missing[0]!r})" if missing else "",
-                 f"{len(unexpected)} unexpected key(s) (first {unexpected[0]!r})" if unexpected else ""]
-        raise CheckpointError(f"{source}: {' and '.join(p for p in parts if p)}",
-                              "the adapter was trained on other target modules")
-    for key, dst in expected.items():
-        src = state[key]
-        if tuple(src.shape) != tuple(dst.shape):
-            raise CheckpointError(f"{source}: {key} has shape {tuple(src.shape)}, the model's adapter has "
-                                  f"{tuple(dst.shape)}", "the adapter has another rank or comes from another model")
-        check_floating(key, src.dtype, source)
+    check_state_dict(expected, state, source, noun="adapter key", has="the model's adapter has",
+                     keys_hint="the adapter was trained on other target modules",
+                     shape_hint="the adapter has another rank or comes from another model")
     with torch.no_grad():
         for key, dst in expected.items():
             dst.copy_(state[key])

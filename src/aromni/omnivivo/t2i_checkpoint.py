@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aromni.errors import CheckpointError, ConfigError, InputError
-from aromni.models.checkpoint.tensor_files import check_floating
+from aromni.models.checkpoint.tensor_files import check_state_dict
 from aromni.omnivivo.t2i_config import PRESETS, T2IConfig
 from aromni.omnivivo.t2i_model import T2IBackbone
 from aromni.utils.io import JSONValue, atomic_dir, atomic_path, atomic_write_json, read_json
@@ -155,17 +155,8 @@ def build_from_state(cfg: T2IConfig, state: dict[str, torch.Tensor], *, dtype: t
     with torch.device("meta"):
         model = T2IBackbone(cfg)
     expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing key(s) (first {missing[0]!r})" if missing else "",
-                 f"{len(unexpected)} unexpected key(s) (first {unexpected[0]!r})" if unexpected else ""]
-        raise CheckpointError(f"{source}: {' and '.join(p for p in parts if p)}",
-                              "the file is not a LlamaGen t2i model of this architecture")
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: {k} has shape {tuple(state[k].shape)}, the config expects "
-                                  f"{tuple(v.shape)}", "the weights and the config come from different models")
-        check_floating(k, state[k].dtype, source)
+    check_state_dict(expected, state, source, keys_hint="the file is not a LlamaGen t2i model of this architecture",
+                     shape_hint="the weights and the config come from different models")
     state = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()

@@ -253,6 +253,13 @@ class T2IBackbone(nn.Module):
         if self._key_valid is not None:
             self._key_valid.fill_(True)
 
+    def keep_cache_rows(self, rows: torch.Tensor) -> None:
+        """Keep only cache rows ``rows [R']`` (long, in the new order): rows whose stream ended cost nothing more."""
+        for layer in self.layers:
+            cache = layer.attention.kv_cache
+            cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
+        self._key_valid = self._key_valid.index_select(0, rows)
+
     def clear_caches(self) -> None:
         """Free the cache buffers."""
         for layer in self.layers:

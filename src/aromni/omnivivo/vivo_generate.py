@@ -36,7 +36,6 @@ from aromni.inference.sampling import make_generators
 from aromni.omnivivo.ras import SpeechSampling, mask_eos, ras_sample
 from aromni.omnivivo.t2i_config import find_multiple
 from aromni.omnivivo.t2i_generate import T2ISampling, eval_mode, sample_codes
-from aromni.omnivivo.t2i_model import T2IBackbone
 from aromni.omnivivo.t2i_rope import row_tables
 from aromni.omnivivo.vivo_model import VivoModel, check_captions
 from aromni.tokenizers.base import ImageTokenizer, SpeechTokenizer
@@ -181,7 +180,7 @@ class JointRun:
         """The image stream ended: keep only the speech rows."""
         rows = torch.arange(self.image_rows, self.image_rows + len(self.speech_prompts), device=self.feats.device)
         if len(rows):
-            _keep_backbone_rows(self.model.backbone, rows)
+            self.model.backbone.keep_cache_rows(rows)
         self.image_rows = 0
         self._layout()
 
@@ -190,8 +189,8 @@ class JointRun:
         device = self.feats.device
         sel = torch.tensor(keep, dtype=torch.long, device=device)
         if self.image_rows + len(keep):
-            _keep_backbone_rows(self.model.backbone, torch.cat([torch.arange(self.image_rows, device=device),
-                                                                 self.image_rows + sel]))
+            self.model.backbone.keep_cache_rows(torch.cat([torch.arange(self.image_rows, device=device),
+                                                           self.image_rows + sel]))
         if keep:
             self.model.branch.keep_cache_rows(sel)
         self.speech_prompts = [self.speech_prompts[i] for i in keep]
@@ -203,16 +202,6 @@ class JointRun:
     def close(self) -> None:
         self.model.backbone.clear_caches()
         self.model.branch.clear_caches()
-
-
-def _keep_backbone_rows(backbone: T2IBackbone, rows: torch.Tensor) -> None:
-    """Shrink the backbone's KV cache to ``rows [R']`` (long): reallocate through ``setup_caches`` (which also
-    resizes its caption-mask rows, re-filled by the next call's ``caption_mask``) and copy the kept rows."""
-    old = [layer.attention.kv_cache for layer in backbone.layers]
-    backbone.setup_caches(len(rows), old[0].max_seq_len, dtype=old[0].k.dtype, device=old[0].k.device)
-    for layer, cache in zip(backbone.layers, old):
-        layer.attention.kv_cache.k.copy_(cache.k.index_select(0, rows))
-        layer.attention.kv_cache.v.copy_(cache.v.index_select(0, rows))
 
 
 # ---------------------------------------------------------------------------------------------- steps

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -219,3 +219,21 @@ def write_pth(state: dict[str, object], dest: Path) -> None:
     """``torch.save`` (zipfile format, so it can be memory-mapped on load) written atomically."""
     with atomic_path(dest) as tmp:
         torch.save(state, tmp)
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str, *,
+                     keys_hint: str, shape_hint: str, noun: str = "key", has: str = "the config expects") -> None:
+    """Refuse ``state`` unless it has exactly ``expected``'s keys, each with the same shape and a floating dtype:
+    one :class:`CheckpointError` naming the first missing / unexpected key (and how many more) or the first
+    mismatched shape (``"{key} has shape (..), {has} (..)"``)."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing {noun}(s) (first {missing[0]!r})" if missing else "",
+                 f"{len(unexpected)} unexpected key(s) (first {unexpected[0]!r})" if unexpected else ""]
+        raise CheckpointError(f"{source}: {' and '.join(x for x in parts if x)}", keys_hint)
+    for key, want in expected.items():
+        got = state[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(got.shape)}, {has} {tuple(want.shape)}",
+                                  shape_hint)
+        check_floating(key, got.dtype, source)
