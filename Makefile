@@ -8,8 +8,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
-# espeak-ng: the toy world's voices; flite: its held-out synthesizer; wamerican: its lexicon (/usr/share/dict/words).
-APT_PACKAGES := espeak-ng sox flite wamerican
+# espeak-ng: the toy world's voices; flite: its held-out synthesizer; wamerican: its lexicon (/usr/share/dict/words);
+# chromium: the browser the web demo's test drives through Playwright (no browser download).
+APT_PACKAGES := espeak-ng sox flite wamerican chromium
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-dev apt toy toy-smoke clean
@@ -33,9 +34,9 @@ $(VENV)/.dev: $(VENV)/.created pyproject.toml
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev apt
 
-# System packages for building the toy world (speech synthesis). Installs only what is missing.
+# System packages for building the toy world (speech synthesis) and the browser test. Installs only what is missing.
 apt:
-	@missing=""; for p in espeak-ng sox flite; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in espeak-ng sox flite chromium; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	test -f /usr/share/dict/words || missing="$$missing wamerican"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from aromni.errors import InputError
 from aromni.models.config import DecoderConfig
-from aromni.models.kv_cache import KVCache
+from aromni.models.kv_cache import CacheWrite, KVCache
 
 
 class RMSNorm(nn.Module):
@@ -99,7 +99,7 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                causal: bool, input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+                causal: bool, write: CacheWrite | None, kv_len: int) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x)
@@ -115,8 +115,8 @@ class Attention(nn.Module):
         if qk.dtype != v.dtype:
             qk = qk.to(v.dtype)
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
-        if self.cache is not None and input_pos is not None:
-            k, v = self.cache.update(input_pos, k, v, kv_len)
+        if self.cache is not None and write is not None:
+            k, v = self.cache.update(write, k, v, kv_len)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H != Hkv)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
@@ -145,12 +145,12 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                causal: bool, input_pos: torch.Tensor | None, kv_len: int) -> torch.Tensor:
+                causal: bool, write: CacheWrite | None, kv_len: int) -> torch.Tensor:
         if self.swin_norm:
             # Residual-post-norm (swin-norm, paper eq. 5-6): the norm sits on the residual branch's output.
-            h = x + self.attn_norm(self.attn(x, rope, mask, causal, input_pos, kv_len))
+            h = x + self.attn_norm(self.attn(x, rope, mask, causal, write, kv_len))
             return h + self.mlp_norm(self.mlp(h))
-        h = x + self.attn(self.attn_norm(x), rope, mask, causal, input_pos, kv_len)
+        h = x + self.attn(self.attn_norm(x), rope, mask, causal, write, kv_len)
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -262,7 +262,8 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None, *,
                 left_pad: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
-                logits_to_keep: int | None = None, return_hidden: bool = False) -> torch.Tensor:
+                logits_to_keep: int | None = None, return_hidden: bool = False,
+                row_pos: torch.Tensor | None = None, cache_row: int | None = None) -> torch.Tensor:
         """Run the decoder.
 
         Args:
@@ -275,13 +276,24 @@ class Decoder(nn.Module):
                 positions restart at 0 at each segment start.
             logits_to_keep: compute logits for the last ``n`` positions only (prefill needs one).
             return_hidden: return the final normed hidden states ``[B, T, dim]`` instead of logits.
+            row_pos: ``[B]`` one-token decode (``tokens [B, 1]``, no ``input_pos``) where row ``b`` writes at its
+                own slot ``row_pos[b]`` and attends to its slots ``0..row_pos[b]`` (continuous batching; the
+                cache holds no left padding).
+            cache_row: with ``input_pos``, run ``tokens [1, T]`` into cache row ``cache_row`` only (a request
+                joining a batch cache is prefilled into its free row while the other rows keep their state).
 
         Returns:
             ``[B, T', V]`` float32 logits (``T' = logits_to_keep or T``), or hidden states.
         """
         B, T = tokens.shape
         x = self._embed(tokens)
-        if input_pos is None:
+        write: CacheWrite | None = None
+        if row_pos is not None:
+            kv_len, write = self._check_row_call(tokens, input_pos, row_pos, segment_ids)
+            rope, causal = self._rope_for(row_pos[:, None], x.dtype, self.cache_max_seq_len), False
+            slots = torch.arange(kv_len, device=row_pos.device)
+            mask = (slots[None, :] <= row_pos[:, None])[:, None, None, :]  # row b sees its slots 0..row_pos[b]
+        elif input_pos is None:
             kv_len = T
             if segment_ids is None:
                 cos, sin = self._rope_table(T, tokens.device, x.dtype)
@@ -290,15 +302,16 @@ class Decoder(nn.Module):
                 positions, mask = _packed_positions_and_mask(segment_ids)
                 rope, causal = self._rope_for(positions, x.dtype), False
         else:
-            kv_len = self._check_cached_call(B, input_pos, segment_ids)
+            kv_len = self._check_cached_call(B, input_pos, segment_ids, cache_row)
             if left_pad is not None:
                 self._set_left_pad(left_pad)
             rope, mask, causal = self._cached_rope_and_mask(input_pos, kv_len, x.dtype)
+            write = CacheWrite(input_pos, row=cache_row)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, rope, mask, causal, input_pos, kv_len, use_reentrant=False)
+                x = checkpoint(layer, x, rope, mask, causal, write, kv_len, use_reentrant=False)
             else:
-                x = layer(x, rope, mask, causal, input_pos, kv_len)
+                x = layer(x, rope, mask, causal, write, kv_len)
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]
         x = self.norm(x)
@@ -322,13 +335,20 @@ class Decoder(nn.Module):
     def _bad_token(self) -> InputError:
         return InputError(f"token id outside [0, {self.cfg.vocab_size})", "check the vocabulary layout")
 
-    def _check_cached_call(self, B: int, input_pos: torch.Tensor, segment_ids: torch.Tensor | None) -> int:
+    def _check_cached_call(self, B: int, input_pos: torch.Tensor, segment_ids: torch.Tensor | None,
+                           cache_row: int | None = None) -> int:
         """Validate a cached call; return ``kv_len`` (filled slots after it)."""
         if not self.caches_enabled:
             raise InputError("input_pos given but no KV cache is set up", "call decoder.setup_caches(batch, max_len)")
         if segment_ids is not None:
             raise InputError("segment_ids (packing) cannot be combined with the KV cache")
-        if B != self.cache_batch_size:
+        if cache_row is not None:
+            if B != 1 or not 0 <= cache_row < self.cache_batch_size:
+                raise InputError(f"cache_row={cache_row} takes one row of tokens into a cache of "
+                                 f"{self.cache_batch_size} rows, got {B} rows")
+            if self._any_pad:
+                raise InputError("cache_row cannot be used on a cache holding left-padded rows")
+        elif B != self.cache_batch_size:
             raise InputError(f"batch of {B} rows but the cache holds {self.cache_batch_size}",
                              "call setup_caches with the batch size you decode")
         kv_len = int(input_pos[-1]) + 1
@@ -336,6 +356,26 @@ class Decoder(nn.Module):
             raise InputError(f"sequence of {kv_len} tokens exceeds the cache's {self.cache_max_seq_len} slots",
                              "shorten the prompt or raise max_seq_len")
         return kv_len
+
+    def _check_row_call(self, tokens: torch.Tensor, input_pos: torch.Tensor | None, row_pos: torch.Tensor,
+                        segment_ids: torch.Tensor | None) -> tuple[int, CacheWrite]:
+        """Validate a per-row one-token decode; return ``kv_len`` (slots any row may see) and the write."""
+        if input_pos is not None or segment_ids is not None:
+            raise InputError("row_pos replaces input_pos (one slot per row); it takes no input_pos or segment_ids")
+        if not self.caches_enabled:
+            raise InputError("row_pos given but no KV cache is set up", "call decoder.setup_caches(batch, max_len)")
+        B, T = tokens.shape
+        if T != 1 or row_pos.shape != (B,) or B != self.cache_batch_size:
+            raise InputError(f"row_pos decodes one token per cache row: got tokens {tuple(tokens.shape)} and "
+                             f"row_pos {tuple(row_pos.shape)} for a cache of {self.cache_batch_size} rows")
+        if self._any_pad:
+            raise InputError("row_pos cannot be used on a cache holding left-padded rows")
+        if int(row_pos.min()) < 0 or int(row_pos.max()) >= self.cache_max_seq_len:
+            raise InputError(f"row_pos outside the cache's {self.cache_max_seq_len} slots")
+        # Every row attends over the whole cache (masked beyond its own slot), as gpt-fast's static cache does:
+        # the shapes never change, and a row's arithmetic does not depend on the other rows' lengths (the
+        # attention kernels block the key axis by its length, which moves the last bits of the result).
+        return self.cache_max_seq_len, CacheWrite(row_pos, per_row=True)
 
     def _set_left_pad(self, left_pad: torch.Tensor) -> None:
         self._left_pad.copy_(left_pad.to(self._left_pad))

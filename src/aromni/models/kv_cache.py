@@ -9,8 +9,26 @@ slots at the start of row ``b`` hold padding and are never attended to, and RoPE
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """Where one cached forward call writes its keys/values.
+
+    Attributes:
+        pos: ``[T]`` consecutive slots shared by every row, or ``[B]`` one slot per row when ``per_row``.
+        per_row: one-token decode where each row sits at its own slot (continuous batching: rows joined the
+            batch at different times, so their sequences have different lengths).
+        row: write only cache row ``row`` (prefill of one request into its row of a shared batch cache).
+    """
+
+    pos: torch.Tensor
+    per_row: bool = False
+    row: int | None = None
 
 
 class KVCache(nn.Module):
@@ -40,14 +58,27 @@ class KVCache(nn.Module):
     def max_seq_len(self) -> int:
         return self.k.shape[2]
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int
+    def update(self, write: CacheWrite | torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k, v [B, H_kv, T, D]`` at slots ``input_pos [T]``; return the filled prefix ``[B, H_kv, kv_len, D]``."""
+        """Write ``k, v [B, H_kv, T, D]`` where ``write`` says (a tensor: the slots ``[T]`` shared by every row);
+        return the filled prefix ``[B, H_kv, kv_len, D]`` of the rows written (one row for a ``write.row``
+        prefill, every row otherwise)."""
+        if isinstance(write, torch.Tensor):
+            write = CacheWrite(write)
         if k.dtype != self.k.dtype:
             k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
-        return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
+        if write.per_row:
+            rows = torch.arange(k.shape[0], device=k.device)
+            # Advanced indices on dims 0 and 2 (split by a slice) put the row dim first: [B, H_kv, D].
+            self.k[rows, :, write.pos] = k[:, :, 0]
+            self.v[rows, :, write.pos] = v[:, :, 0]
+            return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
+        keys, values = self.k, self.v
+        if write.row is not None:
+            keys, values = keys.narrow(0, write.row, 1), values.narrow(0, write.row, 1)
+        keys.index_copy_(2, write.pos, k)
+        values.index_copy_(2, write.pos, v)
+        return keys[:, :, :kv_len], values[:, :, :kv_len]
 
     def reset(self) -> None:
         self.k.zero_()
