@@ -34,11 +34,13 @@ waits for rows and the batch cannot deadlock; text and speech requests take one 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -224,6 +226,9 @@ class BatchingEngine(Engine):
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="aromni-batching", daemon=True)
                 self._thread.start()
+                # Stop the worker before the interpreter tears torch down under it (a daemon thread still inside
+                # a kernel at exit aborts the process).
+                atexit.register(_close_engine, weakref.ref(self))
             self._cond.notify()
 
     def wake(self) -> None:
@@ -402,6 +407,12 @@ class BatchingEngine(Engine):
         for s in failed:
             s.deliver(error)
         self.decoder.setup_caches(self.max_rows, self.max_seq_len)
+
+
+def _close_engine(ref: weakref.ref[BatchingEngine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.close()
 
 
 def enable_batching(model: OmniModel, *, max_rows: int = 8, max_active: int | None = None) -> BatchingEngine:
