@@ -235,6 +235,9 @@ def main() -> None:
     ap.add_argument("--disconnect-frac", type=float, default=0.25)
     ap.add_argument("--request-timeout", type=float, default=600.0)
     ap.add_argument("--skip-serial", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="FLAG",
+                    help="extra `aromni serve` flag for the batching phases (repeatable), e.g. "
+                         "--server-arg=--no-batch-invariant")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--log-dir", default="/tmp")
@@ -242,20 +245,21 @@ def main() -> None:
     if args.clients < 1 or args.seconds <= 0 or not 0 <= args.disconnect_frac <= 1:
         ap.error("--clients >= 1, --seconds > 0 and 0 <= --disconnect-frac <= 1")
 
-    phases = [measure(args, "batched", [])]
-    phases.append(measure(args, "disconnect", [], args.disconnect_frac))
+    phases = [measure(args, "batched", args.server_arg)]
+    phases.append(measure(args, "disconnect", args.server_arg, args.disconnect_frac))
     if not args.skip_serial:
         phases.append(measure(args, "serial", ["--max-batch", "1", "--max-active", "1"]))
     rows = [p.summary() for p in phases]
     result: dict[str, object] = {"device": device_name(args.device), "model": args.model, "dtype": args.dtype,
-                                 "rows": args.rows, "phases": rows,
+                                 "rows": args.rows, "server_args": args.server_arg, "phases": rows,
                                  "disconnect_metrics": phases[1].metrics_after}
     if not args.skip_serial and rows[2]["tokens_per_s"]:
         result["batching_throughput_ratio"] = rows[0]["tokens_per_s"] / rows[2]["tokens_per_s"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     cols = ["phase", "clients", "completed", "failed", "lost", "hung_up", "first_audio_p50_s", "first_audio_p95_s",
             "rtf_p50", "rtf_p95", "tokens_per_s", "audio_s_per_s"]
-    print(f"device: {result['device']}  model: {args.model} ({args.dtype})  batch rows: {args.rows}")
+    print(f"device: {result['device']}  model: {args.model} ({args.dtype})  batch rows: {args.rows}  "
+          f"server flags: {' '.join(args.server_arg) or '-'}")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -93,3 +93,19 @@ def test_row_call_errors():
     model(torch.tensor([[0, 5], [3, 4]]), input_pos=torch.arange(2), left_pad=torch.tensor([1, 0]))
     with pytest.raises(InputError, match="left-padded"):
         model(tok, row_pos=torch.zeros(2, dtype=torch.long))
+
+
+def test_decoding_the_first_rows_only_equals_decoding_all():
+    torch.set_default_dtype(torch.float64)
+    model = random_decoder(tiny_config(), seed=6)
+    prompts = [[4, 5, 6, 7], [8, 9]]
+
+    def run(rows: int) -> torch.Tensor:
+        model.setup_caches(6, 64)
+        for r, p in enumerate(prompts):
+            model(torch.tensor([p]), input_pos=torch.arange(len(p)), cache_row=r)
+        tokens = torch.tensor([10, 11] + [0] * (rows - 2))[:, None]
+        pos = torch.tensor([4, 2] + [0] * (rows - 2))
+        return model(tokens, row_pos=pos)[:2, -1]
+
+    torch.testing.assert_close(run(2), run(6), rtol=1e-12, atol=1e-12)

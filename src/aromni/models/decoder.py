@@ -278,7 +278,7 @@ class Decoder(nn.Module):
             return_hidden: return the final normed hidden states ``[B, T, dim]`` instead of logits.
             row_pos: ``[B]`` one-token decode (``tokens [B, 1]``, no ``input_pos``) where row ``b`` writes at its
                 own slot ``row_pos[b]`` and attends to its slots ``0..row_pos[b]`` (continuous batching; the
-                cache holds no left padding).
+                cache holds no left padding). ``B`` may be less than the cache's rows: the first ``B`` are used.
             cache_row: with ``input_pos``, run ``tokens [1, T]`` into cache row ``cache_row`` only (a request
                 joining a batch cache is prefilled into its free row while the other rows keep their state).
 
@@ -365,7 +365,7 @@ class Decoder(nn.Module):
         if not self.caches_enabled:
             raise InputError("row_pos given but no KV cache is set up", "call decoder.setup_caches(batch, max_len)")
         B, T = tokens.shape
-        if T != 1 or row_pos.shape != (B,) or B != self.cache_batch_size:
+        if T != 1 or row_pos.shape != (B,) or B > self.cache_batch_size:
             raise InputError(f"row_pos decodes one token per cache row: got tokens {tuple(tokens.shape)} and "
                              f"row_pos {tuple(row_pos.shape)} for a cache of {self.cache_batch_size} rows")
         if self._any_pad:

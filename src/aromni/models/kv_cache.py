@@ -67,12 +67,13 @@ class KVCache(nn.Module):
             write = CacheWrite(write)
         if k.dtype != self.k.dtype:
             k, v = k.to(self.k.dtype), v.to(self.v.dtype)
-        if write.per_row:
-            rows = torch.arange(k.shape[0], device=k.device)
+        if write.per_row:  # the first B rows of the cache, each at its own slot
+            B = k.shape[0]
+            rows = torch.arange(B, device=k.device)
             # Advanced indices on dims 0 and 2 (split by a slice) put the row dim first: [B, H_kv, D].
             self.k[rows, :, write.pos] = k[:, :, 0]
             self.v[rows, :, write.pos] = v[:, :, 0]
-            return self.k[:, :, :kv_len], self.v[:, :, :kv_len]
+            return self.k[:B, :, :kv_len], self.v[:B, :, :kv_len]
         keys, values = self.k, self.v
         if write.row is not None:
             keys, values = keys.narrow(0, write.row, 1), values.narrow(0, write.row, 1)

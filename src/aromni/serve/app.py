@@ -48,7 +48,8 @@ def create_app(model: OmniModel, settings: ServeSettings, *, vivo: VivoPipeline 
     """A FastAPI app serving ``model`` (and ``vivo``) under ``settings`` (see the module docstring)."""
     previous = model.engine
     owned = not isinstance(previous, BatchingEngine)
-    engine = enable_batching(model, max_rows=settings.max_rows, max_active=settings.max_active) if owned else previous
+    engine = enable_batching(model, max_rows=settings.max_rows, max_active=settings.max_active,
+                             batch_invariant=settings.batch_invariant) if owned else previous
     admission = Admission(settings.max_concurrent, settings.max_queue)
     metrics = ServeMetrics(engine, admission)
     state = ServeState(model, engine, settings, model_name, admission, metrics, vivo)

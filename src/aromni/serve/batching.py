@@ -37,6 +37,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import heapq
 import queue
 import threading
 import time
@@ -177,18 +178,24 @@ class BatchingEngine(Engine):
         max_rows: cache rows ``R``: the batch of every decode step (a CFG image takes three).
         max_active: requests decoding at once (default: ``max_rows``). ``max_active=1`` serves one request at a
             time on the same code path: the baseline that batching is measured against.
+        batch_invariant: decode all ``max_rows`` rows at every step (default), so a request's arithmetic, and
+            therefore its tokens, never depend on the load. ``False`` decodes only the rows up to the highest busy
+            one (rounded up to a power of two, at least 4): faster when few requests run, but matrix kernels
+            may pick another blocking for another row count, which can move the last bits of the logits (on
+            this project's CPU, float32 results were identical from 4 rows up and differed below).
     """
 
     def __init__(self, decoder: Decoder, layout: VocabLayout, *, image_tokens: int | None = None,
-                 max_rows: int = 8, max_active: int | None = None):
+                 max_rows: int = 8, max_active: int | None = None, batch_invariant: bool = True):
         super().__init__(decoder, layout, image_tokens=image_tokens)
         if max_rows < 1 or (max_active is not None and max_active < 1):
             raise InputError(f"max_rows and max_active must be >= 1, got {max_rows} and {max_active}")
         self.max_rows, self.max_active = int(max_rows), int(max_active or max_rows)
+        self.batch_invariant = bool(batch_invariant)
         self._cond = threading.Condition()
         self._waiting: deque[RowStream] = deque()
         self._active: list[RowStream] = []
-        self._free = list(range(self.max_rows - 1, -1, -1))  # pop() hands out row 0 first
+        self._free = list(range(self.max_rows))  # a heap: the lowest free row first, keeping busy rows packed
         self._length = [0] * self.max_rows  # filled slots per cache row (host copy)
         self._stats = EngineStats(rows=self.max_rows)
         self._thread: threading.Thread | None = None
@@ -291,7 +298,7 @@ class BatchingEngine(Engine):
         return joining
 
     def _admit(self, s: RowStream) -> None:
-        rows = [self._free.pop() for _ in range(s.rows_needed)]
+        rows = [heapq.heappop(self._free) for _ in range(s.rows_needed)]
         s.row, s.spare = rows[0], rows[1:]
         self._active.append(s)
         with self._cond:
@@ -326,8 +333,14 @@ class BatchingEngine(Engine):
         s.pending = s.pending[:1] + [ids[-1] for ids in rows[1:]]
         s.cfg_chain = image_processors(self.layout, s.options.image, self.device)
 
+    def _rows_to_decode(self) -> int:
+        if self.batch_invariant:
+            return self.max_rows
+        top = max(row for s in self._active for row in s.rows_held) + 1
+        return min(self.max_rows, max(4, 1 << (top - 1).bit_length()))
+
     def _step(self) -> None:
-        R = self.max_rows
+        R = self._rows_to_decode()
         tokens = [self.layout.pad] * R
         pos = [0] * R
         for s in self._active:
@@ -380,7 +393,8 @@ class BatchingEngine(Engine):
         rows = [s.row, *s.companions, *s.spare]
         for row in rows:
             self._length[row] = 0
-        self._free.extend(rows)
+        for row in rows:
+            heapq.heappush(self._free, row)
         s.row, s.companions, s.spare, s.pending = -1, [], [], []
         self._active.remove(s)
         return len(rows)
@@ -400,7 +414,7 @@ class BatchingEngine(Engine):
         failed = list(self._active) + [s for s in joining if s not in self._active]
         for s in list(self._active):
             self._release(s)
-        self._free = list(range(self.max_rows - 1, -1, -1))
+        self._free = list(range(self.max_rows))
         self._length = [0] * self.max_rows
         with self._cond:
             self._stats.failed += len(failed)
@@ -415,11 +429,12 @@ def _close_engine(ref: weakref.ref[BatchingEngine]) -> None:
         engine.close()
 
 
-def enable_batching(model: OmniModel, *, max_rows: int = 8, max_active: int | None = None) -> BatchingEngine:
+def enable_batching(model: OmniModel, *, max_rows: int = 8, max_active: int | None = None,
+                    batch_invariant: bool = True) -> BatchingEngine:
     """Swap ``model.engine`` for a :class:`BatchingEngine` on the same decoder; every task method of ``model``
     then runs through the shared batch (one prompt per call) and may be called from many threads at once."""
     old = model.engine
     engine = BatchingEngine(old.decoder, old.layout, image_tokens=old.image_tokens, max_rows=max_rows,
-                            max_active=max_active)
+                            max_active=max_active, batch_invariant=batch_invariant)
     model.engine = engine
     return engine

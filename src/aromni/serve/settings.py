@@ -47,6 +47,9 @@ class ServeSettings:
             authentication, allowed only on a loopback host).
         max_rows: batch rows of the continuous-batching engine (a CFG image takes three).
         max_active: requests decoding at once (``None``: as many as the rows hold; ``1``: one at a time).
+        batch_invariant: decode every row at every step, so a request's tokens never depend on the load
+            (``False``: only the busy rows, faster under light load; see :class:`~aromni.serve.batching.
+            BatchingEngine`).
         max_concurrent: requests in flight at once.
         max_queue: requests waiting for a slot beyond ``max_concurrent`` (then ``429``).
         max_body_bytes: largest request body (``413`` beyond).
@@ -61,6 +64,7 @@ class ServeSettings:
     api_key: str | None = field(default_factory=_env_api_key)
     max_rows: int = 8
     max_active: int | None = None
+    batch_invariant: bool = True
     max_concurrent: int = 32
     max_queue: int = 64
     max_body_bytes: int = 25 * 1024 * 1024

@@ -73,8 +73,14 @@ def init_distributed(strategy: str, backend: str, device: str) -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local, strategy=strategy, device=dev)
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, *, barrier: bool = False) -> None:
+    """Leave the process group. ``barrier`` (after a run every rank finished) first waits for all ranks, so no
+    rank tears its connections down while a peer still uses them: a gloo rank whose peer closed first could
+    abort at exit ("terminate called without an active exception"; seen once under a loaded test suite). Never
+    after an error: a rank that failed may never reach the barrier."""
     if info.active and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -170,6 +170,7 @@ class Trainer:
             if hasattr(self, "info"):
                 D.shutdown(self.info)
             raise
+        finished = False
         try:
             ck = self.cfg.checkpoint
             self.loop.run(until=ck.stop_after or None, logger=self.logger, resume=False)
@@ -178,9 +179,10 @@ class Trainer:
                 self.logger.message(f"stopping after step {self.step} (checkpoint.stop_after); relaunch to resume")
             if self.cfg.export.enabled and self.step >= self.cfg.optim.max_steps:
                 self._export()
+            finished = True
         finally:
             self.logger.close()
-            D.shutdown(self.info)
+            D.shutdown(self.info, barrier=finished)
         return self.last_record if self.info.is_main else {}
 
     def _on_record(self, rec: Record) -> None:

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim.add_argument("--max-active", type=common.positive_int, default=None,
                      help="requests decoding at once (default: as many as the rows hold; 1 serves one request at "
                           "a time, the baseline of benchmarks/serve_load.py)")
+    lim.add_argument("--batch-invariant", action=argparse.BooleanOptionalAction, default=True,
+                     help="decode every batch row at every step, so a request's tokens never depend on the load "
+                          "(default); --no-batch-invariant decodes only the busy rows: faster under light load")
     lim.add_argument("--max-concurrent", type=common.positive_int, default=d.max_concurrent,
                      help=f"requests in flight at once (default {d.max_concurrent})")
     lim.add_argument("--max-queue", type=common.nonneg_int, default=d.max_queue,
@@ -67,7 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """The :class:`ServeSettings` of the flags (``--api-key`` unset: ``$AROMNI_API_KEY``)."""
     given = {"api_key": args.api_key} if args.api_key is not None else {}
     return ServeSettings(host=args.host, port=args.port, max_rows=args.max_batch, max_active=args.max_active,
-                         max_concurrent=args.max_concurrent,
+                         batch_invariant=args.batch_invariant, max_concurrent=args.max_concurrent,
                          max_queue=args.max_queue, request_timeout_s=args.timeout,
                          cors_origins=tuple(args.cors_origin), **given)
 

@@ -208,3 +208,16 @@ def test_model_tasks_run_through_the_batching_engine(model):
         assert eng.stats().finished == 2
     finally:
         eng.close()
+
+
+def test_decoding_only_the_busy_rows_gives_the_same_greedy_tokens(model, engine):
+    fast = BatchingEngine(model.engine.decoder, model.layout, image_tokens=model.engine.image_tokens, max_rows=8,
+                          batch_invariant=False)
+    try:
+        opts = model.options(TTS).updated(max_new_tokens=40)
+        prompts = [prompt(model, TTS, t) for t in TEXTS]
+        assert run_concurrently(fast, [(p, opts) for p in prompts]) == [engine.run([p], opts)[0].tokens
+                                                                          for p in prompts]
+        assert fast.run([prompts[0]], opts)[0].tokens == engine.run([prompts[0]], opts)[0].tokens
+    finally:
+        fast.close()
