@@ -21,19 +21,26 @@ and checks that the greedy tokens agree. Ours and transformers' runs are interle
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from _common import cpu_name
 
+from aromni.inference.engine import compile_step
 from aromni.models import Decoder, DecoderConfig
 from aromni.models.checkpoint import save_checkpoint
+from aromni.models.quantize import quantize_decoder_
+
+#: The static decode step: ``(decoder, tokens [B], row_pos [B]) -> logits [B, V]``.
+StaticStep = Callable[[Decoder, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def random_decoder(cfg: DecoderConfig, seed: int) -> Decoder:
@@ -67,10 +74,12 @@ def hf_model(decoder: Decoder, attn: str):
 
 
 @torch.inference_mode()
-def ours_generate(model: Decoder, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, list[float]]:
-    """Greedy tokens ``[B, n_new]`` and timestamps: start, after the prefill (first token), after each step."""
+def ours_generate(model: Decoder, prompt: torch.Tensor, n_new: int, step: StaticStep | None = None
+                  ) -> tuple[torch.Tensor, list[float]]:
+    """Greedy tokens ``[B, n_new]`` and timestamps: start, after the prefill (first token), after each step.
+    ``step``: the engine's static step (compiled or not) instead of the growing-slice eager step."""
     B, P = prompt.shape
-    if model.cache_batch_size != B or model.cache_max_seq_len < P + n_new:
+    if model.cache_batch_size != B or model.cache_max_seq_len != P + n_new:
         model.setup_caches(B, P + n_new)
     else:
         model.reset_caches()
@@ -81,12 +90,32 @@ def ours_generate(model: Decoder, prompt: torch.Tensor, n_new: int) -> tuple[tor
     out[:, 0] = tok
     stamps.append(time.perf_counter())
     positions = torch.arange(P, P + n_new)
+    row_pos = torch.full((B,), P)
     for i in range(1, n_new):
-        logits = model(tok[:, None], input_pos=positions[i - 1:i])
-        tok = logits[:, -1].argmax(-1)
+        if step is None:
+            logits = model(tok[:, None], input_pos=positions[i - 1:i])[:, -1]
+        else:
+            logits = step(model, tok, row_pos)
+            row_pos += 1
+        tok = logits.argmax(-1)
         out[:, i] = tok
         stamps.append(time.perf_counter())
     return out, stamps
+
+
+def bandwidth_limit(cfg: DecoderConfig, repeats: int = 5) -> dict:
+    """The memory-bandwidth limit of one decode step: a matrix-vector product over a float32 matrix as large as
+    the decoder's weights (read once per step, like a decode step), timed best of ``repeats``."""
+    n = cfg.num_params()
+    cols = 4096
+    w = torch.randn(max(1, n // cols), cols)
+    x = torch.randn(cols, 1)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        w @ x
+        best = min(best, time.perf_counter() - t)
+    return {"matvec_ms": 1e3 * best, "bandwidth_GB_s": w.numel() * 4 / best / 1e9, "limit_step_ms": 1e3 * best}
 
 
 class _StepClock:
@@ -118,42 +147,66 @@ def hf_generate(model, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, 
     return seq[:, prompt.shape[1]:], [start] + clock.stamps
 
 
-def bench_case(name: str, cfg: DecoderConfig, batch: int, prompt_len: int, n_new: int, repeats: int,
-               attn: str, seed: int) -> dict:
-    ours = random_decoder(cfg, seed)
-    theirs = hf_model(ours, attn)
-    prompt = torch.randint(0, cfg.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(seed + 1))
+VARIANTS = ("eager", "compiled", "int8", "int8-compiled")
 
-    ours_generate(ours, prompt, n_new)  # warm-ups (allocate the cache and RoPE tables, fill the allocators)
+
+def variant_of(base: Decoder, name: str) -> tuple[Decoder, StaticStep | None]:
+    """The decoder and step of one variant: ``eager`` (the growing-slice step), ``compiled`` (the engine's
+    static step through torch.compile), ``int8`` (weight-only int8 layers, eager), ``int8-compiled``."""
+    model = base
+    if name.startswith("int8"):
+        model = copy.deepcopy(base)
+        quantize_decoder_(model)
+    step = compile_step(True, torch.device("cpu")) if name.endswith("compiled") else None
+    return model, step
+
+
+def bench_case(name: str, cfg: DecoderConfig, batch: int, prompt_len: int, n_new: int, repeats: int,
+               attn: str, seed: int, variants: list[str], limit: dict) -> dict:
+    base = random_decoder(cfg, seed)
+    theirs = hf_model(base, attn)
+    prompt = torch.randint(0, cfg.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(seed + 1))
+    runs = {v: variant_of(base, v) for v in variants}
+    for model, step in runs.values():  # warm-ups (compile, allocate the cache and RoPE tables, fill allocators)
+        ours_generate(model, prompt, n_new, step)
     hf_generate(theirs, prompt, n_new)
-    ours_pre, ours_steps, hf_pre, hf_steps = [], [], [], []
-    for _ in range(repeats):  # interleaved, so both see the same machine load
-        tokens, stamps = ours_generate(ours, prompt, n_new)
-        ours_pre.append(stamps[1] - stamps[0])
-        ours_steps += [b - a for a, b in zip(stamps[1:], stamps[2:])]
-        hf_tokens, stamps = hf_generate(theirs, prompt, n_new)
-        hf_pre.append(stamps[1] - stamps[0])
-        hf_steps += [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    pre = {v: [] for v in [*variants, "hf"]}
+    steps = {v: [] for v in [*variants, "hf"]}
+    tokens = {}
+    for _ in range(repeats):  # interleaved, so all see the same machine load
+        for v, (model, step) in runs.items():
+            tokens[v], stamps = ours_generate(model, prompt, n_new, step)
+            pre[v].append(stamps[1] - stamps[0])
+            steps[v] += [b - a for a, b in zip(stamps[1:], stamps[2:])]
+        tokens["hf"], stamps = hf_generate(theirs, prompt, n_new)
+        pre["hf"].append(stamps[1] - stamps[0])
+        steps["hf"] += [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
     # Prefill: best run. Decode: 10th percentile of all steps. On a shared, oversubscribed machine a step is
     # often stretched by another process's time slice (in multiples of the scheduler's slice), and a longer
     # step more often so; the median would reward the faster implementation twice. Medians go to the JSON.
-    t_pre, h_pre = min(ours_pre), min(hf_pre)
-    t_step, h_step = _low(ours_steps), _low(hf_steps)
-    agree = bool((tokens == hf_tokens).all())
-    first_diff = None if agree else int((tokens != hf_tokens).any(0).nonzero()[0])
-    row = {
-        "config": name, "params_M": round(cfg.num_params() / 1e6, 1), "batch": batch, "prompt_len": prompt_len,
-        "new_tokens": n_new, "repeats": repeats,
-        "ours_prefill_tok_s": batch * prompt_len / t_pre, "hf_prefill_tok_s": batch * prompt_len / h_pre,
-        "ours_decode_tok_s": batch / t_step, "hf_decode_tok_s": batch / h_step,
-        "ours_decode_step_ms": 1e3 * t_step, "hf_decode_step_ms": 1e3 * h_step,
-        "ours_decode_step_ms_median": 1e3 * statistics.median(ours_steps),
-        "hf_decode_step_ms_median": 1e3 * statistics.median(hf_steps),
-        "greedy_tokens_equal": agree, "first_mismatch_step": first_diff,
-    }
-    row["decode_speedup"] = row["ours_decode_tok_s"] / row["hf_decode_tok_s"]
-    row["prefill_speedup"] = row["ours_prefill_tok_s"] / row["hf_prefill_tok_s"]
+    hf_step = _low(steps["hf"])
+    row = {"config": name, "params_M": round(cfg.num_params() / 1e6, 1), "batch": batch, "prompt_len": prompt_len,
+           "new_tokens": n_new, "repeats": repeats, "threads": torch.get_num_threads(),
+           "hf_prefill_tok_s": batch * prompt_len / min(pre["hf"]), "hf_decode_tok_s": batch / hf_step,
+           "hf_decode_step_ms": 1e3 * hf_step, "hf_decode_step_ms_median": 1e3 * statistics.median(steps["hf"]),
+           "limit_decode_tok_s": batch / (limit["limit_step_ms"] / 1e3)}
+    for v in variants:
+        key = "ours" if v == "eager" else v.replace("-", "_")
+        t = _low(steps[v])
+        row[f"{key}_decode_tok_s"] = batch / t
+        row[f"{key}_decode_step_ms"] = 1e3 * t
+        row[f"{key}_decode_step_ms_median"] = 1e3 * statistics.median(steps[v])
+        row[f"{key}_prefill_tok_s"] = batch * prompt_len / min(pre[v])
+        row[f"{key}_vs_hf"] = row[f"{key}_decode_tok_s"] / row["hf_decode_tok_s"]
+        row[f"{key}_of_limit"] = row[f"{key}_decode_tok_s"] / row["limit_decode_tok_s"]
+        same = tokens[v] == tokens["hf"]
+        row[f"{key}_greedy_equal"] = bool(same.all())
+        row[f"{key}_greedy_agreement"] = float(same.float().mean())
+    if "eager" in variants:  # the original columns
+        row["decode_speedup"] = row["ours_vs_hf"]
+        row["prefill_speedup"] = row["ours_prefill_tok_s"] / row["hf_prefill_tok_s"]
+        row["greedy_tokens_equal"] = row["ours_greedy_equal"]
     return row
 
 
@@ -163,12 +216,14 @@ def _low(samples: list[float], q: float = 0.1) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def print_table(rows: list[dict], header: str) -> None:
+def print_table(rows: list[dict], header: str, variants: list[str]) -> None:
     print(header)
-    cols = ["config", "params_M", "batch", "prompt_len", "new_tokens", "ours_decode_tok_s", "hf_decode_tok_s",
-            "decode_speedup", "ours_prefill_tok_s", "hf_prefill_tok_s", "prefill_speedup", "greedy_tokens_equal"]
-    short = ["config", "M params", "B", "P", "N", "ours dec tok/s", "HF dec tok/s", "dec x", "ours pre tok/s",
-             "HF pre tok/s", "pre x", "greedy equal"]
+    cols, short = ["config", "params_M", "batch", "threads", "hf_decode_tok_s", "limit_decode_tok_s"], \
+        ["config", "M params", "B", "thr", "HF tok/s", "limit tok/s"]
+    for v in variants:
+        key = "ours" if v == "eager" else v.replace("-", "_")
+        cols += [f"{key}_decode_tok_s", f"{key}_vs_hf", f"{key}_of_limit", f"{key}_greedy_agreement"]
+        short += [f"{v} tok/s", "x HF", "of limit", "greedy agree"]
     cells = [[_fmt(r[c]) for c in cols] for r in rows]
     widths = [max(len(s), *(len(c[i]) for c in cells)) for i, s in enumerate(short)]
     print("  ".join(s.rjust(w) for s, w in zip(short, widths)))
@@ -194,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="transformers attention kernel")
     ap.add_argument("--quick", action="store_true", help="tiny config only, 16 new tokens, 2 repeats")
+    ap.add_argument("--variants", default="eager,compiled,int8,int8-compiled",
+                    help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(VARIANTS):
+        ap.error(f"--variants takes a comma-separated list from {', '.join(VARIANTS)}")
     if args.quick:
         args.configs, args.repeats = "tiny", args.repeats or 5
         args.new_tokens = args.new_tokens or 16
@@ -209,18 +269,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.configs.split(","):
         cfg = DecoderConfig.preset(name)
+        limit = bandwidth_limit(cfg)
+        device.setdefault("bandwidth", {})[name] = limit
         n_new = args.new_tokens or (64 if name == "tiny" else 32)
         repeats = args.repeats or (10 if name == "tiny" else 3)
         for b in (int(x) for x in args.batches.split(",")):
-            rows.append(bench_case(name, cfg, b, args.prompt_len, n_new, repeats, args.attn, args.seed))
+            rows.append(bench_case(name, cfg, b, args.prompt_len, n_new, repeats, args.attn, args.seed, variants,
+                                   limit))
             print(f"  done {name} batch {b}", file=sys.stderr, flush=True)
     header = (f"device: {device['cpu']}, {device['threads']} thread(s); torch {device['torch']}, transformers "
               f"{device['transformers']} ({args.attn} attention); fp32, greedy; "
               f"{'/'.join(sorted({str(r['repeats']) for r in rows}))} interleaved runs")
-    print_table(rows, header)
+    print_table(rows, header, variants)
+    for name, lim in device["bandwidth"].items():
+        print(f"bandwidth probe ({name}): a {lim['matvec_ms']:.1f} ms float32 matvec over the weights' size, "
+              f"{lim['bandwidth_GB_s']:.1f} GB/s")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
-    return 0 if all(r["greedy_tokens_equal"] for r in rows) else 1
+    exact = [v for v in variants if not v.startswith("int8")]  # int8 is judged by its agreement, not equality
+    key = lambda v: "ours" if v == "eager" else v.replace("-", "_")  # noqa: E731
+    return 0 if all(r[f"{key(v)}_greedy_equal"] for r in rows for v in exact) else 1
 
 
 if __name__ == "__main__":

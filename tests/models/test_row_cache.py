@@ -90,9 +90,6 @@ def test_row_call_errors():
         model(tok, row_pos=torch.tensor([0, 16]))
     with pytest.raises(InputError, match="cache_row=2"):
         model(tok[:1], input_pos=torch.tensor([0]), cache_row=2)
-    model(torch.tensor([[0, 5], [3, 4]]), input_pos=torch.arange(2), left_pad=torch.tensor([1, 0]))
-    with pytest.raises(InputError, match="left-padded"):
-        model(tok, row_pos=torch.zeros(2, dtype=torch.long))
 
 
 def test_decoding_the_first_rows_only_equals_decoding_all():
@@ -109,3 +106,24 @@ def test_decoding_the_first_rows_only_equals_decoding_all():
         return model(tokens, row_pos=pos)[:2, -1]
 
     torch.testing.assert_close(run(2), run(6), rtol=1e-12, atol=1e-12)
+
+
+def test_row_decode_on_a_left_padded_cache_equals_the_slot_decode():
+    """The static step the compiled engine uses (``row_pos``, whole cache) computes what the growing-slice step
+    computes, left padding included."""
+    torch.set_default_dtype(torch.float64)
+    model = random_decoder(tiny_config(), seed=7)
+    prompt = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
+    pad = torch.tensor([2, 0])
+    nxt = torch.tensor([[9, 10, 11], [12, 13, 14]])
+    out = []
+    for static in (False, True):
+        model.setup_caches(2, 16)
+        logits = [model(prompt, input_pos=torch.arange(5), left_pad=pad)[:, -1]]
+        for t in range(3):
+            if static:
+                logits.append(model(nxt[:, t:t + 1], row_pos=torch.full((2,), 5 + t))[:, -1])
+            else:
+                logits.append(model(nxt[:, t:t + 1], input_pos=torch.tensor([5 + t]))[:, -1])
+        out.append(torch.stack(logits))
+    torch.testing.assert_close(out[1], out[0], rtol=1e-10, atol=1e-10)

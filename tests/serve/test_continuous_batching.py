@@ -221,3 +221,17 @@ def test_decoding_only_the_busy_rows_gives_the_same_greedy_tokens(model, engine)
         assert fast.run([prompts[0]], opts)[0].tokens == engine.run([prompts[0]], opts)[0].tokens
     finally:
         fast.close()
+
+
+def test_the_compiled_batch_step_gives_the_same_tokens(model, engine):
+    compiled = BatchingEngine(model.engine.decoder, model.layout, image_tokens=model.engine.image_tokens,
+                              max_rows=8, compile=True)
+    try:
+        opts = model.options(TTS).updated(max_new_tokens=30)
+        prompts = [prompt(model, TTS, t) for t in TEXTS[:3]]
+        want = [engine.run([p], opts)[0].tokens for p in prompts]
+        assert run_concurrently(compiled, [(p, opts) for p in prompts]) == want
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            assert compiled.run([prompts[0]], opts)[0].tokens == want[0]
+    finally:
+        compiled.close()

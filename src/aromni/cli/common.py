@@ -135,6 +135,11 @@ def add_model_args(p: argparse.ArgumentParser, *, toy_default: bool = True) -> N
     g.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:1, mps (default: cpu)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: as stored)")
+    g.add_argument("--compile", action="store_true",
+                   help="decode with the compiled static step (torch.compile; CUDA graphs on CUDA); the first "
+                        "generation pays the compile")
+    g.add_argument("--quantize", choices=["int8"], default=None,
+                   help="weight-only int8 for the decoder's linear layers (per-channel scales)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: 1 for small models such as the toy bundle, whose "
                         "latency grows several-fold with more threads on a busy machine; torch's default otherwise)")
@@ -281,7 +286,8 @@ def load_model(args: argparse.Namespace, *, toy_default: bool = True) -> OmniMod
     device = args.device if not isinstance(args.device, str) else resolve_device(args.device)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    model = OmniModel.load(path, device=device, dtype=args.dtype)
+    model = OmniModel.load(path, device=device, dtype=args.dtype, compile=getattr(args, "compile", False),
+                           quantize=getattr(args, "quantize", None))
     if not getattr(args, "threads", None):
         n = default_threads(sum(p.numel() for p in model.bundle.decoder.parameters()), device)
         if n is not None:

@@ -16,7 +16,7 @@ official code).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,17 +72,21 @@ def _forward(decoder: Decoder, tokens: torch.Tensor, start: int, left_pad: torch
 
 
 def generate_image_cfg(decoder: Decoder, layout: VocabLayout, contexts: Sequence[Sequence[int]], n_codes: int,
-                       opts: ImageSampling, generators: Sequence[torch.Generator]) -> Iterator[torch.Tensor]:
+                       opts: ImageSampling, generators: Sequence[torch.Generator], *,
+                       decode: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                       cache_len: Callable[[int], int] | None = None) -> Iterator[torch.Tensor]:
     """Yield ``n_codes`` image-code token ids ``[k]``, one per step, for ``k`` contexts under CFG.
 
     Sets up (and leaves behind) a KV cache of ``3k`` rows on ``decoder``; the caller restores its own. The
     contexts end with ``<boi>`` (added when missing). ``generators[i]`` draws the sampling noise of request ``i``.
+    ``decode(tokens [3k], slot) -> logits [3k, V]`` and ``cache_len(needed) -> slots`` replace the eager step and
+    the exact cache size (the compiled engine passes its static step and a fixed cache).
     """
     device = decoder.embed.weight.device
     rows = cfg_contexts(contexts, layout)
     tokens, pad = left_pad_batch(rows, layout.pad, device)
     k, T = len(contexts), tokens.shape[1]
-    decoder.setup_caches(3 * k, T + n_codes)
+    decoder.setup_caches(3 * k, cache_len(T + n_codes) if cache_len is not None else T + n_codes)
     chain = image_processors(layout, opts, device)
     greedy = torch.full((k,), opts.greedy, dtype=torch.bool, device=device)
     ctx = StepContext()
@@ -93,4 +97,7 @@ def generate_image_cfg(decoder: Decoder, layout: VocabLayout, contexts: Sequence
         tok = select_tokens(mixed, greedy, noise)
         yield tok
         if i + 1 < n_codes:
-            logits = _forward(decoder, tok.repeat(3)[:, None], T + i)
+            if decode is not None:
+                logits = decode(tok.repeat(3), T + i)
+            else:
+                logits = _forward(decoder, tok.repeat(3)[:, None], T + i)

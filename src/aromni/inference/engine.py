@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -100,6 +100,24 @@ def decode_one_token(decoder: Decoder, tokens: torch.Tensor, pos: int) -> torch.
     return decoder(tokens[:, None], input_pos=torch.tensor([pos], device=tokens.device))[:, -1]
 
 
+@torch.no_grad()
+def decode_rows(decoder: Decoder, tokens: torch.Tensor, row_pos: torch.Tensor) -> torch.Tensor:
+    """The static step: feed ``tokens [B]`` at per-row cache slots ``row_pos [B]``, attending over the whole
+    cache with a mask; next-token logits ``[B, V]``. Fixed shapes and no host sync, so it compiles to one graph
+    (``Engine(compile=True)``) and, on CUDA, to a CUDA graph."""
+    return decoder(tokens[:, None], row_pos=row_pos)[:, -1]
+
+
+def compile_step(enabled: bool, device: torch.device) -> Callable[[Decoder, torch.Tensor, torch.Tensor],
+                                                                  torch.Tensor] | None:
+    """:func:`decode_rows` compiled (``reduce-overhead``, i.e. CUDA graphs, on CUDA; inductor's default
+    elsewhere), or ``None`` when not ``enabled``."""
+    if not enabled:
+        return None
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return torch.compile(decode_rows, mode=mode, dynamic=False, fullgraph=True)
+
+
 class Engine:
     """Batched generation on one decoder.
 
@@ -110,11 +128,26 @@ class Engine:
             options give it.
     """
 
-    def __init__(self, decoder: Decoder, layout: VocabLayout, *, image_tokens: int | None = None):
+    def __init__(self, decoder: Decoder, layout: VocabLayout, *, image_tokens: int | None = None,
+                 compile: bool = False):
         if decoder.cfg.vocab_size != layout.vocab_size:
             raise AromniError(f"decoder has {decoder.cfg.vocab_size} ids, the layout {layout.vocab_size}")
         self.decoder, self.layout, self.image_tokens = decoder, layout, image_tokens
         self._owner: object | None = None
+        self.compiled = bool(compile)
+        self._compiled_step = compile_step(self.compiled, self.device)
+
+    def decode(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """One decode step for ``tokens [B]`` at cache slot ``pos`` (every row); logits ``[B, V]``. Eager: the
+        cache prefix up to ``pos``; compiled: the static step over the whole cache."""
+        if self._compiled_step is None:
+            return decode_one_token(self.decoder, tokens, pos)
+        return self._compiled_step(self.decoder, tokens, torch.full_like(tokens, pos))
+
+    def cache_len(self, need: int) -> int:
+        """Cache slots to allocate for ``need``: just that eagerly; the model's context when compiled, so every
+        generation has the same shapes and the step never recompiles."""
+        return self.max_seq_len if self.compiled else need
 
     @property
     def device(self) -> torch.device:
@@ -263,7 +296,7 @@ class GenerationStream:
             self._check_owner()
             if cfg and any(s == State.IMAGE and not f for s, f in zip(self.host_state, self.finished)):
                 continue  # the image phase starts from the contexts, <boi> included
-            logits = decode_one_token(self.decoder, tok, self.pos)
+            logits = self.engine.decode(tok, self.pos)
             self.pos += 1
 
     def _select(self, logits: torch.Tensor) -> torch.Tensor:
@@ -292,7 +325,7 @@ class GenerationStream:
         rows = rows or [g.prompt for g in self.results]
         tokens, pad = left_pad_batch(rows, self.layout.pad, self.engine.device)
         extra = max(self.budget) if extra is None else extra
-        self.decoder.setup_caches(len(rows), tokens.shape[1] + extra)
+        self.decoder.setup_caches(len(rows), self.engine.cache_len(tokens.shape[1] + extra))
         self.pos = tokens.shape[1]
         return prefill(self.decoder, tokens, pad)
 
@@ -346,7 +379,9 @@ class GenerationStream:
         active[rows_t] = True
         full = torch.full((B,), self.layout.pad, dtype=torch.long, device=dev)
         gens = [self.generators[b] for b in group]
-        for codes in generate_image_cfg(self.decoder, self.layout, contexts, n, self.options.image, gens):
+        step = self.engine.decode if self.engine.compiled else None
+        for codes in generate_image_cfg(self.decoder, self.layout, contexts, n, self.options.image, gens,
+                                        decode=step, cache_len=self.engine.cache_len):
             self._check_owner()
             yield self._commit(full.index_put((rows_t,), codes), active, "image_cfg")
         yield self._commit(full.index_fill(0, rows_t, self.layout.eoi), active, "image_cfg")

@@ -37,6 +37,7 @@ from aromni.inference.engine import Engine, Generation, GenerationStream
 from aromni.inference.events import SegmentAssembler
 from aromni.inference.options import DecodeOptions, task_options
 from aromni.inference.streaming import AudioChunk, SpeechStreamer, StreamMetrics
+from aromni.models.quantize import quantize_decoder_
 from aromni.vocab.conversation import (
     Conversation,
     ImageSegment,
@@ -159,18 +160,21 @@ class TTSStream:
 class OmniModel:
     """A bundle ready for every task. Build with :meth:`load`."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, *, compile: bool = False):
         self.bundle = bundle
         self.layout, self.style = bundle.layout, bundle.style
         self.text, self.image, self.speech = bundle.text, bundle.image, bundle.speech
         self.defaults = DecodeOptions().with_overrides(bundle.generation)
         n_img = self.image.codes_per_image if self.image is not None else self.defaults.image_tokens
-        self.engine = Engine(bundle.decoder, self.layout, image_tokens=n_img)
+        self.engine = Engine(bundle.decoder, self.layout, image_tokens=n_img, compile=compile)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
-             ) -> OmniModel:
-        """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``.
+    def load(cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+             compile: bool = False, quantize: str | None = None) -> OmniModel:
+        """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``. ``compile=True``
+        decodes with the compiled static step (:func:`~aromni.inference.engine.compile_step`; the first
+        generation of each batch size pays the compile). ``quantize="int8"`` stores the decoder's linear layers
+        as int8 with per-channel scales (:mod:`aromni.models.quantize`).
 
         Raises :class:`~aromni.errors.InputError` for a path that is not a string/Path or a device that does not
         exist here, :class:`~aromni.errors.ConfigError` for a dtype that cannot hold weights, and
@@ -181,7 +185,9 @@ class OmniModel:
         device = resolve_device(device)
         bundle = Bundle.load(path, dtype=parse_dtype(dtype), device=device)
         bundle.decoder.eval()
-        return cls(bundle)
+        if quantize is not None:
+            quantize_decoder_(bundle.decoder, quantize)
+        return cls(bundle, compile=compile)
 
     @property
     def device(self) -> torch.device:

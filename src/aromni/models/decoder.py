@@ -277,8 +277,10 @@ class Decoder(nn.Module):
             logits_to_keep: compute logits for the last ``n`` positions only (prefill needs one).
             return_hidden: return the final normed hidden states ``[B, T, dim]`` instead of logits.
             row_pos: ``[B]`` one-token decode (``tokens [B, 1]``, no ``input_pos``) where row ``b`` writes at its
-                own slot ``row_pos[b]`` and attends to its slots ``0..row_pos[b]`` (continuous batching; the
-                cache holds no left padding). ``B`` may be less than the cache's rows: the first ``B`` are used.
+                own slot ``row_pos[b]`` and attends to its slots ``0..row_pos[b]`` (beyond its left padding, if
+                the cache was prefilled left-padded) over the whole cache: fixed shapes and no host sync in a
+                compiled step (the engines' ``compile=True``), and continuous batching (rows at different
+                lengths). ``B`` may be less than the cache's rows: the first ``B`` are used.
             cache_row: with ``input_pos``, run ``tokens [1, T]`` into cache row ``cache_row`` only (a request
                 joining a batch cache is prefilled into its free row while the other rows keep their state).
 
@@ -290,9 +292,8 @@ class Decoder(nn.Module):
         write: CacheWrite | None = None
         if row_pos is not None:
             kv_len, write = self._check_row_call(tokens, input_pos, row_pos, segment_ids)
-            rope, causal = self._rope_for(row_pos[:, None], x.dtype, self.cache_max_seq_len), False
-            slots = torch.arange(kv_len, device=row_pos.device)
-            mask = (slots[None, :] <= row_pos[:, None])[:, None, None, :]  # row b sees its slots 0..row_pos[b]
+            rope, mask = self._row_rope_and_mask(row_pos, x.dtype)
+            causal = False
         elif input_pos is None:
             kv_len = T
             if segment_ids is None:
@@ -368,14 +369,28 @@ class Decoder(nn.Module):
         if T != 1 or row_pos.shape != (B,) or B > self.cache_batch_size:
             raise InputError(f"row_pos decodes one token per cache row: got tokens {tuple(tokens.shape)} and "
                              f"row_pos {tuple(row_pos.shape)} for a cache of {self.cache_batch_size} rows")
-        if self._any_pad:
-            raise InputError("row_pos cannot be used on a cache holding left-padded rows")
-        if int(row_pos.min()) < 0 or int(row_pos.max()) >= self.cache_max_seq_len:
+        # The value check reads the positions on the host: eager calls only (a compiled step must not sync; its
+        # callers, the engines, keep the positions in range).
+        if not torch.compiler.is_compiling() and (int(row_pos.min()) < 0
+                                                  or int(row_pos.max()) >= self.cache_max_seq_len):
             raise InputError(f"row_pos outside the cache's {self.cache_max_seq_len} slots")
         # Every row attends over the whole cache (masked beyond its own slot), as gpt-fast's static cache does:
         # the shapes never change, and a row's arithmetic does not depend on the other rows' lengths (the
         # attention kernels block the key axis by its length, which moves the last bits of the result).
         return self.cache_max_seq_len, CacheWrite(row_pos, per_row=True)
+
+    def _row_rope_and_mask(self, row_pos: torch.Tensor, dtype: torch.dtype
+                           ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """RoPE tables and the ``[B, 1, 1, S_max]`` mask of a per-row decode: row ``b`` sees its slots
+        ``left_pad[b]..row_pos[b]`` at RoPE positions ``slot - left_pad[b]``. Fixed shapes, no host sync."""
+        B = row_pos.shape[0]
+        slots = torch.arange(self.cache_max_seq_len, device=row_pos.device)
+        mask = slots[None, :] <= row_pos[:, None]
+        positions = row_pos
+        if self._any_pad:
+            positions = (row_pos - self._left_pad[:B]).clamp(min=0)
+            mask = mask & self._valid[:B]
+        return self._rope_for(positions[:, None], dtype, self.cache_max_seq_len), mask[:, None, None, :]
 
     def _set_left_pad(self, left_pad: torch.Tensor) -> None:
         self._left_pad.copy_(left_pad.to(self._left_pad))

@@ -50,7 +50,7 @@ import torch
 
 from aromni.errors import AromniError, InputError
 from aromni.inference.cfg import cfg_contexts, image_processors, mix_cfg_logits
-from aromni.inference.engine import Engine, GenerationStream, Step
+from aromni.inference.engine import Engine, GenerationStream, Step, decode_rows
 from aromni.inference.fsm import State
 from aromni.inference.omni import OmniModel
 from aromni.inference.options import DecodeOptions
@@ -178,6 +178,7 @@ class BatchingEngine(Engine):
         max_rows: cache rows ``R``: the batch of every decode step (a CFG image takes three).
         max_active: requests decoding at once (default: ``max_rows``). ``max_active=1`` serves one request at a
             time on the same code path: the baseline that batching is measured against.
+        compile: run the decode step compiled (see :func:`~aromni.inference.engine.compile_step`).
         batch_invariant: decode all ``max_rows`` rows at every step (default), so a request's arithmetic, and
             therefore its tokens, never depend on the load. ``False`` decodes only the rows up to the highest busy
             one (rounded up to a power of two, at least 4): faster when few requests run, but matrix kernels
@@ -186,8 +187,9 @@ class BatchingEngine(Engine):
     """
 
     def __init__(self, decoder: Decoder, layout: VocabLayout, *, image_tokens: int | None = None,
-                 max_rows: int = 8, max_active: int | None = None, batch_invariant: bool = True):
-        super().__init__(decoder, layout, image_tokens=image_tokens)
+                 max_rows: int = 8, max_active: int | None = None, batch_invariant: bool = True,
+                 compile: bool = False):
+        super().__init__(decoder, layout, image_tokens=image_tokens, compile=compile)
         if max_rows < 1 or (max_active is not None and max_active < 1):
             raise InputError(f"max_rows and max_active must be >= 1, got {max_rows} and {max_active}")
         self.max_rows, self.max_active = int(max_rows), int(max_active or max_rows)
@@ -347,9 +349,8 @@ class BatchingEngine(Engine):
             for row, tok in zip(s.rows_held, s.pending):
                 tokens[row], pos[row] = tok, self._length[row]
         dev = self.device
-        with torch.no_grad():
-            logits = self.decoder(torch.tensor(tokens, device=dev)[:, None],
-                                  row_pos=torch.tensor(pos, device=dev))[:, -1]
+        step = self._compiled_step or decode_rows  # the compiled static step when compile=True
+        logits = step(self.decoder, torch.tensor(tokens, device=dev), torch.tensor(pos, device=dev))
         for s in self._active:
             for row in s.rows_held:
                 self._length[row] += 1
@@ -435,6 +436,6 @@ def enable_batching(model: OmniModel, *, max_rows: int = 8, max_active: int | No
     then runs through the shared batch (one prompt per call) and may be called from many threads at once."""
     old = model.engine
     engine = BatchingEngine(old.decoder, old.layout, image_tokens=old.image_tokens, max_rows=max_rows,
-                            max_active=max_active, batch_invariant=batch_invariant)
+                            max_active=max_active, batch_invariant=batch_invariant, compile=old.compiled)
     model.engine = engine
     return engine

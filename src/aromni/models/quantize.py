@@ -1,0 +1,70 @@
+"""Weight-only int8 quantization of the decoder's linear layers (``--quantize int8``).
+
+Each weight matrix ``W [out, in]`` is stored as int8 with one float scale per output channel (symmetric:
+``scale[o] = max_i |W[o, i]| / 127``, ``W ≈ int8 * scale``). Activations stay in the model's dtype. On CPU the
+product runs in torch's int8-weight kernel (``aten._weight_int8pack_mm``, the one gpt-fast uses), which reads a
+quarter of the float32 bytes per token: decoding one token is bound by reading the weights, so that is where the
+speed comes from. Elsewhere the weight is dequantized per call (correct, not faster).
+
+Embeddings stay in float (a lookup reads one row per token); the output head is quantized unless it is tied to
+the embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aromni.errors import ConfigError
+
+#: The quantization schemes ``--quantize`` accepts.
+SCHEMES = ("int8",)
+
+
+class Int8Linear(nn.Module):
+    """``y = x @ (weight * scale[:, None]).T`` with ``weight [out, in]`` int8 and ``scale [out]`` float.
+
+    Built by :meth:`from_linear`; inference only (no gradients flow to the int8 weight)."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        if linear.bias is not None:
+            raise ConfigError("int8 quantization covers bias-free linear layers only (the decoder has no biases)")
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        return cls(q, scale.to(linear.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., in]`` -> ``[..., out]`` in ``x``'s dtype."""
+        scale = self.scale.to(x.dtype)
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight, scale)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight.to(x.dtype)) * scale
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+def quantize_decoder_(decoder: nn.Module, scheme: str = "int8") -> int:
+    """Replace the decoder's linear layers (attention, MLP, and the output head unless tied) by
+    :class:`Int8Linear` in place; returns how many were replaced."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown quantization {scheme!r}", f"one of: {', '.join(SCHEMES)}")
+    embed = getattr(decoder, "embed", None)
+    tied = embed is not None and getattr(decoder.lm_head, "weight", None) is embed.weight
+    n = 0
+    for parent in list(decoder.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and not (tied and child is decoder.lm_head):
+                setattr(parent, name, Int8Linear.from_linear(child))
+                n += 1
+    return n
