@@ -85,12 +85,13 @@ def ours_generate(model: Decoder, prompt: torch.Tensor, n_new: int, step: Static
         model.reset_caches()
     out = torch.empty(B, n_new, dtype=torch.long)
     stamps = [time.perf_counter()]
-    logits = model(prompt, input_pos=torch.arange(P), logits_to_keep=1)
+    dev = prompt.device
+    logits = model(prompt, input_pos=torch.arange(P, device=dev), logits_to_keep=1)
     tok = logits[:, -1].argmax(-1)
-    out[:, 0] = tok
+    out[:, 0] = tok  # a device-to-host copy: the step's time includes finishing it
     stamps.append(time.perf_counter())
-    positions = torch.arange(P, P + n_new)
-    row_pos = torch.full((B,), P)
+    positions = torch.arange(P, P + n_new, device=dev)
+    row_pos = torch.full((B,), P, device=dev)
     for i in range(1, n_new):
         if step is None:
             logits = model(tok[:, None], input_pos=positions[i - 1:i])[:, -1]
@@ -150,14 +151,15 @@ def hf_generate(model, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, 
 VARIANTS = ("eager", "compiled", "int8", "int8-compiled")
 
 
-def variant_of(base: Decoder, name: str) -> tuple[Decoder, StaticStep | None]:
+def variant_of(base: Decoder, name: str, device: torch.device = torch.device("cpu")
+               ) -> tuple[Decoder, StaticStep | None]:
     """The decoder and step of one variant: ``eager`` (the growing-slice step), ``compiled`` (the engine's
     static step through torch.compile), ``int8`` (weight-only int8 layers, eager), ``int8-compiled``."""
     model = base
     if name.startswith("int8"):
         model = copy.deepcopy(base)
         quantize_decoder_(model)
-    step = compile_step(True, torch.device("cpu")) if name.endswith("compiled") else None
+    step = compile_step(True, device) if name.endswith("compiled") else None
     return model, step
 
 

@@ -23,13 +23,17 @@ def test_int8_linear_is_close_to_the_float_layer_and_its_fallback():
         lin.weight.copy_(torch.randn(48, 64, generator=g) * torch.linspace(0.01, 1.0, 48)[:, None])
     q = Int8Linear.from_linear(lin)
     assert q.weight.dtype == torch.int8 and q.scale.shape == (48,)
+    # Rounding moves each weight by at most half a step of its row's scale.
+    step = q.scale[:, None]
+    assert torch.all((q.weight.float() * step - lin.weight.detach()).abs() <= 0.5 * step + 1e-7)
     x = torch.randn(3, 5, 64, generator=g)
-    y, ref = q(x), lin(x)
-    # Rounding moves each weight by at most half a step: |error| <= 0.5 * scale[o] * sum_i |x_i|.
-    bound = 0.5 * q.scale[None, None, :] * x.abs().sum(-1, keepdim=True)
-    assert torch.all((y - ref).abs() <= bound + 1e-5)
-    dequant = F.linear(x, q.weight.float()) * q.scale
-    torch.testing.assert_close(y, dequant, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        y, ref = q(x), lin(x)
+    assert y.dtype == x.dtype and y.shape == ref.shape
+    assert float((y - ref).norm() / ref.norm()) < 0.02  # int8 weights, bfloat16 activations in the CPU kernel
+    # The CPU kernel computes the dequantized product of the bfloat16-rounded activations (to bfloat16 output).
+    dequant = F.linear(x.bfloat16().float(), q.weight.float()) * q.scale
+    torch.testing.assert_close(y, dequant, rtol=1e-2, atol=1e-2 * float(dequant.abs().max()))
 
 
 @pytest.mark.parametrize("tied", [False, True])

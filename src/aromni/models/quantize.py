@@ -1,10 +1,10 @@
 """Weight-only int8 quantization of the decoder's linear layers (``--quantize int8``).
 
 Each weight matrix ``W [out, in]`` is stored as int8 with one float scale per output channel (symmetric:
-``scale[o] = max_i |W[o, i]| / 127``, ``W ≈ int8 * scale``). Activations stay in the model's dtype. On CPU the
-product runs in torch's int8-weight kernel (``aten._weight_int8pack_mm``, the one gpt-fast uses), which reads a
-quarter of the float32 bytes per token: decoding one token is bound by reading the weights, so that is where the
-speed comes from. Elsewhere the weight is dequantized per call (correct, not faster).
+``scale[o] = max_i |W[o, i]| / 127``, ``W ≈ int8 * scale``). On CPU the product runs in torch's int8-weight kernel (``aten._weight_int8pack_mm``, the
+one gpt-fast uses) with the activations rounded to bfloat16 (the kernel's fast path); it reads a quarter of the
+float32 weight bytes per token, and decoding one token is bound by reading the weights. The output comes back
+in the model's dtype. Elsewhere the weight is dequantized per call (correct, not faster).
 
 Embeddings stay in float (a lookup reads one row per token); the output head is quantized unless it is tied to
 the embedding.
@@ -44,11 +44,14 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., in]`` -> ``[..., out]`` in ``x``'s dtype."""
-        scale = self.scale.to(x.dtype)
         if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight, scale)
-            return y.reshape(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight.to(x.dtype)) * scale
+            # The CPU kernel is vectorised for bfloat16 activations only: with float32 ones it ran 3-10x slower
+            # than a float32 matmul on this project's CPU, with bfloat16 ones 2-3x faster. The activations are
+            # rounded to bfloat16 for the product (the int8 weights already carry a larger error).
+            xb = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            y = torch.ops.aten._weight_int8pack_mm(xb, self.weight, self.scale.to(torch.bfloat16))
+            return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"

@@ -1,0 +1,186 @@
+"""Prepared GPU benchmark: a 7B-config decoder with random weights in bf16 on one GPU (run by ``gpu.sh``).
+
+    bash benchmarks/gpu.sh                       # on a GPU machine: JSON + table in gpu_out/ (aim: under 8 min)
+    .venv/bin/python benchmarks/gpu_bench.py --dry-run   # the same code paths, tiny config on CPU (seconds)
+
+Parts (each with its peak GPU memory):
+
+* **bandwidth**: a device-to-device copy of 1 GiB (``2 x bytes / time``: the HBM bandwidth) and the decode limit
+  it implies, ``bandwidth / weight bytes`` steps per second;
+* **decode**: greedy tokens/s at each batch for our eager step, the compiled static step (CUDA graphs through
+  ``reduce-overhead``) and weight-only int8, against transformers' Chameleon ``generate()`` on the same weights
+  (``--no-hf`` skips it: writing and loading a 7B checkpoint takes a minute or two);
+* **tts**: first speech token latency (prompt ending in ``<boa>``, speech codes only) and the decode rate as a
+  real-time factor at the codec's 40 frames per second;
+* **t2i**: seconds per image of ``--image-tokens`` codes with the official three-row CFG.
+
+Not measured here (yet): the FSDP2 train step and MFU, and first *audio* (it needs a trained codec's decoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from decode import hf_generate, ours_generate, variant_of
+
+from aromni.inference.cfg import generate_image_cfg
+from aromni.inference.engine import Engine
+from aromni.inference.options import DecodeOptions, ImageSampling, TextSampling
+from aromni.models import Decoder, DecoderConfig
+from aromni.models.checkpoint import save_checkpoint
+from aromni.vocab.layout import VocabLayout
+
+CODEC_FPS = 40.0  # speech codes per second of audio (WavTokenizer 40 Hz, the official AR-Omni codec)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def timed(device: torch.device, fn: Callable[[], object]) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def bandwidth(device: torch.device, nbytes: int) -> float:
+    """GB/s of a device-to-device copy (read + write), best of 5."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return max(2 * nbytes / timed(device, lambda: dst.copy_(src)) for _ in range(6)) / 1e9
+
+
+def random_decoder(cfg: DecoderConfig, device: torch.device, dtype: torch.dtype) -> Decoder:
+    with torch.device(device):
+        model = Decoder(cfg)
+    model.init_weights(std=0.02)
+    return model.to(dtype).eval()
+
+
+def decode_part(model: Decoder, cfg: DecoderConfig, batches: list[int], n_new: int, hf: bool,
+                device: torch.device, dtype: torch.dtype) -> list[dict]:
+    theirs = hf_load(model, dtype, device) if hf else None
+    rows = []
+    for b in batches:
+        prompt = torch.randint(0, cfg.vocab_size, (b, 32), device=device)
+        row: dict[str, object] = {"batch": b}
+        for name in ("eager", "compiled", "int8"):
+            peak_reset(device)
+            m, step = variant_of(model, name, device)
+            ours_generate(m, prompt, n_new, step)  # warm-up / compile
+            _, stamps = ours_generate(m, prompt, n_new, step)
+            steps = sorted(y - x for x, y in zip(stamps[1:], stamps[2:]))
+            row[f"{name}_tok_s"] = b / steps[len(steps) // 2]
+            row[f"{name}_peak_gib"] = peak_gib(device)
+            del m
+        if theirs is not None:
+            peak_reset(device)
+            hf_generate(theirs, prompt, n_new)
+            _, stamps = hf_generate(theirs, prompt, n_new)
+            steps = sorted(y - x for x, y in zip(stamps[1:], stamps[2:]))
+            row["hf_tok_s"] = b / steps[len(steps) // 2]
+            row["hf_peak_gib"] = peak_gib(device)
+            for name in ("eager", "compiled", "int8"):
+                row[f"{name}_vs_hf"] = row[f"{name}_tok_s"] / row["hf_tok_s"]
+        rows.append(row)
+    return rows
+
+
+def hf_load(model: Decoder, dtype: torch.dtype, device: torch.device):
+    from transformers import ChameleonForConditionalGeneration
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(model.float().cpu(), tmp, "hf", extra_config={"vocabulary_map": {}, "vq_config": {
+            "embed_dim": 8, "num_embeddings": 16, "latent_channels": 32, "resolution": 32, "base_channels": 32,
+            "channel_multiplier": [1], "num_res_blocks": 1, "attn_resolutions": []}})
+        model.to(device=device, dtype=dtype)
+        hf = ChameleonForConditionalGeneration.from_pretrained(tmp, dtype=dtype)
+    return hf.to(device).eval()
+
+
+def tts_part(model: Decoder, layout: VocabLayout, n_new: int, device: torch.device) -> dict:
+    engine = Engine(model, layout, compile=True)
+    opts = DecodeOptions(text=TextSampling(greedy=True), max_new_tokens=n_new, seed=0, allow_image=False)
+    prompt = [layout.bos, *[int(t) for t in layout.text_ids[:24]], layout.boa]
+    for _ in range(2):  # the first run compiles
+        peak_reset(device)
+        t0 = time.perf_counter()
+        first, times = None, []
+        for step in engine.generate([prompt], opts):
+            times.append(step.time)
+            if first is None and layout.speech.contains(step.tokens[0]):
+                first = step.time - t0
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    per_token = gaps[len(gaps) // 2] if gaps else float("nan")
+    return {"first_speech_token_s": first, "speech_tokens": len(times), "rtf": per_token * CODEC_FPS,
+            "peak_gib": peak_gib(device)}
+
+
+def t2i_part(model: Decoder, layout: VocabLayout, n_codes: int, device: torch.device) -> dict:
+    opts = ImageSampling(greedy=False, cfg=True)
+    context = [layout.bos, *[int(t) for t in layout.text_ids[:16]], layout.boi]
+    gens = [torch.Generator(device=device).manual_seed(0)]
+    run = lambda: list(generate_image_cfg(model, layout, [context], n_codes, opts, gens))  # noqa: E731
+    run()  # warm-up
+    peak_reset(device)
+    return {"image_tokens": n_codes, "seconds_per_image": timed(device, run), "peak_gib": peak_gib(device)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dry-run", action="store_true", help="tiny config on CPU: check the code paths")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--image-tokens", type=int, default=1024)
+    ap.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.dry_run:
+        device, dtype = torch.device("cpu"), torch.float32
+        layout = VocabLayout.compact(200, 64, 64)
+        cfg = DecoderConfig.preset("tiny", vocab_size=layout.vocab_size, max_seq_len=256)
+        args.new_tokens, args.image_tokens = min(args.new_tokens, 8), min(args.image_tokens, 16)
+    else:
+        if not torch.cuda.is_available():
+            ap.error("no CUDA device here: run with --dry-run to check the script on CPU")
+        device, dtype = torch.device("cuda"), torch.bfloat16
+        layout = VocabLayout.aromni_7b()
+        cfg = DecoderConfig.preset("7b", max_seq_len=args.image_tokens + 256)
+    model = random_decoder(cfg, device, dtype)
+    result: dict[str, object] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)",
+        "dtype": str(dtype), "params_B": cfg.num_params() / 1e9, "torch": torch.__version__}
+    gbs = bandwidth(device, 2**30 if device.type == "cuda" else 2**24)
+    weight_bytes = cfg.num_params() * torch.finfo(dtype).bits // 8
+    result["bandwidth"] = {"GB_s": gbs, "limit_tok_s_per_row": gbs * 1e9 / weight_bytes}
+    batches = [int(b) for b in args.batches.split(",")]
+    result["decode"] = decode_part(model, cfg, batches, args.new_tokens, not args.no_hf, device, dtype)
+    result["tts"] = tts_part(model, layout, args.new_tokens, device)
+    result["t2i"] = t2i_part(model, layout, args.image_tokens, device)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
