@@ -11,6 +11,7 @@ from torch import nn
 
 import aromni
 from aromni.errors import ConfigError
+from aromni.inference.engine import compile_step, decode_rows
 from aromni.models.quantize import Int8Linear, quantize_decoder_
 from aromni.vocab.tasks import TTS
 from aromni.vocab.templates import task_conversation
@@ -63,3 +64,17 @@ def test_int8_toy_bundle_agrees_with_float32():
         worst = max(worst, float((a - b).norm() / a.norm()))
     assert agree / total >= 0.98
     assert worst <= 0.03
+
+
+def test_compiled_int8_step_equals_eager_int8():
+    model = random_decoder(tiny_config(), seed=2)
+    quantize_decoder_(model)
+    step = compile_step(True, torch.device("cpu"))
+    prompt = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    out = []
+    for fn in (decode_rows, step):
+        model.setup_caches(2, 16)
+        model(prompt, input_pos=torch.arange(4))
+        out.append(torch.stack([fn(model, torch.tensor([20 + t, 30 + t]), torch.full((2,), 4 + t))
+                                for t in range(3)]))
+    torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-5)

@@ -22,6 +22,25 @@ from aromni.errors import ConfigError
 SCHEMES = ("int8",)
 
 
+@torch.library.custom_op("aromni::int8_linear_cpu", mutates_args=())
+def int8_linear_cpu(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x [..., in] @ (weight * scale[:, None]).T`` on CPU, in ``x``'s dtype.
+
+    torch's int8-weight kernel is vectorised for bfloat16 activations only: with float32 ones it ran 3-10x
+    slower than a float32 matmul on this project's CPU, with bfloat16 ones 2-3x faster. So the activations are
+    rounded to bfloat16 for the product (the int8 weights already carry a larger error). A custom op, so that
+    ``torch.compile`` calls the kernel as it is (inductor's own lowering of it failed on a fused bfloat16 cast
+    in torch 2.13, and its pattern for the float32 form was slower than eager)."""
+    xb = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+    y = torch.ops.aten._weight_int8pack_mm(xb, weight, scale.to(torch.bfloat16))
+    return y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+
+
+@int8_linear_cpu.register_fake
+def _int8_linear_cpu_shape(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 class Int8Linear(nn.Module):
     """``y = x @ (weight * scale[:, None]).T`` with ``weight [out, in]`` int8 and ``scale [out]`` float.
 
@@ -45,12 +64,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., in]`` -> ``[..., out]`` in ``x``'s dtype."""
         if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            # The CPU kernel is vectorised for bfloat16 activations only: with float32 ones it ran 3-10x slower
-            # than a float32 matmul on this project's CPU, with bfloat16 ones 2-3x faster. The activations are
-            # rounded to bfloat16 for the product (the int8 weights already carry a larger error).
-            xb = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch.ops.aten._weight_int8pack_mm(xb, self.weight, self.scale.to(torch.bfloat16))
-            return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+            return int8_linear_cpu(x, self.weight, self.scale)
         return F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
 
     def extra_repr(self) -> str:
