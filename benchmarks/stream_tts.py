@@ -22,6 +22,7 @@ With ``--model`` (e.g. the toy bundle) the real TTS prompt and stop rules are us
     .venv/bin/python benchmarks/stream_tts.py                       # random 100m decoder, 120 speech tokens
     .venv/bin/python benchmarks/stream_tts.py --size tiny --speech-tokens 80 --repeats 2
     .venv/bin/python benchmarks/stream_tts.py --model toy_bundle --json out.json
+    .venv/bin/python benchmarks/stream_tts.py --compile            # our side with the compiled static step
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per system (best total is reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--no-baseline", action="store_true", help="skip transformers")
+    ap.add_argument("--compile", action="store_true", help="our engine decodes with the compiled static step")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text", default=TEXT, help="the sentence to speak (for a trained bundle: one it knows)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if forced:
         L = bundle.layout
         bundle.decoder = _NoStop(plain, [L.eoa, L.eos, L.eom])
-    m = OmniModel(bundle)
+    m = OmniModel(bundle, compile=args.compile)
     lookahead = m.speech.stream_decoder(1).lookahead_frames
     systems = {"aromni (streaming)": lambda: run_ours(m, args.speech_tokens, args.first_chunk_frames,
                                                         args.chunk_frames, forced, args.text)}
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     codes = [r.pop("codes") for r in rows.values()]
     same = len(codes) < 2 or codes[0] == codes[1]
     device = f"CPU: {cpu_name()}, {torch.get_num_threads()} thread(s)"
-    print(f"device: {device}; {desc}; fp32, greedy; {args.speech_tokens} speech tokens at "
+    step = "compiled static step; " if args.compile else ""
+    print(f"device: {device}; {desc}; fp32, greedy; {step}{args.speech_tokens} speech tokens at "
           f"{m.speech.frame_rate:g}/s; codec lookahead {lookahead} frame(s); best of {args.repeats}")
     cols = ["ftl_ms", "first_audio_ms", "total_s", "audio_s", "rtf", "decode_tok_s"]
     print(f"{'system':42s}" + "".join(f"{c:>16s}" for c in cols))
