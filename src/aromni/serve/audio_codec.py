@@ -50,6 +50,12 @@ def b64decode(text: str, what: str) -> bytes:
         raise InputError(f"{what} is not valid base64", "send the file bytes base64-encoded (no data: prefix)") from None
 
 
+#: Uploaded audio: most channels and highest sample rate read (the decoded size is bounded by these and the
+#: duration limit).
+MAX_CHANNELS = 8
+MAX_SAMPLE_RATE = 192_000
+
+
 def read_audio(data: bytes, max_seconds: float, what: str = "the audio") -> tuple[np.ndarray, int]:
     """An uploaded audio file's bytes -> ``(mono float32 samples [T], sample rate)``.
 
@@ -65,6 +71,11 @@ def read_audio(data: bytes, max_seconds: float, what: str = "the audio") -> tupl
     if info.samplerate <= 0 or info.frames <= 0:
         raise InputError(f"{what} holds no samples", "send a non-empty recording")
     _check_seconds(info.frames / info.samplerate, max_seconds, what)
+    # A tiny compressed file can declare many channels at a huge rate: check what decoding would allocate.
+    if info.channels > MAX_CHANNELS or info.samplerate > MAX_SAMPLE_RATE:
+        raise InputError(f"{what} has {info.channels} channels at {info.samplerate} Hz; this server reads at most "
+                         f"{MAX_CHANNELS} channels at up to {MAX_SAMPLE_RATE} Hz", "send mono or stereo audio at "
+                         "a common rate (16 or 48 kHz)")
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - as above

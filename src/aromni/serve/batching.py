@@ -38,6 +38,7 @@ import atexit
 import contextlib
 import contextvars
 import heapq
+import logging
 import queue
 import threading
 import time
@@ -58,6 +59,8 @@ from aromni.inference.processors import ProcessorChain, StepContext
 from aromni.inference.sampling import exponential_noise, select_tokens
 from aromni.models.decoder import Decoder
 from aromni.vocab.layout import VocabLayout
+
+log = logging.getLogger(__name__)
 
 #: The cancel event that :meth:`BatchingEngine.generate` attaches to the streams it creates (see
 #: :meth:`BatchingEngine.cancel_scope`).
@@ -161,7 +164,7 @@ class RowStream(GenerationStream):
         return [self.row, *self.companions]
 
     def needs_cfg(self) -> bool:
-        return (self.options.image.uses_cfg and not self.finished[0] and self.host_state[0] == State.IMAGE
+        return (self.rows_needed == 3 and not self.finished[0] and self.host_state[0] == State.IMAGE
                 and not self.companions)
 
     def deliver(self, item: Step | BaseException | None) -> None:
@@ -230,7 +233,7 @@ class BatchingEngine(Engine):
     def submit(self, stream: RowStream) -> None:
         with self._cond:
             if self._closed:
-                raise AromniError("the engine is shut down", "start a new server")
+                raise RequestCancelled("the engine is shut down", "retry; if it persists, restart the server")
             self._waiting.append(stream)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="aromni-batching", daemon=True)
@@ -254,8 +257,8 @@ class BatchingEngine(Engine):
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
-        self.decoder.setup_caches(self.max_rows, self.max_seq_len)
         try:
+            self.decoder.setup_caches(self.max_rows, self.max_seq_len)
             while True:
                 with self._cond:
                     while not (self._closed or self._waiting or self._active):
@@ -267,37 +270,57 @@ class BatchingEngine(Engine):
                     self._drop_cancelled()
                     t0 = time.perf_counter()
                     for s in joining:
-                        self._admit(s)
+                        self._admit_or_fail(s)
                     if self._active:
                         self._step()
                     with self._cond:
                         self._stats.busy_seconds += time.perf_counter() - t0
                 except Exception as e:  # noqa: BLE001 - a failed step fails its requests, not the server
                     self._fail_all(joining, e)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory allocating the cache: logged, then as closed
+            log.error("the batching engine's worker stopped", exc_info=e)
+            why = f" ({type(e).__name__}: {e})"
+        else:
+            why = ""
         finally:
+            # Whether closed or crashed: take no more requests, and release every one in flight rather than leave
+            # it waiting on a worker that is gone.
             with self._cond:
+                self._closed = True
                 left = list(self._waiting) + self._active
                 self._waiting.clear()
-            for s in left:
-                s.deliver(RequestCancelled("the engine shut down before this request finished"))
             self.decoder.clear_caches()
+        for s in left:
+            s.deliver(RequestCancelled(f"the engine stopped before this request finished{why}",
+                                       "retry; if it persists, restart the server"))
 
     def _take_joining(self) -> list[RowStream]:
         """Pop waiting requests that fit the free rows (called with the lock held; order kept: no overtaking)."""
+        for s in [s for s in self._waiting if s.cancel_event.is_set()]:  # gone before they got a row
+            self._waiting.remove(s)
+            self._stats.cancelled += 1
+            s.results[0].stop_reason = "cancelled"
+            s.deliver(None)
         joining, free = [], len(self._free)
         while self._waiting and len(self._active) + len(joining) < self.max_active:
             s = self._waiting[0]
-            if s.cancel_event.is_set():
-                self._waiting.popleft()
-                self._stats.cancelled += 1
-                s.results[0].stop_reason = "cancelled"
-                s.deliver(None)
-                continue
             if s.rows_needed > free:
                 break
             free -= s.rows_needed
             joining.append(self._waiting.popleft())
         return joining
+
+    def _admit_or_fail(self, s: RowStream) -> None:
+        """Admit ``s``; if its prefill fails (a prompt too long for the memory left, say), only ``s`` fails:
+        a one-row prefill touches no other row."""
+        try:
+            self._admit(s)
+        except Exception as e:  # noqa: BLE001 - the error belongs to this request only
+            if s in self._active:
+                self._release(s)
+            with self._cond:
+                self._stats.failed += 1
+            s.deliver(e)
 
     def _admit(self, s: RowStream) -> None:
         rows = [heapq.heappop(self._free) for _ in range(s.rows_needed)]

@@ -95,10 +95,24 @@ def plan_chat(messages: list[ChatMessage], settings: ServeSettings) -> ChatPlan:
     if groups[0][0] != "user":
         raise InputError("the conversation must start with a user message (after any system messages)",
                          "put the user's first message before the assistant's")
+    _check_media_counts(messages, settings)
     turns = [_user_turn(g, settings) for role, g in groups if role == "user"]
     replies = [" ".join(_text_only(m, i) for i, m in g).strip() for role, g in groups if role == "assistant"]
     append = " ".join(s for s in system if s.strip()) or None
     return ChatPlan(list(zip(turns[:-1], replies)), turns[-1], append)
+
+
+def _check_media_counts(messages: list[ChatMessage], settings: ServeSettings) -> None:
+    """Refuse too many images or audio clips before any is decoded (each is checked for size on its own, but a
+    small body can hold thousands of tiny, highly compressed images)."""
+    parts = [p for m in messages if not isinstance(m.content, str) for p in (m.content or [])]
+    for kind, n, limit, name in (("images", sum(isinstance(p, ImagePart) for p in parts), settings.max_images,
+                                  "max_images"),
+                                 ("audio clips", sum(isinstance(p, AudioPart) for p in parts),
+                                  settings.max_audio_clips, "max_audio_clips")):
+        if n > limit:
+            raise InputError(f"the conversation holds {n} {kind}, over this server's limit of {limit} ({name})",
+                             f"send at most {limit} {kind} per request")
 
 
 def build_session(model: OmniModel, plan: ChatPlan, options: DecodeOptions) -> ChatSession:

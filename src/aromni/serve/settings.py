@@ -55,6 +55,7 @@ class ServeSettings:
         max_body_bytes: largest request body (``413`` beyond).
         max_audio_seconds: longest uploaded audio.
         max_image_pixels: largest uploaded image (width x height).
+        max_images, max_audio_clips: images and audio clips in one chat request (all turns together).
         request_timeout_s: a request's wall-clock limit, queue wait included (``504`` beyond).
         cors_origins: origins allowed to call the API from a browser (empty: CORS off).
     """
@@ -70,6 +71,8 @@ class ServeSettings:
     max_body_bytes: int = 25 * 1024 * 1024
     max_audio_seconds: float = 60.0
     max_image_pixels: int = 4096 * 4096
+    max_images: int = 16
+    max_audio_clips: int = 16
     request_timeout_s: float = 300.0
     cors_origins: tuple[str, ...] = ()
 
@@ -84,6 +87,8 @@ class ServeSettings:
         _int(self, "max_queue", 0)
         _int(self, "max_body_bytes", 1)
         _int(self, "max_image_pixels", 1)
+        _int(self, "max_images", 0)
+        _int(self, "max_audio_clips", 0)
         _positive(self, "max_audio_seconds")
         _positive(self, "request_timeout_s")
         if isinstance(self.cors_origins, str) or not all(isinstance(o, str) and o for o in self.cors_origins):

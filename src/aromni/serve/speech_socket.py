@@ -10,13 +10,14 @@ codec emits them, ``{"type": "sentence.done", "sentence": i, "text": ...}`` afte
 "done"}`` after the close, then closes the socket. Problems are ``{"type": "error", "error": {...}}`` (OpenAI's
 error object; with ``"sentence": i`` when one sentence failed, and the session goes on). Authentication: the
 ``Authorization: Bearer KEY`` header or ``?api_key=KEY`` (browsers cannot set headers on a WebSocket). A
-session holds one admission slot; each sentence has the request timeout.
+session holds one admission slot; each sentence has the request timeout. A socket that sends nothing for the
+request timeout is closed, and at most ``MAX_PENDING_SENTENCES`` complete sentences wait to be spoken (then the
+socket stops reading until one is done).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Iterator, Mapping
@@ -25,6 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
 from aromni.errors import AromniError
 from aromni.serve.api_errors import APIError, as_api_error
@@ -38,6 +40,8 @@ router = APIRouter()
 SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
 #: Close codes: policy violation (bad key), try again later (server busy).
 CLOSE_POLICY, CLOSE_BUSY = 1008, 1013
+#: Complete sentences waiting to be spoken before the socket stops reading (backpressure).
+MAX_PENDING_SENTENCES = 16
 
 
 def split_sentences(text: str) -> tuple[list[str], str]:
@@ -87,7 +91,9 @@ class _Session:
         self.current: Job | None = None
 
     async def run(self) -> None:
-        send, receive = anyio.create_memory_object_stream[str](math.inf)
+        # A small queue: a client that sends sentences faster than they are spoken waits (backpressure)
+        # instead of growing the server's memory.
+        send, receive = anyio.create_memory_object_stream[str](MAX_PENDING_SENTENCES)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._speaker, receive, tg)
             await self._guard(self._receiver(send), tg)
@@ -105,7 +111,14 @@ class _Session:
         buffer = ""
         async with sentences:
             while True:
-                message = await self.ws.receive()
+                try:
+                    with anyio.fail_after(self.state.settings.request_timeout_s):
+                        message = await self.ws.receive()
+                except TimeoutError:  # an idle socket must not hold its admission slot forever
+                    await self.ws.send_json(error_message(APIError(
+                        408, f"no message for {self.state.settings.request_timeout_s:g} s", "send text, a flush "
+                        "or a close within the server's timeout", code="idle_timeout")))
+                    raise WebSocketDisconnect(CLOSE_POLICY) from None
                 if message["type"] == "websocket.disconnect":
                     raise WebSocketDisconnect(message.get("code", 1000))
                 try:
@@ -171,6 +184,13 @@ class _Session:
                 await self.ws.send_json({"type": "audio", "data": data, "sample_rate": rate, "sentence": i})
             await self.ws.send_json({"type": "sentence.done", "sentence": i, "text": text})
         except (APIError, AromniError) as e:
+            await self.ws.send_json(error_message(as_api_error(e), i))
+        except RuntimeError as e:
+            # Starlette raises RuntimeError for a send on a closed socket (the session ends); anything else is a
+            # fault of the model or the server, which the client must hear about (a logged 500).
+            connected = WebSocketState.CONNECTED
+            if self.ws.client_state != connected or self.ws.application_state != connected:
+                raise
             await self.ws.send_json(error_message(as_api_error(e), i))
         finally:
             chunks.close()

@@ -14,6 +14,8 @@ needs the ``serve`` extra; without it the command says so in one line. ``AROMNI_
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 from pathlib import Path
 
 from aromni.cli import common
@@ -66,6 +68,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class RedactApiKey(logging.Filter):
+    """Hides ``api_key=...`` in uvicorn's log lines (it logs WebSocket paths with their query string)."""
+
+    PATTERN = re.compile(r"(api_key=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), None
+        return True
+
+
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     """The :class:`ServeSettings` of the flags (``--api-key`` unset: ``$AROMNI_API_KEY``)."""
     given = {"api_key": args.api_key} if args.api_key is not None else {}
@@ -94,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     app = app_module.create_app(model, settings, vivo=vivo, model_name=args.model_name)
     common.flush_notes(show=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", lifespan="on")
+    for name in ("uvicorn.error", "uvicorn.access"):  # WebSocket clients may pass the key as ?api_key=
+        logging.getLogger(name).addFilter(RedactApiKey())
     try:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly: the normal way to stop
