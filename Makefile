@@ -13,7 +13,7 @@ TORCH_VERSION ?= 2.13.0
 APT_PACKAGES := espeak-ng sox flite wamerican chromium
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup setup-dev apt toy toy-smoke clean
+.PHONY: demo test setup setup-dev apt toy toy-smoke vivo-toy clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,26 @@ toy: setup-dev
 
 toy-smoke: setup-dev
 	$(VENV)/bin/aromni toyworld train --config configs/toyworld/smoke.yaml --out runs/toy-smoke
+
+# The toy OmniVIVO chain behind the shipped bundle (src/aromni/toyworld/assets/vivo; README "OmniVIVO"): LlamaGen VQ,
+# t2i backbone, then the speech stage on the shipped AR-Omni toy bundle's codec, then the measurement. A stage whose
+# run directory already holds checkpoints is resumed. VIVO_WORLD: a built version-2 world (built here if missing).
+VIVO_WORLD ?= runs/world
+VIVO := runs/omnivivo
+resume_if = $(if $(wildcard $(1)/checkpoints),--resume,)
+vivo-toy: setup-dev
+	test -f $(VIVO_WORLD)/manifest.json || $(VENV)/bin/aromni toyworld build --size full --out $(VIVO_WORLD)
+	$(VENV)/bin/aromni llamagen vq-train --config configs/omnivivo/toy_vq.yaml --out $(VIVO)/vq_toy \
+	  $(if $(wildcard $(VIVO)/vq_toy/checkpoints),--resume,--images $(VIVO_WORLD)/images/train)
+	$(VENV)/bin/aromni llamagen t2i-train --config configs/omnivivo/toy_t2i.yaml --out $(VIVO)/t2i_run \
+	  $(call resume_if,$(VIVO)/t2i_run) $(if $(wildcard $(VIVO)/t2i_run/checkpoints),,world=$(VIVO_WORLD))
+	test -f $(VIVO)/speech/train.jsonl || $(VENV)/bin/aromni toyworld speech-manifest --world $(VIVO_WORLD) \
+	  --out $(VIVO)/speech
+	$(VENV)/bin/aromni omnivivo train --config configs/omnivivo/toy_speech.yaml --out $(VIVO)/speech_toy \
+	  $(call resume_if,$(VIVO)/speech_toy) $(if $(wildcard $(VIVO)/speech_toy/checkpoints),,\
+	  speech_tokenizer=src/aromni/toyworld/assets/bundle/speech export_copy_max_mb=8)
+	$(VENV)/bin/aromni omnivivo eval --model $(VIVO)/speech_toy/omnivivo --vq $(VIVO)/vq_toy/tokenizer \
+	  --world $(VIVO_WORLD) --out $(VIVO)/eval
 
 clean:
 	rm -rf $(VENV) .venv-runtime build dist *.egg-info demo_out

@@ -119,3 +119,37 @@ def test_readme_chain_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
     codec_rate = codec["config"]["sample_rate"]
     info = sf.info(str(out / "vivo.wav"))
     assert info.samplerate == record["sample_rate"] == codec_rate and info.frames > 0
+
+    # 6. the toy measurement on the world's test split (DNSMOS on one clip, no AR-Omni bundle beside)
+    _run("omnivivo", "eval", "--model", str(export), "--vq", str(vq), "--world", "runs/world", "--out", "eval",
+         "--images", "3", "--tts", "2", "--dnsmos", "1", "--aromni-bundle", "none", "--batch-size", "2",
+         "--threads", "1", "--json")
+    report = json.loads(Path("eval/report.json").read_text())
+    images = report["images"]
+    assert images["n"] == 3 and images["codes_identical_rows"] == 3  # preservation, measured on the real chain
+    assert images["joint_accuracy"] == images["backbone_alone_accuracy"]
+    for name in ("joint", "ground_truth"):
+        for attr, score in images["inception_analogue"][name].items():
+            assert 1.0 - 1e-6 <= score <= images["inception_analogue"]["classes"][attr] + 1e-6
+    assert report["coherence"]["n"] == 3 and report["tts"]["n"] == 2
+    assert set(report["tts"]["judge_wer"]) == {"generated", "ground_truth", "codec_resynthesised"}
+    assert set(report["tts"]["dnsmos"]) == {"omnivivo", "ground_truth"}
+    assert 1.0 <= report["tts"]["dnsmos"]["ground_truth"]["ovrl"] <= 5.0
+    assert Path("eval/grid.png").is_file() and "## Images" in Path("eval/report.md").read_text()
+
+    # 7. the depth x LoRA table (one depth, both LoRA options), then a second call reads the finished cells back
+    ablate = ["omnivivo", "ablate", "--config", str(CONFIGS / "toy_speech.yaml"), "--world", "runs/world",
+              "--out", "ablate", "--depths", "1", "--tts", "2", "--quiet", *SPEECH_SMOKE]
+    _run(*ablate)
+    table = json.loads(Path("ablate/table.json").read_text())
+    assert [(r["depth"], r["lora"], r["steps"]) for r in table["rows"]] == [(1, True, 5), (1, False, 5)]
+    with_lora, without = table["rows"]
+    assert without["trainable_parameters"] < with_lora["trainable_parameters"]  # the adapters are gone
+    assert not (Path("ablate/depth1_nolora/omnivivo/adapter")).exists()
+    assert (Path("ablate/depth1_lora/omnivivo/adapter/adapter_config.json")).is_file()
+    for r in table["rows"]:
+        assert r["val_loss"] is not None and 0.0 <= r["judge_cer"] and r["n"] == 2
+    stamp = Path("ablate/depth1_lora/summary.json").stat().st_mtime_ns
+    _run(*ablate)
+    assert Path("ablate/depth1_lora/summary.json").stat().st_mtime_ns == stamp  # read back, not retrained
+    assert "| 1 |" in Path("ablate/table.md").read_text()

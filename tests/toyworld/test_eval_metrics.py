@@ -97,6 +97,15 @@ def test_corpus_wer_is_total_edits_over_total_words():
         M.corpus_wer(["a"], [])
 
 
+def test_corpus_cer_is_total_character_edits_over_total_characters():
+    # "cat" -> "cut" (1 substitution) and "dog" -> "dogs" (1 insertion) over 3 + 3 reference characters
+    assert M.corpus_cer(["cat", "dog"], ["cut", "dogs"]) == pytest.approx(2 / 6)
+    assert M.corpus_cer(["Red, Star"], ["red star"]) == 0.0  # normalised first
+    assert M.corpus_cer([], []) is None
+    with pytest.raises(ValueError):
+        M.corpus_cer(["a"], ["a", "b"])
+
+
 def test_attribute_accuracy():
     other = dict(TRUTH, color="blue")
     acc = M.attribute_accuracy([TRUTH, other, None], [TRUTH, TRUTH, TRUTH])

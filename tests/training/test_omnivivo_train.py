@@ -232,3 +232,25 @@ def test_referenced_components_are_checked_on_load(finished, parts, tmp_path):
     shutil.rmtree(backbone)
     with pytest.raises(CheckpointError, match="backbone it was trained with is missing"):
         load_vivo(path)
+
+
+def test_without_lora_only_the_branch_trains_and_the_export_reloads(parts, tmp_path):
+    """``vivo.lora: null`` is the paper's Table 1 "w/o LoRA" baseline: no adapters anywhere, the branch alone
+    trains on the frozen backbone's states, and the export (no adapter/) reloads to identical logits."""
+    cfg = _cfg(parts, vivo={"branch_layers": 1, "max_speech_len": 32, "lora": None}, steps=4, save_every=2,
+               average_last=2, eval_every=4)
+    trainer = VivoTrainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("branch.") for n in trainable)
+    assert not any("lora" in n for n, _ in trainer.model.named_parameters())
+    fresh = load_t2i(parts["backbone"]).state_dict()
+    assert _equal(trainer.model.backbone.state_dict(), fresh)  # no adapters: the backbone is the file itself
+    export = tmp_path / "run" / EXPORT_DIR
+    assert not (export / "adapter").exists()
+    assert json.loads((export / "config.json").read_text())["vivo"]["lora"] is None
+    texts, codes, _ = trainer.train_set.batch([0, 1, 2])
+    want = _logits(trainer.model, trainer.components.conditioner, texts, codes)
+    loaded = load_vivo(export)
+    assert loaded.model.lora_targets == [] and torch.equal(_logits(loaded.model, loaded.conditioner, texts, codes),
+                                                           want)

@@ -46,6 +46,8 @@ class VivoConfig:
             text only through values (§1.4). ``"real_prefix"`` (recommended, §4.4 option A): a 1-D table with
             real rotations on the prefix too, so LoRA can learn content-based attention from speech to text.
         lora: LoRA on the backbone's projections (``wqkv, wo, w1, w2, w3``; the paper's r = 16, alpha = 16).
+            ``None``: no adapters, so the branch reads the frozen backbone as it is (the paper's Table 1
+            "w/o LoRA" TTS baseline).
         max_speech_len: most speech codes per utterance (EOS excluded): sizes the RoPE tables and the caches.
         min_len_ratio, max_len_ratio: per prompt, EOS is masked until ``int(min_len_ratio * n_text)`` codes and
             decoding stops at ``int(max_len_ratio * n_text)`` codes (capped by ``max_speech_len``), with
@@ -60,7 +62,7 @@ class VivoConfig:
     branch_dropout: float = 0.0
     tap_layer: int = -1
     speech_rope: str = "real_prefix"
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    lora: LoRAConfig | None = field(default_factory=LoRAConfig)
     max_speech_len: int = 750
     min_len_ratio: float = 2.0
     max_len_ratio: float = 20.0
@@ -78,8 +80,9 @@ class VivoConfig:
         if self.speech_rope not in SPEECH_ROPE:
             raise ConfigError(f"vivo config: unknown speech_rope {self.speech_rope!r}",
                               f"one of {', '.join(SPEECH_ROPE)} (real_prefix lets speech attend to text)")
-        if not isinstance(self.lora, LoRAConfig):
-            raise ConfigError(f"vivo config: lora must be a LoRAConfig, got {type(self.lora).__name__}")
+        if self.lora is not None and not isinstance(self.lora, LoRAConfig):
+            raise ConfigError(f"vivo config: lora must be a LoRAConfig or None, got {type(self.lora).__name__}",
+                              "lora: {r: 16, alpha: 16}, or lora: null for no adapters")
         for name in ("min_len_ratio", "max_len_ratio"):
             r = getattr(self, name)
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
@@ -123,7 +126,8 @@ class VivoConfig:
 
     def to_dict(self) -> dict[str, JSONValue]:
         d = dataclasses.asdict(self)
-        d["lora"]["target_modules"] = list(self.lora.target_modules)
+        if self.lora is not None:
+            d["lora"]["target_modules"] = list(self.lora.target_modules)
         return d
 
     @classmethod

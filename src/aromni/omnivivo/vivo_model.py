@@ -85,7 +85,12 @@ class VivoModel(nn.Module):
         self.cfg = cfg
         self.tap = cfg.tap_index(backbone.cfg.n_layer)
         self.backbone = backbone
-        self.lora_targets = inject_lora(backbone, cfg.lora, generator=generator)
+        # No LoRA (cfg.lora None): the branch alone learns speech from the frozen backbone's states.
+        if cfg.lora is None:
+            backbone.requires_grad_(False)
+            self.lora_targets: list[str] = []
+        else:
+            self.lora_targets = inject_lora(backbone, cfg.lora, generator=generator)
         ref = backbone.output.weight
         self.branch = SpeechBranch(cfg, backbone.cfg).to(device=ref.device, dtype=ref.dtype)
         self._speech_rope: dict[torch.device, torch.Tensor] = {}
@@ -101,7 +106,12 @@ class VivoModel(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA ``A``/``B`` of every adapted projection, then the speech embedding, branch and head."""
-        return lora_parameters(self.backbone) + list(self.branch.parameters())
+        adapters = lora_parameters(self.backbone) if self.lora_targets else []
+        return adapters + list(self.branch.parameters())
+
+    def _lora_rows(self, scale: RowScale) -> contextlib.AbstractContextManager[None]:
+        """Per-row LoRA scale for one backbone call; nothing to set on a model without adapters."""
+        return lora_rows(self.backbone, scale) if self.lora_targets else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ tables
     def speech_rope_table(self, device: torch.device | None = None) -> torch.Tensor:
@@ -155,7 +165,7 @@ class VivoModel(nn.Module):
         n_speech = R - n_image
         scale: RowScale = 1.0 if n_image == 0 else 0.0 if n_speech == 0 else torch.cat(
             [torch.zeros(n_image), torch.ones(n_speech)]).to(x.device)
-        with lora_rows(self.backbone, scale):
+        with self._lora_rows(scale):
             last, tap = self.backbone_hidden(x, input_pos, rope=rope, caption_mask=caption_mask)
         image = self.backbone.head(last[:n_image, -1:])[:, -1] if n_image else None
         speech = None
@@ -181,7 +191,7 @@ class VivoModel(nn.Module):
         L = self.backbone.cfg.cls_token_num
         prefix = self.backbone.caption_embeddings(feats)  # train=False: never the caption CFG drop (§5.5)
         x = torch.cat([prefix, self.branch.embed(speech_codes)], dim=1)
-        with lora_rows(self.backbone, 1.0):
+        with self._lora_rows(1.0):
             _, tap = self.backbone_hidden(x, None, rope=self.speech_rope_table(x.device), caption_mask=caption_mask)
         return self.branch(tap, caption_mask=caption_mask)[:, L - 1:]
 

@@ -6,7 +6,8 @@ instructions, segment order and prompt style as the training data) and decoded w
 policies. The world's judges say what the outputs contain. Nothing here needs espeak-ng.
 
 Outputs in ``out_dir``: ``tts.wav``, ``asr.txt``, ``caption.txt``, ``t2i.png``, ``s2i.png`` + ``s2i.txt``,
-``vqa_speech.wav``, ``chat_turn1.png``, ``chat_turn2.txt``, and ``summary.json``.
+``vqa_speech.wav``, ``chat_turn1.png``, ``chat_turn2.txt``, and ``summary.json``. When the toy OmniVIVO bundle is
+installed too (``assets/vivo/``), one prompt also gives ``vivo.png`` + ``vivo.wav``, drawn and spoken in one loop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import aromni
 from aromni.errors import InputError
 from aromni.inference.omni import OmniModel
 from aromni.inference.options import DecodeOptions
+from aromni.omnivivo.api import VivoPipeline
+from aromni.omnivivo.t2i_generate import T2ISampling
 from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.toyworld.evaluation import metrics as M
 from aromni.toyworld.evaluation.generation import (
@@ -53,8 +56,11 @@ SHIPPED_WORLD_VERSION = 1
 TTS_TEXT = "a big blue star at the top right on a white background"
 T2I_TEXT = "a small orange diamond at the bottom left on a gray background"
 CHAT_REQUEST = "draw a big green circle at the top left on a beige background"
+#: OmniVIVO's prompt: (star, purple) is a held-out shape x colour pair of the version-2 world (``splits.py``), so
+#: no training caption of the bundle's backbone describes it.
+VIVO_TEXT = "a big purple star at the top left on a white background"
 OUTPUTS = ("tts.wav", "asr.txt", "caption.txt", "t2i.png", "s2i.png", "s2i.txt", "vqa_speech.wav", "chat_turn1.png",
-           "chat_turn2.txt", "summary.json")
+           "chat_turn2.txt", "vivo.png", "vivo.wav", "summary.json")
 #: Where a run writes its outputs before they are moved into ``out_dir`` (a failed run leaves none behind).
 STAGING = ".demo-partial"
 
@@ -63,6 +69,13 @@ def find_bundle() -> Path | None:
     """The shipped toy bundle (``assets/bundle/``) when it is installed, else ``None``."""
     path = ASSETS / "bundle"
     return path if (path / "config.json").is_file() else None
+
+
+def find_vivo() -> tuple[Path, Path] | None:
+    """The shipped toy OmniVIVO bundle (``assets/vivo/``: the export and its VQ) when installed, else ``None``."""
+    path = ASSETS / "vivo"
+    found = (path / "omnivivo", path / "vq")
+    return found if all((p / "config.json").is_file() for p in found) else None
 
 
 def _text(t: str) -> dict[str, str]:
@@ -133,7 +146,34 @@ def _run_tasks(bundle: str | Path, out: Path, seed: int) -> tuple[list[dict[str,
               SpeechJudge.load(speech_judge_dir(SHIPPED_WORLD_VERSION)), ImageJudge.load(),
               lambda p: policy_options(model, p, Caps()))
     rows = [d.tts(), d.asr(), d.caption(), d.t2i(), d.s2i(), d.vqa_speech(), *d.chat()]
+    vivo = find_vivo()
+    if vivo is not None:
+        rows.append(_vivo(*vivo, out, seed, d.ij))
     return rows, round(time.perf_counter() - t_all, 2)
+
+
+def _vivo(export: Path, vq: Path, out: Path, seed: int, image_judge: ImageJudge) -> dict[str, Any]:
+    """OmniVIVO: one prompt -> an image and its narration in one loop (the toy bundle's eval sampling)."""
+    t0 = time.perf_counter()
+    r = VivoPipeline.load(export, vq).generate(VIVO_TEXT, seed=seed, image=T2ISampling(cfg_scale=4.0, top_k=0))
+    assert not isinstance(r, list)  # one prompt string: one result
+    read = None
+    if r.image is not None:
+        r.image.save(out / "vivo.png")
+        read = image_judge.read([r.image])[0]
+    heard = "—"
+    if r.audio.numel():
+        save_wav(out / "vivo.wav", r.audio, r.sample_rate)
+        heard = SpeechJudge.load().transcribe([r.audio], sample_rate=r.sample_rate)[0]
+    t = r.timings
+    print(f"OmniVIVO: image {_ms(t.image_seconds)}, speech FTL {_ms(t.ftl)}, first audio {_ms(t.first_audio)}")
+    return _Demo._row("OmniVIVO (image + speech)", VIVO_TEXT, "vivo.png + vivo.wav",
+                      f"{_read_as(read)}; heard: {heard}", t0, _verdict(read, VIVO_TEXT),
+                      image_seconds=_r4(t.image_seconds), ftl=_r4(t.ftl), first_audio=_r4(t.first_audio))
+
+
+def _r4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 class _Demo:

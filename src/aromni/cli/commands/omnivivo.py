@@ -1,5 +1,7 @@
 """``aromni omnivivo train``: OmniVIVO's speech stage (LoRA + speech branch on a frozen t2i backbone);
-``aromni omnivivo generate``: a tri-modal (caption, image, narration) dataset from an export."""
+``aromni omnivivo generate``: a tri-modal (caption, image, narration) dataset from an export;
+``aromni omnivivo eval``: a toy export measured on a toy world's test split;
+``aromni omnivivo ablate``: the paper's Table 1 (branch depth x LoRA) on the toy world."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import torch
 
 from aromni.cli import common
 from aromni.omnivivo.dataset_builder import TABLE, DatasetSettings, build_dataset, read_prompts
+from aromni.omnivivo.depth_ablation import PAPER_DEPTHS, AblationSettings, run_ablation
 from aromni.omnivivo.recognizers import RECOGNIZER_NAMES, load_recognizer
 from aromni.omnivivo.t2i_generate import T2ISampling
+from aromni.omnivivo.toy_eval import VivoEvalSettings, evaluate_vivo
 from aromni.training.recipes.omnivivo import train_omnivivo
 from aromni.training.recipes.omnivivo_config import load_train_config, resume_config
 
@@ -29,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_train_run_args(t, settings_help="training settings (paper defaults: lr=1e-4 batch_size=14 ...)")
     t.set_defaults(func=_train)
     _register_generate(sub)
+    _register_eval(sub)
+    _register_ablate(sub)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -39,14 +45,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="the OmniVIVO export (OUT/omnivivo of training)")
+    p.add_argument("--vq", required=True, type=Path, help="the image tokenizer the backbone draws for")
+
+
 def _register_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``generate`` to the ``aromni omnivivo`` subcommands."""
     g = sub.add_parser("generate", help="build a tri-modal (caption, image, narration) dataset from an export",
                        description="Draw and speak every prompt of --prompts; writes OUT/{images/,audio/,rows.jsonl,"
                                    "dataset.parquet,manifest.json}, flags rows by duration and recognizer WER, and "
                                    "resumes an earlier run in OUT.")
-    g.add_argument("--model", required=True, type=Path, help="the OmniVIVO export (OUT/omnivivo of training)")
-    g.add_argument("--vq", required=True, type=Path, help="the image tokenizer the backbone draws for")
+    _add_model_args(g)
     g.add_argument("--prompts", required=True, type=Path, help="captions: one per line, or JSONL {\"text\": ...}")
     g.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier run)")
     g.add_argument("--recognizer", choices=RECOGNIZER_NAMES, default="toy-judge",
@@ -81,4 +91,69 @@ def _generate(args: argparse.Namespace) -> int:
     common.emit(args, {**manifest, "out": str(args.out)},
                 f"wrote {args.out / TABLE}: {c['rows']} rows ({c['generated']} new, {c['resumed']} resumed), "
                 f"{c['kept']} kept; flagged {', '.join(f'{k} {v}' for k, v in c['flagged'].items())}")
+    return 0
+
+
+def _register_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``eval`` to the ``aromni omnivivo`` subcommands."""
+    d = VivoEvalSettings()
+    e = sub.add_parser("eval", help="measure a toy export on a toy world's test split",
+                       description="Images (judge accuracy, bit-identity with the frozen backbone, an "
+                                   "Inception-Score analogue), narration/image coherence, TTS judge WER on "
+                                   "held-out sentences and DNSMOS; writes OUT/{report.json,report.md,grid.png,audio/}.")
+    _add_model_args(e)
+    e.add_argument("--world", required=True, type=Path, help="the toy world the model was trained on")
+    e.add_argument("--out", required=True, type=Path, help="directory for the report")
+    e.add_argument("--images", type=common.nonneg_int, default=d.images, help=f"caption prompts ({d.images})")
+    e.add_argument("--tts", type=common.nonneg_int, default=d.tts, help=f"held-out TTS sentences ({d.tts})")
+    e.add_argument("--dnsmos", type=common.nonneg_int, default=d.dnsmos,
+                   help=f"clips per source for DNSMOS, 0 = skip (default {d.dnsmos}; needs the mos extra)")
+    e.add_argument("--aromni-bundle", default=d.aromni_bundle,
+                   help="AR-Omni bundle whose TTS DNSMOS scores beside (default toy; 'none' to skip)")
+    e.add_argument("--batch-size", type=common.positive_int, default=d.batch_size, help="prompts per loop")
+    e.add_argument("--cfg-scale", type=common.finite_float, default=d.cfg_scale,
+                   help=f"image guidance scale (default {d.cfg_scale})")
+    e.add_argument("--seed", type=common.seed_int, default=d.seed, help="image seed of the first prompt")
+    e.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads for torch")
+    common.add_output_args(e)
+    e.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    bundle = None if args.aromni_bundle in (None, "", "none") else args.aromni_bundle
+    settings = VivoEvalSettings(images=args.images, tts=args.tts, dnsmos=args.dnsmos, batch_size=args.batch_size,
+                                cfg_scale=args.cfg_scale, seed=args.seed, aromni_bundle=bundle)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = evaluate_vivo(args.model, args.vq, args.world, args.out, settings)
+    common.emit(args, report, (args.out / "report.md").read_text())
+    return 0
+
+
+def _register_ablate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ablate`` to the ``aromni omnivivo`` subcommands."""
+    a = sub.add_parser("ablate", help="the paper's Table 1: speech-branch depth x LoRA on/off",
+                       description="One speech-stage run per (depth, LoRA) cell from --config and key=value "
+                                   "settings, each measured by its last validation loss and the speech judge's "
+                                   "WER/CER on held-out sentences; writes OUT/<cell>/ and OUT/table.{json,md}. "
+                                   "Finished cells are read back and interrupted ones resumed.")
+    a.add_argument("overrides", nargs="*", metavar="key=value", help="settings shared by every cell (e.g. steps=800)")
+    a.add_argument("--config", type=Path, default=None,
+                   help="the speech stage's YAML (configs/omnivivo/toy_speech.yaml)")
+    a.add_argument("--world", required=True, type=Path, help="the toy world (its tts test records are spoken)")
+    a.add_argument("--out", required=True, type=Path, help="directory for the cells and the table")
+    a.add_argument("--depths", type=common.positive_int, nargs="+", default=list(PAPER_DEPTHS),
+                   help="branch depths (default 2 4 6 8 10)")
+    a.add_argument("--lora", choices=("both", "on", "off"), default="both", help="LoRA options per depth (both)")
+    a.add_argument("--tts", type=common.positive_int, default=AblationSettings.tts,
+                   help=f"held-out sentences per cell (default {AblationSettings.tts})")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=_ablate)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    lora = {"both": (True, False), "on": (True,), "off": (False,)}[args.lora]
+    settings = AblationSettings(depths=tuple(args.depths), lora=lora, tts=args.tts)
+    rows = run_ablation(args.config, args.overrides, args.world, args.out, settings, progress=not args.quiet)
+    print((args.out / "table.md").read_text() if rows else "no cells")
     return 0

@@ -94,7 +94,16 @@ def exact_match(reference: str, hypothesis: str) -> bool:
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
     """Corpus WER of normalised strings (``None`` for no references)."""
-    jiwer = optional("jiwer", extra="audio", feature="word error rates")
+    return _corpus_error("wer", references, hypotheses)
+
+
+def corpus_cer(references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
+    """Corpus character error rate of normalised strings (``None`` for no references)."""
+    return _corpus_error("cer", references, hypotheses)
+
+
+def _corpus_error(kind: str, references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
+    jiwer = optional("jiwer", extra="audio", feature="word and character error rates")
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     refs = [normalize(r) for r in references]
@@ -102,7 +111,7 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float | 
         return None
     if any(not r for r in refs):
         raise ValueError("a reference is empty after normalisation")
-    return float(jiwer.wer(refs, [normalize(h) for h in hypotheses]))
+    return float(getattr(jiwer, kind)(refs, [normalize(h) for h in hypotheses]))
 
 
 def attribute_accuracy(reads: Sequence[Mapping[str, str] | None], truths: Sequence[Mapping[str, str]]

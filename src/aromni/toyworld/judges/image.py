@@ -114,6 +114,15 @@ class ImageJudge:
             out += [{k: self.cfg.classes[k][idx[k][j]] for k in ATTRIBUTE_NAMES} for j in range(n)]
         return out
 
+    @torch.inference_mode()
+    def posteriors(self, images, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """``{attribute: p(class | image) [B, n_classes]}`` (softmax of the heads; the classes in ``cfg.classes``
+        order), for scores that need the whole distribution, such as the Inception-Score analogue."""
+        x = to_batch(images)
+        parts = [self.model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        return {k: torch.cat([p[k] for p in parts]).softmax(-1) if parts else torch.zeros(0, len(v))
+                for k, v in self.cfg.classes.items()}
+
     def read_files(self, paths, **kw) -> list[dict[str, str]]:
         from PIL import Image
 

@@ -23,7 +23,8 @@ Export (:func:`export_vivo`, read by :func:`load_vivo`), written atomically, nev
     config.json             {"type": "omnivivo", "format_version": 1, "vivo": VivoConfig,
                              "backbone" / "conditioner" / "speech_tokenizer": {"path", "copied", "fingerprint", ...},
                              "training": {...}}
-    adapter/                the LoRA adapter in peft's format (PeftModel.from_pretrained(T2IBackbone, dir) loads it)
+    adapter/                the LoRA adapter in peft's format (PeftModel.from_pretrained(T2IBackbone, dir) loads it);
+                            absent for a model without LoRA (``vivo.lora: null``)
     speech.safetensors      the speech modules: SpeechBranch state dict (embedding, blocks, norm, head)
     backbone/ conditioner/ speech_tokenizer/   copies of the components no larger than ``export_copy_max_mb``
 
@@ -46,6 +47,8 @@ from torch import nn
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.omnivivo.lora import load_lora_state_dict
 from aromni.omnivivo.lora_peft_format import export_peft_adapter, read_peft_adapter
+from aromni.omnivivo.t2i_checkpoint import load_backbone
+from aromni.omnivivo.t2i_model import T2IBackbone
 from aromni.omnivivo.text_conditioner import TextConditioner
 from aromni.omnivivo.vivo_config import VivoConfig
 from aromni.omnivivo.vivo_model import VivoModel
@@ -309,11 +312,13 @@ def export_vivo(model: VivoModel, path: str | Path, cfg: VivoTrainConfig, compon
         placed["backbone"].update(block_size=model.backbone.cfg.block_size, architecture=model.backbone.cfg.to_dict())
         placed["conditioner"]["kind"] = components.conditioner_kind
         placed["speech_tokenizer"]["codebook_size"] = components.speech_tokenizer.codebook_size
-        export_peft_adapter(model.backbone, tmp / ADAPTER_DIR, base_model_name_or_path=str(sources["backbone"]))
+        if model.cfg.lora is not None:  # a model without LoRA (the Table 1 baseline) has no adapter
+            export_peft_adapter(model.backbone, tmp / ADAPTER_DIR, base_model_name_or_path=str(sources["backbone"]))
         with atomic_path(tmp / SPEECH_FILE) as weights:
             save_file(branch, str(weights), metadata={"type": "omnivivo_speech_branch"})
         atomic_write_json(tmp / CONFIG, {"type": EXPORT_TYPE, "format_version": FORMAT_VERSION,
-                                         "vivo": model.cfg.to_dict(), **placed, "adapter": ADAPTER_DIR,
+                                         "vivo": model.cfg.to_dict(), **placed,
+                                         "adapter": None if model.cfg.lora is None else ADAPTER_DIR,
                                          "speech_modules": SPEECH_FILE, "training": training})
     return path
 
@@ -359,6 +364,15 @@ def _component(path: Path, entry: Mapping[str, JSONValue], name: str) -> Path:
     return src
 
 
+def load_export_backbone(path: str | Path, *, device: str | torch.device | None = None) -> T2IBackbone:
+    """The frozen t2i backbone an export was trained on, as a plain backbone (no adapters): the reference that
+    OmniVIVO's image stream must equal."""
+    path = Path(path)
+    raw = _read_export_config(path)
+    src = _component(path, raw["backbone"], "backbone")
+    return load_backbone(src, block_size=raw["backbone"].get("block_size"), device=resolve_device(device)).eval()
+
+
 def load_vivo(path: str | Path, *, device: str | torch.device | None = None) -> LoadedVivo:
     """Rebuild the :class:`VivoModel` of an export (:func:`export_vivo`) with its components, on ``device``.
 
@@ -386,10 +400,11 @@ def load_vivo(path: str | Path, *, device: str | torch.device | None = None) -> 
                               "restore the original backbone")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = VivoModel(comps.backbone, vivo_cfg)  # fresh LoRA / branch draws, overwritten below
-    lora_cfg, state = read_peft_adapter(path / ADAPTER_DIR)
-    if (lora_cfg.r, lora_cfg.alpha) != (vivo_cfg.lora.r, vivo_cfg.lora.alpha):
-        raise CheckpointError(f"{path / ADAPTER_DIR}: r={lora_cfg.r}, alpha={lora_cfg.alpha:g} but {CONFIG} says "
-                              f"r={vivo_cfg.lora.r}, alpha={vivo_cfg.lora.alpha:g}", "export the model again")
-    load_lora_state_dict(model.backbone, state, source=str(path / ADAPTER_DIR))
+    if vivo_cfg.lora is not None:
+        lora_cfg, state = read_peft_adapter(path / ADAPTER_DIR)
+        if (lora_cfg.r, lora_cfg.alpha) != (vivo_cfg.lora.r, vivo_cfg.lora.alpha):
+            raise CheckpointError(f"{path / ADAPTER_DIR}: r={lora_cfg.r}, alpha={lora_cfg.alpha:g} but {CONFIG} "
+                                  f"says r={vivo_cfg.lora.r}, alpha={vivo_cfg.lora.alpha:g}", "export the model again")
+        load_lora_state_dict(model.backbone, state, source=str(path / ADAPTER_DIR))
     load_model_state(model.branch, read_safetensors(path / SPEECH_FILE), path / SPEECH_FILE)
     return LoadedVivo(model.eval(), comps.conditioner, comps.speech_tokenizer, raw)
