@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/ship_vivo_bundle.py runs/omnivivo/speech_toy/omnivivo runs/omnivivo/vq_toy/tokenizer
 
-Writes ``src/aromni/toyworld/assets/vivo/{omnivivo,vq}/`` (``aromni demo`` runs it when present). A component the
+Writes ``src/aromni/toyworld/assets/vivo/{omnivivo,vq}/`` (``aromni demo`` runs it when present); the VQ is
+stored in half precision (it loads as float32). A component the
 export references by absolute path (too large to copy, e.g. the AR-Omni toy bundle's speech codec) must itself
 live inside the package's assets; its path is rewritten relative to the installed export, so the bundle works
 wherever the package is installed. The export is then loaded from its new place (fingerprints checked) before
@@ -19,7 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from aromni.omnivivo.api import VivoPipeline
+from aromni.tokenizers.image.llamagen_vq import LlamaGenVQ
 from aromni.training.recipes.omnivivo import COMPONENTS
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "aromni" / "toyworld" / "assets"
@@ -30,7 +34,12 @@ def install(export: Path, vq: Path, dest: Path = ASSETS / "vivo") -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".vivo-", dir=dest.parent))
     try:
         shutil.copytree(export, staging / "omnivivo")
-        shutil.copytree(vq, staging / "vq")
+        # the VQ in half precision: half the file, decoded in float32 (LlamaGenVQ.from_pretrained)
+        # (its usage window stays float32: it holds code indices)
+        tokenizer = LlamaGenVQ.from_pretrained(vq)
+        used = tokenizer.quantize.codebook_used.clone()
+        tokenizer.to(torch.float16).quantize.codebook_used.data = used
+        tokenizer.save_pretrained(staging / "vq")
         for name in COMPONENTS:
             entry = config[name]
             src = Path(entry["path"])
@@ -40,6 +49,11 @@ def install(export: Path, vq: Path, dest: Path = ASSETS / "vivo") -> Path:
                 sys.exit(f"{name} is referenced at {src}, outside the package's assets: it would not ship")
             entry["path"] = os.path.relpath(src.resolve(), (dest / "omnivivo").resolve())
         (staging / "omnivivo" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        adapter = staging / "omnivivo" / "adapter" / "adapter_config.json"
+        if adapter.is_file() and config["backbone"].get("copied"):  # peft's note of the base: the copy, not /home/...
+            peft = json.loads(adapter.read_text())
+            peft["base_model_name_or_path"] = config["backbone"]["path"]
+            adapter.write_text(json.dumps(peft, indent=2) + "\n")
         # the relative paths are written for dest/omnivivo: check them from there, after the swap
         old = dest.with_name(".vivo-old")
         shutil.rmtree(old, ignore_errors=True)

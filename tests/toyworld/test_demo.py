@@ -16,11 +16,13 @@ def test_run_demo_writes_every_output(bundle, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "aromni demo" in printed and "streaming TTS" in printed
     summary = json.loads((out / "summary.json").read_text())
+    vivo = ["OmniVIVO (image + speech)"] if demo.find_vivo() is not None else []  # the shipped vivo bundle
     assert [r["task"] for r in summary["tasks"]] == ["TTS (streamed)", "ASR", "caption", "T2I (CFG)", "S→I", "I+S→S",
-                                                     "chat turn 1", "chat turn 2"]
+                                                     "chat turn 1", "chat turn 2", *vivo]
     assert summary["seed"] == 1
     # files the random model always produces (text, T2I images); speech and S→I images depend on its choices
-    for name in ("asr.txt", "caption.txt", "t2i.png", "chat_turn1.png", "chat_turn2.txt", "s2i.txt"):
+    for name in ("asr.txt", "caption.txt", "t2i.png", "chat_turn1.png", "chat_turn2.txt", "s2i.txt",
+                 *(("vivo.png", "vivo.wav") if vivo else ())):
         assert (out / name).is_file(), name
     for row in summary["tasks"]:
         if row["output"].endswith((".png", ".wav")):
@@ -42,6 +44,16 @@ def test_find_bundle(tmp_path, monkeypatch):
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle" / "config.json").write_text("{}")
     assert demo.find_bundle() == tmp_path / "bundle"
+
+
+def test_find_vivo_needs_both_the_export_and_its_vq(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "ASSETS", tmp_path)
+    assert demo.find_vivo() is None
+    for part in ("omnivivo", "vq"):
+        assert demo.find_vivo() is None
+        (tmp_path / "vivo" / part).mkdir(parents=True)
+        (tmp_path / "vivo" / part / "config.json").write_text("{}")
+    assert demo.find_vivo() == (tmp_path / "vivo" / "omnivivo", tmp_path / "vivo" / "vq")
 
 
 def test_shipped_inputs_are_small_and_described_right():

@@ -41,11 +41,10 @@ from aromni.toyworld.evaluation.metrics import attribute_accuracy, attributes_co
 from aromni.toyworld.judges.dnsmos import dnsmos, mean_scores
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
-from aromni.toyworld.records import iter_records
+from aromni.toyworld.speech_manifest import tts_speech
 from aromni.training.recipes.llamagen_t2i_data import CaptionedImage, world_pairs
 from aromni.training.recipes.omnivivo import load_export_backbone
 from aromni.utils.io import JSONValue, atomic_write_json, atomic_write_text
-from aromni.vocab.tasks import TTS
 
 Attrs = dict[str, str]
 
@@ -104,13 +103,7 @@ def inception_scores(judge: ImageJudge, images: torch.Tensor) -> dict[str, float
 
 def heldout_sentences(world: Path) -> list[tuple[str, Path]]:
     """(transcript, recording) of the assistant speech in the test split's TTS records."""
-    out = []
-    for rec in iter_records(world, "test"):
-        if rec["task"] != TTS.name:
-            continue
-        for seg in rec["turns"][-1]["segments"]:
-            if seg.get("type") == "speech" and seg.get("transcript"):
-                out.append((str(seg["transcript"]), world / str(seg["path"])))
+    out = tts_speech(world, "test")
     if not out:
         raise InputError(f"{world}: no TTS records in the test split", "build the world with `aromni toyworld build`")
     return out

@@ -20,17 +20,22 @@ from aromni.vocab.tasks import TTS
 MANIFESTS = {"train.jsonl": "train", "val.jsonl": "validation"}
 
 
-def speech_lines(world: Path, split: str, out_dir: Path) -> list[str]:
-    """JSONL lines for the TTS records of ``split``; audio paths relative to ``out_dir``."""
-    lines = []
+def tts_speech(world: Path, split: str) -> list[tuple[str, Path]]:
+    """(transcript, recording) of the assistant speech of every TTS record of ``split``, in file order."""
+    out = []
     for rec in iter_records(world, split):
         if rec["task"] != TTS.name:
             continue
         for seg in rec["turns"][-1]["segments"]:
             if seg.get("type") == "speech" and seg.get("transcript"):
-                audio = os.path.relpath((world / seg["path"]).resolve(), out_dir.resolve())
-                lines.append(json.dumps({"text": seg["transcript"], "audio": audio}))
-    return lines
+                out.append((str(seg["transcript"]), world / str(seg["path"])))
+    return out
+
+
+def speech_lines(world: Path, split: str, out_dir: Path) -> list[str]:
+    """JSONL lines for the TTS records of ``split``; audio paths relative to ``out_dir``."""
+    return [json.dumps({"text": text, "audio": os.path.relpath(path.resolve(), out_dir.resolve())})
+            for text, path in tts_speech(world, split)]
 
 
 def write_speech_manifests(world: str | Path, out_dir: str | Path, *,

@@ -8,6 +8,7 @@ save_pretrained/from_pretrained round-trips exactly."""
 from __future__ import annotations
 
 import argparse
+import copy
 import pickle
 
 import pytest
@@ -174,3 +175,16 @@ def test_save_pretrained_round_trip_is_exact(trained, probe, tmp_path, monkeypat
     assert_same(trained, base.load_tokenizer(out), probe)
     with pytest.raises(CheckpointError):
         LlamaGenVQ.from_pretrained(tmp_path / "absent")
+
+
+def test_half_precision_files_compute_in_float32(trained, probe, tmp_path):
+    """A tokenizer saved in fp16 (a shipped bundle's smaller files) loads as float32 holding the fp16-rounded
+    weights, unless a dtype is asked for."""
+    rounded = copy.deepcopy(trained).to(torch.float16)
+    rounded.quantize.codebook_used.data = trained.quantize.codebook_used.clone()
+    rounded.save_pretrained(tmp_path / "half")
+    loaded = LlamaGenVQ.from_pretrained(tmp_path / "half")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    reference = copy.deepcopy(rounded).float()
+    assert_same(reference, loaded, probe)
+    assert LlamaGenVQ.from_pretrained(tmp_path / "half", dtype=torch.float16).quant_conv.weight.dtype == torch.float16

@@ -409,7 +409,10 @@ class LlamaGenVQ(ImageTokenizer):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: torch.device | str = "cpu",
                         dtype: torch.dtype | None = None, **_: object) -> LlamaGenVQ:
-        """Load a directory written by :meth:`save_pretrained`."""
+        """Load a directory written by :meth:`save_pretrained`.
+
+        Weights stored in half precision (a shipped bundle halves its files so) are computed in float32 unless
+        ``dtype`` says otherwise: half-precision convolutions are slow or missing on CPUs."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -430,6 +433,8 @@ class LlamaGenVQ(ImageTokenizer):
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{weights}: unreadable safetensors file ({e})",
                                   "re-export the tokenizer") from None
+        if dtype is None and any(v.dtype in (torch.float16, torch.bfloat16) for v in state.values()):
+            dtype = torch.float32
         return build(cfg, state, source=str(weights), device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ LlamaGen's files
