@@ -1,16 +1,15 @@
 """The OmniVIVO chain end to end through the CLI, at the smallest size, with the README's own paths.
 
-The README ("OmniVIVO (in progress)") documents five commands, all run from one directory:
-``toyworld build`` into ``runs/world``; ``llamagen vq-train`` (``--images runs/world/images/train``,
-toy_vq.yaml) into ``runs/omnivivo/vq_toy``; ``llamagen t2i-train`` (toy_t2i.yaml) into
-``runs/omnivivo/t2i_run``; ``omnivivo train`` (toy_speech.yaml) into ``runs/omnivivo/speech_toy``; and
-``vivo PROMPT --model runs/omnivivo/speech_toy/omnivivo --vq runs/omnivivo/vq_toy/tokenizer --out out/``.
+The README ("OmniVIVO") documents the chain, all run from one directory: a world in ``runs/world``;
+``llamagen vq-train`` (``--images runs/world/images/train``, toy_vq.yaml) into ``runs/omnivivo/vq_toy``;
+``llamagen t2i-train`` (toy_t2i.yaml) into ``runs/omnivivo/t2i_run``; ``toyworld speech-manifest`` into
+``runs/omnivivo/speech``; ``omnivivo train`` (toy_speech.yaml) into ``runs/omnivivo/speech_toy``; ``vivo PROMPT``;
+``omnivivo eval`` and ``omnivivo ablate``.
 
 This test runs them in a temporary working directory with the shipped configs, overriding only sizes and
 schedules (never an input path), so each stage must find the previous one's output where the configs say
-it is. The speech stage also reads inputs that no README command writes (``runs/codec_toy/tokenizer`` and
-``runs/omnivivo/speech/{train,val}.jsonl``): the test makes them with ``aromni codec train`` and from the
-world's TTS records, at the paths toy_speech.yaml names.
+it is. The speech stage's codec is toy_speech.yaml's default (``runs/codec_toy/tokenizer``, which the README
+replaces by the shipped AR-Omni toy codec): the test trains it with ``aromni codec train``.
 """
 
 from __future__ import annotations
