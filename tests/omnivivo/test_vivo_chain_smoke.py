@@ -121,7 +121,7 @@ def test_readme_chain_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
 
     # 6. the toy measurement on the world's test split (DNSMOS on one clip, no AR-Omni bundle beside)
     _run("omnivivo", "eval", "--model", str(export), "--vq", str(vq), "--world", "runs/world", "--out", "eval",
-         "--images", "3", "--tts", "2", "--dnsmos", "1", "--aromni-bundle", "none", "--batch-size", "2",
+         "--images", "3", "--sentences", "2", "--dnsmos", "1", "--aromni-bundle", "none", "--batch-size", "2",
          "--threads", "1", "--json")
     report = json.loads(Path("eval/report.json").read_text())
     images = report["images"]
@@ -130,15 +130,15 @@ def test_readme_chain_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
     for name in ("joint", "ground_truth"):
         for attr, score in images["inception_analogue"][name].items():
             assert 1.0 - 1e-6 <= score <= images["inception_analogue"]["classes"][attr] + 1e-6
-    assert report["coherence"]["n"] == 3 and report["tts"]["n"] == 2
-    assert set(report["tts"]["judge_wer"]) == {"generated", "ground_truth", "codec_resynthesised"}
-    assert set(report["tts"]["dnsmos"]) == {"omnivivo", "ground_truth"}
-    assert 1.0 <= report["tts"]["dnsmos"]["ground_truth"]["ovrl"] <= 5.0
+    assert report["coherence"]["n"] == 3 and report["speech"]["n"] == 2
+    assert set(report["speech"]["judge_wer"]) == {"generated", "ground_truth", "codec_resynthesised"}
+    assert set(report["speech"]["dnsmos"]) == {"omnivivo", "ground_truth"}
+    assert 1.0 <= report["speech"]["dnsmos"]["ground_truth"]["ovrl"] <= 5.0
     assert Path("eval/grid.png").is_file() and "## Images" in Path("eval/report.md").read_text()
 
     # 7. the depth x LoRA table (one depth, both LoRA options), then a second call reads the finished cells back
     ablate = ["omnivivo", "ablate", "--config", str(CONFIGS / "toy_speech.yaml"), "--world", "runs/world",
-              "--out", "ablate", "--depths", "1", "--tts", "2", "--quiet", *SPEECH_SMOKE]
+              "--out", "ablate", "--depths", "1", "--sentences", "2", "--quiet", *SPEECH_SMOKE]
     _run(*ablate)
     table = json.loads(Path("ablate/table.json").read_text())
     assert [(r["depth"], r["lora"], r["steps"]) for r in table["rows"]] == [(1, True, 5), (1, False, 5)]

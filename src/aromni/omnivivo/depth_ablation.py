@@ -3,7 +3,7 @@
 Each cell is one speech-stage run (:func:`~aromni.training.recipes.omnivivo.train_omnivivo`) from the same
 settings, changing only ``vivo.branch_layers`` and, for "without LoRA" (the paper's TTS baseline: the branch alone
 on the frozen backbone's states), ``vivo.lora: null``. A cell reports its last validation loss and the speech
-judge's WER and CER on held-out sentences (the world's ``tts`` test records, spoken by the cell's export, plain
+judge's WER and CER on held-out sentences (the world's TTS test records, spoken by the cell's export, plain
 TTS through the speech rows).
 
 Cells run one after another into ``OUT/<cell>/``; the table (``OUT/table.json``, ``OUT/table.md``) is rewritten
@@ -40,13 +40,13 @@ class AblationSettings:
     Attributes:
         depths: branch depths (the paper's 2/4/6/8/10).
         lora: the LoRA options per depth (``True``: the config's LoRA; ``False``: none).
-        tts: held-out sentences spoken per cell for the judge's WER/CER.
+        sentences: held-out sentences spoken per cell for the judge's WER/CER.
         seed: speech sampling seed of the first sentence.
     """
 
     depths: tuple[int, ...] = PAPER_DEPTHS
     lora: tuple[bool, ...] = (True, False)
-    tts: int = 60
+    sentences: int = 60
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,8 +55,8 @@ class AblationSettings:
             raise ConfigError(f"ablation: depths must be positive integers, got {list(self.depths)}", "e.g. 2 4 6")
         if not self.lora or len(set(self.lora)) != len(self.lora):
             raise ConfigError(f"ablation: lora must list True and/or False once each, got {list(self.lora)}")
-        if isinstance(self.tts, bool) or not isinstance(self.tts, int) or self.tts < 1:
-            raise ConfigError(f"ablation: tts must be a positive integer, got {self.tts!r}")
+        if isinstance(self.sentences, bool) or not isinstance(self.sentences, int) or self.sentences < 1:
+            raise ConfigError(f"ablation: sentences must be a positive integer, got {self.sentences!r}")
 
 
 def cell_name(depth: int, lora: bool) -> str:
@@ -84,7 +84,7 @@ def _train_cell(config: Path | None, overrides: Sequence[str], run: Path, progre
 def _measure(run: Path, world: Path, s: AblationSettings, judge: SpeechJudge) -> dict[str, JSONValue]:
     pipeline = VivoPipeline.load(run / EXPORT_DIR)
     sentences = heldout_sentences(world)
-    texts = [sentences[i][0] for i in spread(sentences, s.tts)]
+    texts = [sentences[i][0] for i in spread(sentences, s.sentences)]
     audio = speak(pipeline, texts, VivoEvalSettings(seed=s.seed))
     heard = judge.transcribe(audio, sample_rate=pipeline.sample_rate)
     trainable = sum(p.numel() for p in pipeline.model.trainable_parameters())

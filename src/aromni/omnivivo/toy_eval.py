@@ -12,7 +12,7 @@ training never saw (``docs/toyworld.md``), by the world's judges:
 * **Coherence**: the speech judge transcribes each narration; per attribute, does the transcript name the value the
   image judge reads in the image drawn beside it (:func:`~aromni.toyworld.evaluation.metrics.attributes_correct`)?
   Also against the caption's own attributes.
-* **TTS** (held-out sentences: the ``tts`` test records): speech only; the speech judge's WER on the generated
+* **Speech** (held-out sentences: the TTS test records): speech only; the speech judge's WER on the generated
   speech, on the ground-truth recordings and on their codec resynthesis (the ceiling the speech tokens allow).
 * **DNSMOS** (:mod:`aromni.toyworld.judges.dnsmos`) on the first clips of the generated TTS, the ground truth and
   an AR-Omni bundle's TTS of the same sentences.
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aromni import load as load_bundle
 from aromni.errors import ConfigError, InputError
 from aromni.omnivivo.api import VivoPipeline, VivoResult
 from aromni.omnivivo.t2i_generate import T2ISampling, generate_images
@@ -55,7 +56,7 @@ class VivoEvalSettings:
 
     Attributes:
         images: caption prompts drawn with image and speech (evenly spaced over the attributed test pairs).
-        tts: held-out sentences spoken (evenly spaced over the test split's TTS records).
+        sentences: held-out sentences spoken (evenly spaced over the test split's TTS records).
         dnsmos: clips per source scored by DNSMOS (0: skip DNSMOS).
         batch_size: prompts per decoding loop.
         cfg_scale, top_k: the image rows' sampling (the toy t2i recipe's evaluation: cfg 4, all codes).
@@ -64,7 +65,7 @@ class VivoEvalSettings:
     """
 
     images: int = 96
-    tts: int = 100
+    sentences: int = 100
     dnsmos: int = 40
     batch_size: int = 8
     cfg_scale: float = 4.0
@@ -73,7 +74,7 @@ class VivoEvalSettings:
     aromni_bundle: str | None = "toy"
 
     def __post_init__(self) -> None:
-        for name in ("images", "tts", "dnsmos", "batch_size"):
+        for name in ("images", "sentences", "dnsmos", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "batch_size" else 0):
                 raise ConfigError(f"vivo eval: {name} must be a non-negative integer, got {v!r}")
@@ -226,10 +227,10 @@ def _resynthesise(pipeline: VivoPipeline, wavs: list[torch.Tensor]) -> list[torc
     return out
 
 
-def _tts_part(pipeline: VivoPipeline, world: Path, s: VivoEvalSettings, judge: SpeechJudge, out: Path
+def _speech_part(pipeline: VivoPipeline, world: Path, s: VivoEvalSettings, judge: SpeechJudge, out: Path
               ) -> dict[str, JSONValue]:
     sentences = heldout_sentences(world)
-    chosen = [sentences[i] for i in spread(sentences, s.tts)]
+    chosen = [sentences[i] for i in spread(sentences, s.sentences)]
     texts = [t for t, _ in chosen]
     sr = pipeline.sample_rate
     generated = speak(pipeline, texts, s)
@@ -253,9 +254,7 @@ def _tts_part(pipeline: VivoPipeline, world: Path, s: VivoEvalSettings, judge: S
 
 
 def _aromni_tts(bundle: str, texts: list[str]) -> tuple[list[torch.Tensor], int]:
-    import aromni
-
-    model = aromni.load(bundle)
+    model = load_bundle(bundle)
     speech = [model.tts(t, seed=0, force_speech=True) for t in texts]
     return [o.audio for o in speech if o.audio.numel()], int(speech[0].sample_rate) if speech else 16000
 
@@ -296,8 +295,8 @@ def evaluate_vivo(export: str | Path, vq: str | Path, world: str | Path, out: st
         _grid(drawn.results, pairs, out / "grid.png")
         for i, r in enumerate(drawn.results[:4]):
             save_wav(out / "audio" / f"vivo_{i}.wav", r.audio.numpy(), pipeline.sample_rate)
-    if s.tts:
-        report["tts"] = _tts_part(pipeline, world, s, speech_judge, out)
+    if s.sentences:
+        report["speech"] = _speech_part(pipeline, world, s, speech_judge, out)
     report["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_report(report))
@@ -330,7 +329,7 @@ def render_report(r: dict[str, JSONValue]) -> str:
             lines.append(f"| {name} | {_pct(c['all'])} | " + " | ".join(_pct(c[k]) for k in ATTRIBUTE_NAMES) + " |")
         lines += ["", f"Caption WER of the narration: {_pct(coh['caption_wer'])}; stop reasons {coh['stop_reasons']};"
                   f" mean {coh['mean_speech_seconds']} s."]
-    tts = r.get("tts")
+    tts = r.get("speech")
     if isinstance(tts, dict):
         w = tts["judge_wer"]
         lines += ["", f"## TTS, held-out sentences (n {tts['n']})", "",

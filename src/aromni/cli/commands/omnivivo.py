@@ -105,7 +105,8 @@ def _register_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     e.add_argument("--world", required=True, type=Path, help="the toy world the model was trained on")
     e.add_argument("--out", required=True, type=Path, help="directory for the report")
     e.add_argument("--images", type=common.nonneg_int, default=d.images, help=f"caption prompts ({d.images})")
-    e.add_argument("--tts", type=common.nonneg_int, default=d.tts, help=f"held-out TTS sentences ({d.tts})")
+    e.add_argument("--sentences", type=common.nonneg_int, default=d.sentences,
+                   help=f"held-out sentences spoken ({d.sentences})")
     e.add_argument("--dnsmos", type=common.nonneg_int, default=d.dnsmos,
                    help=f"clips per source for DNSMOS, 0 = skip (default {d.dnsmos}; needs the mos extra)")
     e.add_argument("--aromni-bundle", default=d.aromni_bundle,
@@ -121,8 +122,9 @@ def _register_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _eval(args: argparse.Namespace) -> int:
     bundle = None if args.aromni_bundle in (None, "", "none") else args.aromni_bundle
-    settings = VivoEvalSettings(images=args.images, tts=args.tts, dnsmos=args.dnsmos, batch_size=args.batch_size,
-                                cfg_scale=args.cfg_scale, seed=args.seed, aromni_bundle=bundle)
+    settings = VivoEvalSettings(images=args.images, sentences=args.sentences, dnsmos=args.dnsmos,
+                                batch_size=args.batch_size, cfg_scale=args.cfg_scale, seed=args.seed,
+                                aromni_bundle=bundle)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate_vivo(args.model, args.vq, args.world, args.out, settings)
@@ -140,20 +142,20 @@ def _register_ablate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     a.add_argument("overrides", nargs="*", metavar="key=value", help="settings shared by every cell (e.g. steps=800)")
     a.add_argument("--config", type=Path, default=None,
                    help="the speech stage's YAML (configs/omnivivo/toy_speech.yaml)")
-    a.add_argument("--world", required=True, type=Path, help="the toy world (its tts test records are spoken)")
+    a.add_argument("--world", required=True, type=Path, help="the toy world (its TTS test sentences are spoken)")
     a.add_argument("--out", required=True, type=Path, help="directory for the cells and the table")
     a.add_argument("--depths", type=common.positive_int, nargs="+", default=list(PAPER_DEPTHS),
                    help="branch depths (default 2 4 6 8 10)")
     a.add_argument("--lora", choices=("both", "on", "off"), default="both", help="LoRA options per depth (both)")
-    a.add_argument("--tts", type=common.positive_int, default=AblationSettings.tts,
-                   help=f"held-out sentences per cell (default {AblationSettings.tts})")
+    a.add_argument("--sentences", type=common.positive_int, default=AblationSettings.sentences,
+                   help=f"held-out sentences per cell (default {AblationSettings.sentences})")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=_ablate)
 
 
 def _ablate(args: argparse.Namespace) -> int:
     lora = {"both": (True, False), "on": (True,), "off": (False,)}[args.lora]
-    settings = AblationSettings(depths=tuple(args.depths), lora=lora, tts=args.tts)
+    settings = AblationSettings(depths=tuple(args.depths), lora=lora, sentences=args.sentences)
     rows = run_ablation(args.config, args.overrides, args.world, args.out, settings, progress=not args.quiet)
     print((args.out / "table.md").read_text() if rows else "no cells")
     return 0
