@@ -103,7 +103,7 @@ def corpus_cer(references: Sequence[str], hypotheses: Sequence[str]) -> float | 
 
 
 def _corpus_error(kind: str, references: Sequence[str], hypotheses: Sequence[str]) -> float | None:
-    jiwer = optional("jiwer", extra="audio", feature="word and character error rates")
+    jiwer = optional("jiwer", extra="audio", feature={"wer": "word", "cer": "character"}[kind] + " error rates")
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     refs = [normalize(r) for r in references]
