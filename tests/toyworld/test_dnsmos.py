@@ -1,5 +1,5 @@
-"""DNSMOS through speechmos's shipped ONNX models: real speech scores above white noise and silence-free
-clipping; an empty clip is a clear error. (The scores come from the library's model; this checks that our wrapper
+"""DNSMOS through speechmos's shipped ONNX models: real speech (resampled from espeak-ng's rate) scores well above
+white noise, and an empty clip is a clear error. (The scores come from the library's model; this checks that our wrapper
 feeds it what it expects: 16 kHz, [-1, 1], one dict per clip.)"""
 
 from __future__ import annotations

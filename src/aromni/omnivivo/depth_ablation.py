@@ -81,10 +81,8 @@ def _train_cell(config: Path | None, overrides: Sequence[str], run: Path, progre
     return train_omnivivo(cfg, run, resume=resume, progress=progress)
 
 
-def _measure(run: Path, world: Path, s: AblationSettings, judge: SpeechJudge) -> dict[str, JSONValue]:
+def _measure(run: Path, texts: list[str], s: AblationSettings, judge: SpeechJudge) -> dict[str, JSONValue]:
     pipeline = VivoPipeline.load(run / EXPORT_DIR)
-    sentences = heldout_sentences(world)
-    texts = [sentences[i][0] for i in spread(sentences, s.sentences)]
     audio = speak(pipeline, texts, VivoEvalSettings(seed=s.seed))
     heard = judge.transcribe(audio, sample_rate=pipeline.sample_rate)
     trainable = sum(p.numel() for p in pipeline.model.trainable_parameters())
@@ -99,6 +97,8 @@ def run_ablation(config: Path | None, overrides: Sequence[str], world: Path, out
     """Train and measure every cell (module docstring); returns the table rows."""
     s = settings or AblationSettings()
     out.mkdir(parents=True, exist_ok=True)
+    sentences = heldout_sentences(world)  # read once, and a world without them fails before any training
+    texts = [sentences[i][0] for i in spread(sentences, s.sentences)]
     judge = SpeechJudge.load()
     rows: list[dict[str, JSONValue]] = []
     for depth in s.depths:
@@ -111,7 +111,7 @@ def run_ablation(config: Path | None, overrides: Sequence[str], world: Path, out
             minutes = round((time.perf_counter() - t0) / 60, 2)
             row: dict[str, JSONValue] = {"cell": name, "depth": depth, "lora": lora,
                                          "steps": summary.get("step"), "val_loss": _last_val_loss(run),
-                                         **_measure(run, world, s, judge), "train_minutes_this_call": minutes}
+                                         **_measure(run, texts, s, judge), "train_minutes_this_call": minutes}
             rows.append(row)
             atomic_write_json(out / "table.json", {"settings": asdict(s), "overrides": list(overrides),
                                                    "rows": rows})
