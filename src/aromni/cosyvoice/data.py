@@ -41,9 +41,9 @@ def read_manifest(manifest: str | Path, split: str, *, max_seconds: float | None
         raise InputError(f"{manifest}: no speech manifest",
                          "pass a toy world (`aromni toyworld build`) or a speech.jsonl with path/transcript/split")
     clips = []
-    for i, row in enumerate(read_jsonl(manifest)):
+    for n, row in read_jsonl(manifest, "speech manifest"):
         if not isinstance(row, dict) or not isinstance(row.get("path"), str) or "transcript" not in row:
-            raise InputError(f"{manifest}: line {i + 1} has no 'path' and 'transcript'",
+            raise InputError(f"{manifest}: line {n} has no 'path' and 'transcript'",
                              "each line needs path, transcript and split")
         if row.get("split") != split:
             continue
