@@ -1,0 +1,16 @@
+"""Judges of the papers' public benchmarks: models and metrics loaded from local files only.
+
+- :class:`WhisperTranscriber` (ASR for WER) with :func:`normalize_english`, :func:`word_errors`,
+  :func:`wer_from_counts` (Whisper's English normaliser, corpus WER from summed counts);
+- :class:`ClipScorer` (CLIPScore of text-to-image, ``100 * max(cos, 0)``);
+- :class:`InceptionJudge` (FID-Inception class probabilities) and :func:`inception_score`;
+- :func:`cider` (CIDEr-D of captions);
+- :func:`dnsmos_scores` / :func:`mean_scores` (DNSMOS speech quality).
+
+transformers (the ``bench`` extra) is imported only when a Whisper or CLIP judge is built.
+"""
+
+from aromni.evaluation.judges.normalizer import normalize_english, wer_from_counts, word_errors
+from aromni.evaluation.judges.whisper import WhisperTranscriber
+
+__all__ = ["WhisperTranscriber", "normalize_english", "wer_from_counts", "word_errors"]
