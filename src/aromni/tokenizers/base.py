@@ -36,6 +36,7 @@ TOKENIZER_TYPES: dict[str, str] = {
     "llamagen_vq": "aromni.tokenizers.image.llamagen_vq:LlamaGenVQ",
     "wavtokenizer": "aromni.tokenizers.speech.wavtokenizer.model:WavTokenizer",
     "aromni_codec": "aromni.tokenizers.speech.codec.model:StreamingCodec",
+    "fsq_speech": "aromni.cosyvoice.fsq_tokenizer:FSQSpeechTokenizer",
 }
 
 
