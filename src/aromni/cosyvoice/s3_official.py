@@ -118,7 +118,7 @@ class S3OfficialTokenizer:
         try:
             model.load_state_dict(weights, strict=True)
         except RuntimeError as e:
-            raise CheckpointError(f"{path}: its weights do not fit S3TokenizerV2 ({str(e).splitlines()[0][:200]})",
+            raise CheckpointError(f"{path}: its weights do not fit S3TokenizerV2 ({' '.join(str(e).split())[:240]})",
                                   "pass speech_tokenizer_v2.onnx (v1 and v3 are other models)") from None
         return cls(model, sizes["n_mels"])
 
