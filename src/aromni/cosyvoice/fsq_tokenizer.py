@@ -31,6 +31,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from aromni.cosyvoice.fsq import FSQ
@@ -351,8 +353,6 @@ class FSQSpeechTokenizer(SpeechTokenizer):
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write ``config.json`` (``"type": "fsq_speech"``) + ``model.safetensors`` into ``path`` atomically.
         An attached :class:`Token2Wav` is not written (it saves itself into ``path/token2wav/``)."""
-        from safetensors.torch import save_file
-
         with atomic_dir(path, overwrite=overwrite) as tmp:
             atomic_write_json(tmp / "config.json", {"type": self.type_name, "format_version": FORMAT_VERSION,
                                                     "config": self.config.to_dict(), "metadata": self.metadata()})
@@ -364,9 +364,6 @@ class FSQSpeechTokenizer(SpeechTokenizer):
                         **kwargs: object) -> FSQSpeechTokenizer:
         """Load a directory written by :meth:`save_pretrained`, attaching ``path/token2wav/`` when present
         (:func:`load_token2wav`). A missing, corrupt or mismatching file raises :class:`CheckpointError`."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path}: no config.json", "pass a directory written by save_pretrained")

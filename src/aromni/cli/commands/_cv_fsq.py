@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from aromni.cli import common
+from aromni.cli.commands.llamagen import prepare_out  # the trainers' one run-directory rule (--overwrite)
 from aromni.cosyvoice.data import read_manifest
 from aromni.cosyvoice.fsq_tokenizer import FSQSpeechTokenizer
 from aromni.errors import InputError
-from aromni.training.checkpoint import CHECKPOINTS
-from aromni.training.recipes.fsq_tokenizer import EXPORT, FSQTrainer, encode_clips
+from aromni.training.recipes.fsq_tokenizer import FSQTrainer, encode_clips
 from aromni.training.recipes.fsq_tokenizer_config import load_fsq_train_config, resume_fsq_config
 from aromni.utils.io import atomic_path
 
 SPLITS = ("train", "validation", "test")
-#: What a run writes into its directory (``--overwrite`` deletes these and nothing else).
-RUN_DIRS, RUN_FILES = (CHECKPOINTS, EXPORT), ("metrics.jsonl", "summary.json")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,23 +56,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     e.set_defaults(func=_encode)
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` for a new run unless ``overwrite`` (which deletes the run's own files)."""
-    if resume:
-        return
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: not a directory", "pass a directory for --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run, --overwrite to start again, or another --out")
-        for name in RUN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _train(args: argparse.Namespace) -> int:
     common.check_train_run_args(args)
     if args.resume:
@@ -90,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
             raise InputError(f"{args.world}: no such world", "build one with `aromni toyworld build`")
         cfg = load_fsq_train_config(args.config, args.overrides, world=args.world)
     trainer = FSQTrainer(cfg, args.out, progress=not args.quiet)  # reads the manifest before touching --out
-    _prepare_out(args.out, resume=args.resume, overwrite=args.overwrite)
+    prepare_out(args.out, resume=args.resume, overwrite=args.overwrite)
     common.safe_print(f"training on {len(trainer.recipe.train_clips)} clips, evaluating on "
                       f"{len(trainer.recipe.val_clips)}; {trainer.model.metadata()['parameters']:,} parameters, "
                       f"{trainer.model.codebook_size} codes")

@@ -172,17 +172,19 @@ class FSQTrainer:
 
     def run(self, *, until: int | None = None) -> Record:
         """Train to ``cfg.steps`` (or stop at ``until`` with a checkpoint), export, score the test split when the
-        run is done and ``test_at_end``; returns the summary (also ``out/summary.json``)."""
+        run has ended (all steps, or ``time_limit_min`` reached) and ``test_at_end``; returns the summary (also
+        ``out/summary.json``)."""
         last_eval = self.loop.run(until=until)
         if self.loop.ckpt_step() != self.step:
             self.loop.save()
         done = self.step >= self.cfg.steps
+        out_of_time = self.cfg.time_limit_min > 0 and self.loop.train_seconds >= self.cfg.time_limit_min * 60
         summary: Record = {"step": self.step, "done": done, "train_minutes": round(self.loop.train_seconds / 60, 2),
                            "parameters": sum(p.numel() for p in self.model.parameters()),
                            "codebook_size": self.model.codebook_size, "train_clips": len(self.recipe.train_clips),
                            "val_clips": len(self.recipe.val_clips), "tokenizer": str(self.export()),
                            "last_eval": last_eval or None}
-        if done and self.cfg.test_at_end:
+        if (done or (until is None and out_of_time)) and self.cfg.test_at_end:  # the run ended (not paused)
             test = read_manifest(self.cfg.world, "test")
             summary["test"] = score_clips(self.model.eval(), test, self.cfg.eval_batch_size)
         atomic_write_json(self.out / "summary.json", summary)
