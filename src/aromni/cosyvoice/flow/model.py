@@ -192,6 +192,8 @@ class Token2Mel(nn.Module):
             ``b`` is valid for ``2 * (token_len[b] - held back)`` frames, zero after.
         """
         dev = self.encoder_proj.weight.device
+        if tokens.dim() != 2:
+            raise InputError(f"tokens: expected [B, T] ids, got shape {tuple(tokens.shape)}", "add a batch axis")
         tokens = tokens.to(dev)
         b = tokens.shape[0]
         token_len = torch.full((b,), tokens.shape[1], device=dev) if token_len is None else token_len.to(dev)
