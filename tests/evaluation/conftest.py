@@ -15,6 +15,7 @@ Builders are plain functions (``write_tiny_whisper(dir)`` ...) for tests that ne
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,36 @@ def tiny_whisper_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     return write_tiny_clip(tmp_path_factory.mktemp("judges") / "tiny-clip")
+
+
+def write_tiny_inception_weights(path: Path) -> Path:
+    """Save randomly initialised weights in the layout of torch-fidelity's FID Inception to ``path`` (.pth).
+
+    The layout is read off torch-fidelity's own class, built with its weight loading switched off (nothing is
+    downloaded). Its default initialisation shrinks activations through ~50 layers to uniform class probabilities,
+    so convolutions get He-normal weights and the classifier a wide normal: the probabilities then differ per image.
+    """
+    from unittest import mock
+
+    from aromni.evaluation.judges.inception import fidelity_inception_module
+
+    module = fidelity_inception_module()
+    cls = module.FeatureExtractorInceptionV3
+    torch.manual_seed(0)
+    with mock.patch.object(module, "load_state_dict_from_url", return_value={}), \
+            mock.patch.object(cls, "load_state_dict", return_value=None):
+        model = cls("inception-v3-compat", ["logits_unbiased"])
+    state = model.state_dict()
+    for key, value in state.items():
+        if key.endswith("conv.weight"):
+            value.normal_(0.0, (2.0 / value[0].numel()) ** 0.5)
+    state["fc.weight"].normal_(0.0, 0.5)
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_inception_weights(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("torch_fidelity") is None:
+        pytest.skip("torch-fidelity is not installed")
+    return write_tiny_inception_weights(tmp_path_factory.mktemp("judges") / "pt_inception-random.pth")

@@ -12,7 +12,8 @@ transformers (the ``bench`` extra) is imported only when a Whisper or CLIP judge
 
 from aromni.evaluation.judges.cider import cider
 from aromni.evaluation.judges.clip import ClipScorer
+from aromni.evaluation.judges.inception import InceptionJudge, inception_score
 from aromni.evaluation.judges.normalizer import normalize_english, wer_from_counts, word_errors
 from aromni.evaluation.judges.whisper import WhisperTranscriber
 
-__all__ = ["ClipScorer", "cider", "WhisperTranscriber", "normalize_english", "wer_from_counts", "word_errors"]
+__all__ = ["ClipScorer", "InceptionJudge", "cider", "inception_score", "WhisperTranscriber", "normalize_english", "wer_from_counts", "word_errors"]
