@@ -7,13 +7,15 @@
 - :func:`cider` (CIDEr-D of captions);
 - :func:`dnsmos_scores` / :func:`mean_scores` (DNSMOS speech quality).
 
-transformers (the ``bench`` extra) is imported only when a Whisper or CLIP judge is built.
+transformers and torch-fidelity (the ``bench`` extra) are imported only when a judge that needs them is built.
 """
 
 from aromni.evaluation.judges.cider import cider
 from aromni.evaluation.judges.clip import ClipScorer
 from aromni.evaluation.judges.inception import InceptionJudge, inception_score
 from aromni.evaluation.judges.normalizer import normalize_english, wer_from_counts, word_errors
+from aromni.evaluation.judges.speech_quality import dnsmos_scores, mean_scores
 from aromni.evaluation.judges.whisper import WhisperTranscriber
 
-__all__ = ["ClipScorer", "InceptionJudge", "cider", "inception_score", "WhisperTranscriber", "normalize_english", "wer_from_counts", "word_errors"]
+__all__ = ["ClipScorer", "InceptionJudge", "WhisperTranscriber", "cider", "dnsmos_scores", "inception_score",
+           "mean_scores", "normalize_english", "wer_from_counts", "word_errors"]
