@@ -143,3 +143,27 @@ def test_griffin_lim_baseline_reconstructs_a_tone() -> None:
     assert rec.shape == wav.shape
     noise = torch.randn(wav.shape, generator=torch.Generator().manual_seed(0)) * 0.1
     assert (matcha_mel(rec) - mel).abs().mean() < 0.5 * (matcha_mel(noise) - mel).abs().mean()
+
+
+def test_cosyvoice2_streaming_loop_emits_every_sample(model: HiFTGenerator) -> None:
+    """CosyVoice2Model.token2wav's HiFT part (8 cached mel frames, 3840 cached source samples, a Hamming
+    cross-fade over 3840 + 3840 samples): the emitted pieces add up to the offline length, and each call's
+    excitation starts with the previous call's last 3840 samples."""
+    mel, keep = _mel(40), 8
+    window = torch.hamming_window(2 * keep * 480, periodic=False)
+    cache, pieces = None, []
+    for start, stop in [(0, 12), (12, 25), (25, 40)]:
+        chunk = mel[:, :, start:stop]
+        if cache is not None:
+            chunk = torch.cat([cache["mel"], chunk], dim=2)
+        wav, src = model.inference(chunk, None if cache is None else cache["source"],
+                                   generator=torch.Generator().manual_seed(start))
+        if cache is not None:
+            assert torch.equal(src[:, :, : keep * 480], cache["source"])
+            n = keep * 480
+            wav = wav.clone()
+            wav[:, :n] = wav[:, :n] * window[:n] + cache["speech"] * window[n:]
+        final = stop == 40
+        cache = {"mel": chunk[:, :, -keep:], "source": src[:, :, -keep * 480:], "speech": wav[:, -keep * 480:]}
+        pieces.append(wav if final else wav[:, : -keep * 480])
+    assert sum(p.shape[1] for p in pieces) == 40 * 480
