@@ -32,7 +32,6 @@ from aromni.utils.io import JSONValue
 
 #: The dataset flag of each layout.
 DATA_FLAGS = {"coco": "coco", "librispeech": "librispeech", "vctk": "vctk", "libritts": "libritts"}
-TTS_SUITES = ("vctk-tts", "libritts-tts", "vivo")
 
 
 def suite_arg(text: str) -> tuple[str, ...]:
@@ -76,7 +75,7 @@ def _check(args: argparse.Namespace, suites: list[Suite], judges: Judges) -> Non
     for s in suites:
         judges.require(s.judges, s.name)
         s.read(getattr(args, DATA_FLAGS[s.dataset]))  # one-line error naming the layout
-    if not args.no_dnsmos and any(s.name in TTS_SUITES for s in suites) and \
+    if not args.no_dnsmos and any(s.speech_out for s in suites) and \
             importlib.util.find_spec("speechmos") is None:
         raise InputError("DNSMOS needs the speechmos package", "pip install speechmos, or pass --no-dnsmos")
     if any(s.model == "vivo" for s in suites) and args.vq is None and args.model != "toy":

@@ -15,6 +15,7 @@ import numpy as np
 from aromni.errors import InputError
 from aromni.evaluation.judges import ClipScorer, InceptionJudge, WhisperTranscriber, dnsmos_scores
 from aromni.evaluation.judges.normalizer import normalize_english, word_errors
+from aromni.evaluation.judges.speech_quality import describe as describe_dnsmos
 from aromni.utils.extras import optional
 from aromni.utils.io import JSONValue
 
@@ -80,9 +81,11 @@ class Judges:
     def spelling(self) -> Mapping[str, str] | None:
         return self.transcriber.spelling() if self.spec.transcriber is not None else None
 
-    def describe(self, names: Sequence[str]) -> dict[str, JSONValue]:
-        """What each judge ``names`` used is (its own ``describe()``), for the report."""
+    def describe(self, names: Sequence[str], *, dnsmos: bool = False) -> dict[str, JSONValue]:
+        """What each judge in ``names`` is (its own ``describe()``), and DNSMOS's when it ran, for the report."""
         out: dict[str, JSONValue] = {n: getattr(self, n).describe() for n in names}
+        if dnsmos:
+            out["dnsmos"] = describe_dnsmos()
         return out
 
 

@@ -40,6 +40,7 @@ class Suite:
         metrics: records (in selection order) -> corpus metrics.
         model: ``"omni"`` (an AR-Omni bundle) or ``"vivo"`` (an OmniVIVO export).
         table: the paper table it reproduces.
+        speech_out: the model speaks (TTS suites: DNSMOS, ground-truth row).
     """
 
     name: str
@@ -51,6 +52,7 @@ class Suite:
     metrics: Callable[[Sequence[Record]], dict[str, JSONValue]]
     model: str
     table: str
+    speech_out: bool = False
 
 
 SUITES: dict[str, Suite] = {s.name: s for s in (
@@ -61,11 +63,11 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("librispeech", "librispeech", read_librispeech, None, (), asr_batch, asr_metrics, "omni",
           "AR-Omni Table 5: LibriSpeech test-clean, WER"),
     Suite("vctk-tts", "vctk", read_vctk, 1000, ("transcriber",), tts_batch, tts_metrics, "omni",
-          "AR-Omni Table 6: VCTK TTS, WER (Whisper), FTL, RTF"),
+          "AR-Omni Table 6: VCTK TTS, WER (Whisper), FTL, RTF", True),
     Suite("libritts-tts", "libritts", read_libritts, 1000, ("transcriber",), libritts_batch, tts_metrics, "omni",
-          "OmniVIVO Table 1 protocol on an AR-Omni bundle: LibriTTS test-clean TTS, WER/CER (Whisper)"),
+          "OmniVIVO Table 1 protocol on an AR-Omni bundle: LibriTTS test-clean TTS, WER/CER (Whisper)", True),
     Suite("vivo", "libritts", read_libritts, 1000, ("transcriber", "inception"), vivo_batch, vivo_metrics, "vivo",
-          "OmniVIVO Tables 1-2: LibriTTS test-clean text -> speech (WER/CER) + image (Inception Score)"),
+          "OmniVIVO Tables 1-2: LibriTTS test-clean text -> speech (WER/CER) + image (Inception Score)", True),
 )}
 
 #: The suites of AR-Omni's Table 7 (the ablation) and the metric of each column.

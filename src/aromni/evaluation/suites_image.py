@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aromni.evaluation.context import SuiteContext
 from aromni.evaluation.datasets import Sample
 from aromni.evaluation.judges import cider
+from aromni.evaluation.judges.cider import resolve_tokenizer
 from aromni.inference.omni import OmniModel
 from aromni.tokenizers.image.image_io import load_image
 from aromni.toyworld.evaluation.generation import decode_image, parse_generation
@@ -43,6 +44,7 @@ def caption_metrics(records: Sequence[Record]) -> dict[str, JSONValue]:
     hyps = {str(r["id"]): str(r["hyp"]) for r in records}
     corpus, per = cider(refs, hyps)
     return {"n": len(records), "cider": float(corpus), "cider_x100": 100.0 * float(corpus),
+            "cider_tokenizer": resolve_tokenizer("auto"),
             "empty_captions": sum(1 for r in records if not str(r["hyp"]).strip()),
             "per_sample": {k: float(v) for k, v in per.items()}}
 

@@ -1,5 +1,7 @@
 """``aromni eval``: score a bundle on a suite. ``--suite toy``: every task on a toy world's held-out split, read
-by the world's judges (``docs/eval.md``)."""
+by the world's judges (``docs/eval.md``). ``--suite coco-caption,coco-t2i,librispeech,vctk-tts,libritts-tts`` (an
+AR-Omni bundle) or ``--suite vivo`` (an OmniVIVO export): the papers' public benchmarks on local datasets, judged
+by local Whisper / CLIP / Inception models, sharded under torchrun (``docs/eval_public.md``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from aromni.cli.common import add_model_args, load_model, positive_int, seed_int
 from aromni.errors import InputError
+from aromni.evaluation import cli as eval_public
 from aromni.inference.omni import OmniModel
 from aromni.toyworld.evaluation import TASKS, SuiteConfig, SuiteResult, run_suite
 from aromni.toyworld.report import ablation_rows, find_runs, write_report
@@ -18,7 +21,9 @@ from aromni.toyworld.report import ablation_rows, find_runs, write_report
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a bundle (toy world: ASR, TTS, captions, T2I, S→I, VQA, chat, latency)")
     add_model_args(p, toy_default=False)
-    p.add_argument("--suite", default="toy", choices=["toy"], help="which suite (default: toy)")
+    p.add_argument("--suite", default="toy", type=eval_public.suite_arg, metavar="SUITE[,SUITE...]",
+                   help="toy (default), or public suites: coco-caption, coco-t2i, librispeech, vctk-tts, "
+                        "libritts-tts, vivo (comma-separated; vivo alone)")
     p.add_argument("--world", required=False, help="toy world directory (`aromni toyworld build`)")
     p.add_argument("--split", default="test", help="world split (default: test)")
     p.add_argument("--limit", type=positive_int, default=None,
@@ -36,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report directory")
     p.add_argument("--json", action="store_true", help="print every metric as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
+    eval_public.add_args(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +58,8 @@ def _parse_ablation(items: list[str]) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite != ("toy",):
+        return eval_public.run(args, parse_ablation=_parse_ablation)
     if not args.world:
         raise InputError("--world is required for the toy suite", "build one with `aromni toyworld build --out DIR`")
     if not (Path(args.world) / "manifest.json").is_file():
