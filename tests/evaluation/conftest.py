@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+
+from aromni.evaluation.judges.inception import fidelity_inception_module
 
 pytest.importorskip("transformers")
 
@@ -101,10 +104,6 @@ def write_tiny_inception_weights(path: Path) -> Path:
     downloaded). Its default initialisation shrinks activations through ~50 layers to uniform class probabilities,
     so convolutions get He-normal weights and the classifier a wide normal: the probabilities then differ per image.
     """
-    from unittest import mock
-
-    from aromni.evaluation.judges.inception import fidelity_inception_module
-
     module = fidelity_inception_module()
     cls = module.FeatureExtractorInceptionV3
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from aromni.errors import InputError
-from aromni.evaluation.judges import normalize_english, wer_from_counts, word_errors
+from aromni.evaluation.judges import char_errors, normalize_english, wer_from_counts, word_errors
 
 pytest.importorskip("transformers")
 
@@ -47,3 +47,13 @@ def test_wer_from_counts_and_bad_lengths():
     assert math.isnan(wer_from_counts(0, 0))
     with pytest.raises(InputError, match="2 references but 1 hypotheses"):
         word_errors(["a", "b"], ["a"])
+
+
+def test_char_errors_match_hand_counts():
+    # "the cat" vs "the bat": 1 substitution over 7 characters (the space counts); punctuation/case normalised away
+    assert char_errors(["The cat."], ["the bat"]) == (1, 7)
+    # "kitten" -> "sitting": k->s, e->i, +g = 3 edits over 6 characters
+    assert char_errors(["kitten", "ab"], ["sitting", ""]) == (3 + 2, 6 + 2)
+    assert char_errors(["[noise]"], ["hi"]) == (2, 0)
+    with pytest.raises(InputError, match="1 references but 0 hypotheses"):
+        char_errors(["a"], [])

@@ -14,6 +14,8 @@ it); without it the spelling step maps nothing, so "colour" and "color" count as
 
 :func:`word_errors` returns (substitutions + deletions + insertions, reference words) for a list of pairs, so
 shards can sum counts and :func:`wer_from_counts` gives the corpus WER (not the mean of per-utterance WERs).
+:func:`char_errors` does the same over characters of the normalised texts (spaces included, as jiwer's CER
+counts them) for the CER that OmniVIVO reports; ``wer_from_counts`` turns its counts into the corpus CER.
 """
 
 from __future__ import annotations
@@ -46,6 +48,27 @@ def normalize_english(text: str, *, spelling: Mapping[str, str] | None = None) -
     return _normalizer(_key(spelling))(text)
 
 
+def _edit_counts(refs: Sequence[str], hyps: Sequence[str], spelling: Mapping[str, str] | None,
+                 unit: str) -> tuple[int, int]:
+    """``(edits, reference units)`` with units ``"words"`` or ``"characters"`` of the normalised texts."""
+    if len(refs) != len(hyps):
+        raise InputError(f"{len(refs)} references but {len(hyps)} hypotheses", "pass one hypothesis per reference")
+    jiwer = optional("jiwer", extra="eval", feature=f"{unit[:-1]} error rates")
+    process = jiwer.process_words if unit == "words" else jiwer.process_characters
+    norm = _normalizer(_key(spelling))
+    errors = total = 0
+    for ref, hyp in zip(refs, hyps):
+        r, h = " ".join(norm(ref).split()), " ".join(norm(hyp).split())
+        size = len(r.split()) if unit == "words" else len(r)
+        total += size
+        if not r or not h:  # jiwer refuses empty strings: all of the other side is insertions or deletions
+            errors += size + (len(h.split()) if unit == "words" else len(h))
+        else:
+            out = process(r, h)
+            errors += out.substitutions + out.deletions + out.insertions
+    return errors, total
+
+
 def word_errors(refs: Sequence[str], hyps: Sequence[str], *,
                 spelling: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``(errors, reference words)`` over pairs, both sides normalised with :func:`normalize_english`.
@@ -56,24 +79,21 @@ def word_errors(refs: Sequence[str], hyps: Sequence[str], *,
     Raises:
         InputError: ``refs`` and ``hyps`` differ in length.
     """
-    if len(refs) != len(hyps):
-        raise InputError(f"{len(refs)} references but {len(hyps)} hypotheses", "pass one hypothesis per reference")
-    jiwer = optional("jiwer", extra="eval", feature="word error rates")
-    norm = _normalizer(_key(spelling))
-    errors = words = 0
-    for ref, hyp in zip(refs, hyps):
-        r, h = norm(ref).split(), norm(hyp).split()
-        words += len(r)
-        if not r:
-            errors += len(h)
-        elif not h:
-            errors += len(r)
-        else:
-            out = jiwer.process_words(" ".join(r), " ".join(h))
-            errors += out.substitutions + out.deletions + out.insertions
-    return errors, words
+    return _edit_counts(refs, hyps, spelling, "words")
+
+
+def char_errors(refs: Sequence[str], hyps: Sequence[str], *,
+                spelling: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``(character edits, reference characters)`` over pairs of :func:`normalize_english` texts (single spaces
+    between words count as characters). An empty reference counts 0 characters and all hypothesis characters.
+
+    Raises:
+        InputError: ``refs`` and ``hyps`` differ in length.
+    """
+    return _edit_counts(refs, hyps, spelling, "characters")
 
 
 def wer_from_counts(errors: int, words: int) -> float:
-    """Corpus WER ``errors / words`` (summed over shards); ``nan`` when there are no reference words."""
+    """Corpus WER ``errors / words`` (summed over shards; or CER from :func:`char_errors`' counts); ``nan`` when
+    there are no reference words."""
     return errors / words if words else float("nan")
