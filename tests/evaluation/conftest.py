@@ -24,8 +24,6 @@ import torch
 
 from aromni.evaluation.judges.inception import fidelity_inception_module
 
-pytest.importorskip("transformers")
-
 WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>",
                     "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
 
@@ -89,11 +87,13 @@ def write_tiny_clip(directory: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_whisper_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
     return write_tiny_whisper(tmp_path_factory.mktemp("judges") / "tiny-whisper")
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
     return write_tiny_clip(tmp_path_factory.mktemp("judges") / "tiny-clip")
 
 
