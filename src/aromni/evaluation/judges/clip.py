@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,10 @@ from aromni.errors import InputError
 from aromni.evaluation.judges.hf_dir import LOAD_ERRORS, check_model_dir, load_failed
 from aromni.utils.device import resolve_device
 from aromni.utils.extras import optional
+from aromni.utils.io import JSONValue
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 
 def _embedding(out: torch.Tensor | object) -> torch.Tensor:
@@ -44,7 +49,7 @@ class ClipScorer:
         self.model.eval()
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
 
-    def score(self, images: Sequence[object], texts: Sequence[str]) -> list[float]:
+    def score(self, images: Sequence[Image], texts: Sequence[str]) -> list[float]:
         """``100 * max(cos, 0)`` for each pair ``(images[i], texts[i])`` (PIL images, any size or mode).
 
         Raises:
@@ -58,7 +63,7 @@ class ClipScorer:
         return out
 
     @torch.inference_mode()
-    def _batch(self, images: Sequence[object], texts: Sequence[str]) -> list[float]:
+    def _batch(self, images: Sequence[Image], texts: Sequence[str]) -> list[float]:
         rgb = [im.convert("RGB") for im in images]
         pixels = self.processor.image_processor(images=rgb, return_tensors="pt").pixel_values
         tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
@@ -69,7 +74,7 @@ class ClipScorer:
         cos = torch.nn.functional.cosine_similarity(img.float(), txt.float(), dim=-1)
         return (100 * cos.clamp(min=0)).tolist()
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, JSONValue]:
         """What the report records about the judge: directory, name, sizes, the score's convention."""
         cfg = self.model.config
         return {"judge": "clip", "directory": str(self.path), "name": self.path.name,

@@ -30,13 +30,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from aromni.errors import CheckpointError, InputError, MissingExtraError
 from aromni.utils.device import resolve_device
+from aromni.utils.io import JSONValue
 from aromni.utils.safe_load import load_pth
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 N_CLASSES = 1008
 _MODULE = "torch_fidelity.feature_extractor_inceptionv3"
@@ -104,7 +109,7 @@ class InceptionJudge:
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
-    def probs(self, images: Sequence[object]) -> np.ndarray:
+    def probs(self, images: Sequence[Image]) -> np.ndarray:
         """Softmax class probabilities ``[N, 1008]`` (float64) of PIL images (any size or mode, made RGB).
 
         Images of one size are batched together (the network resizes each to 299x299 itself); the result does not
@@ -123,7 +128,7 @@ class InceptionJudge:
                 out[idx] = torch.softmax(logits.double(), dim=1).cpu().numpy()
         return out
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, JSONValue]:
         """What the report records: the weights file, the network, the probabilities used."""
         return {"judge": "inception", "weights": str(self.weights), "network": "torch-fidelity inception-v3-compat "
                 "(pt_inception-2015-12-05)", "classes": N_CLASSES, "probabilities": "softmax(logits_unbiased)",

@@ -18,6 +18,7 @@ import torch
 from aromni.errors import InputError
 from aromni.toyworld.judges.dnsmos import SCORES, dnsmos
 from aromni.toyworld.judges.dnsmos import mean_scores as _mean_scores
+from aromni.utils.io import JSONValue
 
 
 def dnsmos_scores(wavs: Sequence[np.ndarray | torch.Tensor], sample_rate: int) -> list[dict[str, float]]:
@@ -37,7 +38,7 @@ def mean_scores(scores: Sequence[dict[str, float]]) -> dict[str, float | None]:
     return _mean_scores(scores)
 
 
-def describe() -> dict[str, object]:
+def describe() -> dict[str, JSONValue]:
     """What the report records about the DNSMOS judge (the speechmos version holds the ONNX models)."""
     try:
         version = metadata.version("speechmos")

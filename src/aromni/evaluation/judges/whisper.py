@@ -21,7 +21,7 @@ from aromni.evaluation.judges.hf_dir import LOAD_ERRORS, check_model_dir, load_f
 from aromni.tokenizers.speech.audio_io import resample
 from aromni.utils.device import resolve_device
 from aromni.utils.extras import optional
-from aromni.utils.io import read_json
+from aromni.utils.io import JSONValue, read_json
 
 WHISPER_RATE = 16000
 WINDOW_SECONDS = 30
@@ -91,7 +91,7 @@ class WhisperTranscriber:
         table = read_json(path) if path.is_file() else None
         return table if isinstance(table, dict) else None
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, JSONValue]:
         """What the report records about the judge: directory, checkpoint name, sizes, decoding."""
         cfg = self.model.config
         return {"judge": "whisper", "directory": str(self.path), "name": self.path.name,
