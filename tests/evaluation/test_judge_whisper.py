@@ -94,6 +94,10 @@ def test_missing_and_wrong_directories(tmp_path, tiny_whisper_dir, tiny_clip_dir
         WhisperTranscriber(empty)
     bad = tmp_path / "bad"
     shutil.copytree(tiny_whisper_dir, bad)
+    (bad / "generation_config.json").unlink()
+    with pytest.raises(CheckpointError, match="no generation_config.json"):
+        WhisperTranscriber(bad)
+    shutil.copy(tiny_whisper_dir / "generation_config.json", bad)
     (bad / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not a readable model config"):
         WhisperTranscriber(bad)

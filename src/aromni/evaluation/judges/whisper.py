@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from aromni.errors import InputError
-from aromni.evaluation.judges.hf_dir import LOAD_ERRORS, check_model_dir, load_failed
+from aromni.errors import CheckpointError, InputError
+from aromni.evaluation.judges.hf_dir import LOAD_ERRORS, check_model_dir, contents, load_failed
 from aromni.tokenizers.speech.audio_io import resample
 from aromni.utils.device import resolve_device
 from aromni.utils.extras import optional
@@ -35,6 +35,9 @@ class WhisperTranscriber:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.path = check_model_dir(directory, "whisper")
+        if not (self.path / "generation_config.json").is_file():  # without it generate() guesses language and task
+            raise CheckpointError(f"{self.path} has no generation_config.json (Whisper's language and task tokens)",
+                                  contents("whisper"))
         self.device = resolve_device(device)
         self.language, self.batch_size = language, batch_size
         transformers = optional("transformers", extra="bench", feature="the Whisper ASR judge")
