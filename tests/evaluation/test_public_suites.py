@@ -98,8 +98,10 @@ def test_caption_and_asr_with_ablation_report(data, tmp_path, capsys):
 def test_t2i_clip_score_is_the_mean_of_the_records(data, tmp_path, capsys, tiny_clip_dir):
     out = tmp_path / "out"
     res = _run(["--suite", "coco-t2i", "--model", "toy", "--coco", str(data["coco"]), "--clip", str(tiny_clip_dir),
-                "--limit", "3", "--seed", "7", "--out", str(out)], capsys)["results"][0]
+                "--limit", "3", "--seed", "7", "--out", str(out), "--save-media"], capsys)["results"][0]
     recs = _records(out / "toy" / "coco-t2i")
+    saved = sorted(p.stem for p in (out / "toy" / "coco-t2i" / "media").glob("*.png"))
+    assert saved == sorted(r["id"] for r in recs if r["image"])
     assert len(recs) == 3 and res["metrics"]["n"] == 3
     assert res["metrics"]["clip_score"] == pytest.approx(statistics.mean(r["clip_score"] for r in recs))
     assert res["metrics"]["missing_images"] == sum(not r["image"] for r in recs)
@@ -110,8 +112,9 @@ def test_t2i_clip_score_is_the_mean_of_the_records(data, tmp_path, capsys, tiny_
 def test_vctk_tts_wer_timing_dnsmos_ground_truth(data, tmp_path, capsys, tiny_whisper_dir):
     out = tmp_path / "out"
     res = _run(["--suite", "vctk-tts", "--model", "toy", "--vctk", str(data["vctk"]), "--transcriber",
-                str(tiny_whisper_dir), "--force-speech", "--out", str(out)], capsys)["results"][0]
+                str(tiny_whisper_dir), "--force-speech", "--out", str(out), "--save-media"], capsys)["results"][0]
     recs = _records(out / "toy" / "vctk-tts")
+    assert sorted(p.stem for p in (out / "toy" / "vctk-tts" / "media").glob("*.wav")) == [r["id"] for r in recs]
     m = res["metrics"]
     assert len(recs) == 3 and not any(r["no_speech"] for r in recs)
     assert m["wer"] == pytest.approx(_hand_wer([r["text"] for r in recs], [r["hyp"] for r in recs]))
@@ -228,3 +231,21 @@ def test_resume_with_other_settings_is_refused(toy, data, tmp_path):
         run_suite(_api_run("librispeech", data, tmp_path / "run", limit=3), toy, Judges(JudgeSpec()))
     store = RecordStore(tmp_path / "run")  # the first run's records are kept
     assert len(store.read_all([r["id"] for r in _records(tmp_path / "run")])) == 2
+
+
+def test_asr_clip_longer_than_the_context_is_recorded_not_cut(toy, tmp_path):
+    """A 20 s clip does not fit the toy bundle's 512-token context: its record has an empty transcript and the
+    reason (all its words count as errors); the short clip in the same batch is transcribed as usual."""
+    from test_public_layouts import _tone, _write_audio
+
+    d = tmp_path / "ls" / "test-clean" / "1" / "2"
+    _write_audio(d / "1-2-0000.flac", _tone(0.5, 200))
+    _write_audio(d / "1-2-0001.flac", _tone(20.0, 200))
+    (d / "1-2.trans.txt").write_text("1-2-0000 A SHORT ONE\n1-2-0001 A VERY LONG ONE INDEED\n")
+    res = run_suite(_api_run("librispeech", {"librispeech": tmp_path / "ls"}, tmp_path / "run", batch_size=2), toy,
+                    Judges(JudgeSpec()))
+    short, long = _records(tmp_path / "run")
+    assert short["error"] is None and long["hyp"] == "" and "context fits about" in long["error"]
+    assert long["errors"] == long["ref_words"] == 5
+    assert res["metrics"]["too_long"] == 1
+    assert res["metrics"]["wer"] == pytest.approx((short["errors"] + 5) / 8)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aromni.cli.common import load_model, positive_float, positive_int
+from aromni.cli.common import load_model, positive_float, positive_int, resolve_model
 from aromni.errors import InputError
 from aromni.evaluation.context import SuiteSettings
 from aromni.evaluation.datasets import LAYOUTS
@@ -56,6 +56,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="skip Whisper on the datasets' own recordings (the TTS tables' ground-truth row)")
     g.add_argument("--force-speech", action="store_true",
                    help="end TTS prompts with <boa> (not the official prompt; for weakly trained bundles)")
+    g.add_argument("--save-media", action="store_true",
+                   help="keep the generated images and speech (OUT/<model>/<suite>/media/<id>.png / .wav)")
     g.add_argument("--text-tokens", type=positive_int, default=64, help="cap on caption/transcript tokens (64)")
     g.add_argument("--merge-timeout", type=positive_float, default=24 * 3600.0, metavar="SECONDS",
                    help="how long rank 0 waits for the other shards (default: 24 h)")
@@ -127,8 +129,8 @@ def _models(args: argparse.Namespace, suites: list[Suite], ablation: list[tuple[
             model = OmniModel.load(path, device=args.device, dtype=args.dtype)
             return model, _omni_info(model, path)
         return load
-    first = args.name or (args.model if args.model and not Path(args.model).is_dir() else None)
-    return [(first or Path(args.model or "model").resolve().name, main), *((n, other(p)) for n, p in ablation)]
+    first = args.name or ("toy" if args.model == "toy" else resolve_model(args.model, toy_default=False).name)
+    return [(first, main), *((n, other(p)) for n, p in ablation)]
 
 
 def run(args: argparse.Namespace, parse_ablation: Callable[[list[str]], list[tuple[str, Path]]]) -> int:
@@ -138,6 +140,9 @@ def run(args: argparse.Namespace, parse_ablation: Callable[[list[str]], list[tup
     judges = Judges(spec)
     _check(args, suites, judges)
     ablation = parse_ablation(args.ablation)
+    names = [args.name, *(n for n, _ in ablation)]
+    if len({n for n in names if n}) < len([n for n in names if n]):
+        raise InputError(f"model names repeat: {', '.join(n for n in names if n)}", "give each --ablation its own NAME")
     shard = shard_from_env()
     _device(args, shard)
     log = (lambda s: None) if args.quiet or not shard.is_main else (lambda s: print(s, file=sys.stderr))
@@ -150,7 +155,8 @@ def run(args: argparse.Namespace, parse_ablation: Callable[[list[str]], list[tup
             model, info = load()
             for s in suites:
                 run_ = SuiteRun(s, getattr(args, DATA_FLAGS[s.dataset]), out / name / s.name, name, info, settings,
-                                progress=not args.quiet, merge_timeout_s=args.merge_timeout)
+                                progress=not args.quiet, merge_timeout_s=args.merge_timeout,
+                                save_media=args.save_media)
                 r = run_suite(run_, model, judges, shard, log=log)
                 if r is not None:
                     results.append(r)

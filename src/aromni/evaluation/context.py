@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from aromni.errors import ConfigError
+from aromni.evaluation.records import safe_name
 from aromni.evaluation.scoring import Judges
 from aromni.inference.omni import OmniModel
 from aromni.omnivivo.api import VivoPipeline
+from aromni.tokenizers.image.image_io import save_image
+from aromni.tokenizers.speech.audio_io import save_wav
 from aromni.utils.io import JSONValue
+
+if TYPE_CHECKING:  # Pillow is an optional extra
+    from PIL.Image import Image
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,21 @@ def sample_seed(seed: int, suite: str, sample_id: str) -> int:
 
 @dataclass
 class SuiteContext:
+    """``media``: where generated images / speech are saved (``<id>.png``, ``<id>.wav``); ``None``: not kept."""
+
     suite: str
     model: OmniModel | VivoPipeline
     judges: Judges
     settings: SuiteSettings
+    media: Path | None = None
 
     def seeds(self, ids: list[str]) -> list[int]:
         return [sample_seed(self.settings.seed, self.suite, i) for i in ids]
+
+    def save_image(self, sample_id: str, image: Image | None) -> None:
+        if self.media is not None and image is not None:
+            save_image(image, self.media / f"{safe_name(sample_id)}.png", overwrite=True)
+
+    def save_speech(self, sample_id: str, wav: np.ndarray, sample_rate: int) -> None:
+        if self.media is not None and wav.size > 0:
+            save_wav(self.media / f"{safe_name(sample_id)}.wav", wav, sample_rate)

@@ -37,7 +37,7 @@ LAYOUTS = {
 
 
 @dataclass(frozen=True)
-class Sample:
+class EvalSample:
     """One evaluation item.
 
     Attributes:
@@ -87,7 +87,7 @@ def _karpathy(root: Path) -> list[dict]:
     return images
 
 
-def read_coco_captions(root: str | Path | None, split: str = "test") -> list[Sample]:
+def read_coco_captions(root: str | Path | None, split: str = "test") -> list[EvalSample]:
     """Karpathy ``split`` images (default test: 5,000) with all their reference captions; the image files must
     exist."""
     root = _dir("coco", root, "--coco")
@@ -101,13 +101,13 @@ def read_coco_captions(root: str | Path | None, split: str = "test") -> list[Sam
         refs = tuple(s["raw"].strip() for s in im["sentences"])
         if not refs:
             raise layout_error("coco", root, f"image {im['cocoid']} has no sentences")
-        out.append(Sample(str(im["cocoid"]), refs[0], refs, path, {"cocoid": im["cocoid"], "image": str(path)}))
+        out.append(EvalSample(str(im["cocoid"]), refs[0], refs, path, {"cocoid": im["cocoid"], "image": str(path)}))
     if not out:
         raise layout_error("coco", root, f"no images of Karpathy split {split!r}")
     return sorted(out, key=lambda s: int(s.id))
 
 
-def read_coco_t2i_captions(root: str | Path | None, folder: str = "val2014") -> list[Sample]:
+def read_coco_t2i_captions(root: str | Path | None, folder: str = "val2014") -> list[EvalSample]:
     """Every caption of the COCO 2014 validation images (Karpathy ``filepath == "val2014"``: its val, test and
     restval splits); one sample per caption, id ``cocoid-k`` (k-th sentence). Image files are not needed."""
     root = _dir("coco", root, "--coco")
@@ -117,7 +117,7 @@ def read_coco_t2i_captions(root: str | Path | None, folder: str = "val2014") -> 
             continue
         for k, s in enumerate(im["sentences"]):
             if s["raw"].strip():
-                out.append(Sample(f"{im['cocoid']}-{k}", s["raw"].strip(), meta={"cocoid": im["cocoid"]}))
+                out.append(EvalSample(f"{im['cocoid']}-{k}", s["raw"].strip(), meta={"cocoid": im["cocoid"]}))
     if not out:
         raise layout_error("coco", root, f"no captions of {folder} images")
     return sorted(out, key=lambda s: tuple(int(x) for x in s.id.split("-")))
@@ -134,7 +134,7 @@ def _subset_dir(kind: str, root: Path, subset: str, parents: tuple[str, ...]) ->
     raise layout_error(kind, root, f"no {subset}/ folder")
 
 
-def read_librispeech(root: str | Path | None, subset: str = "test-clean") -> list[Sample]:
+def read_librispeech(root: str | Path | None, subset: str = "test-clean") -> list[EvalSample]:
     """LibriSpeech utterances of ``subset`` (test-clean: 2,620) with their transcripts."""
     root = _dir("librispeech", root, "--librispeech")
     base = _subset_dir("librispeech", root, subset, ("LibriSpeech",))
@@ -150,13 +150,13 @@ def read_librispeech(root: str | Path | None, subset: str = "test-clean") -> lis
             if not flac.is_file():
                 raise layout_error("librispeech", trans.parent, f"missing {utt}.flac")
             spk, chap, _ = utt.split("-")
-            out.append(Sample(utt, text.strip(), path=flac, meta={"speaker": spk, "chapter": chap}))
+            out.append(EvalSample(utt, text.strip(), path=flac, meta={"speaker": spk, "chapter": chap}))
     if not out:
         raise layout_error("librispeech", base, "no *.trans.txt files")
     return sorted(out, key=lambda s: s.id)
 
 
-def read_vctk(root: str | Path | None, mic: str = "mic1") -> list[Sample]:
+def read_vctk(root: str | Path | None, mic: str = "mic1") -> list[EvalSample]:
     """VCTK utterances that have both a transcript and a recording (0.92: ``mic`` flac, else the other mic;
     0.80: wav48 wav). p315 has no recordings in either release and is skipped like every text-only item."""
     root = _dir("vctk", root, "--vctk")
@@ -173,13 +173,13 @@ def read_vctk(root: str | Path | None, mic: str = "mic1") -> list[Sample]:
         text = read_text(t, "transcript").strip()
         if audio is None or not text:
             continue
-        out.append(Sample(utt, text, path=audio, meta={"speaker": spk}))
+        out.append(EvalSample(utt, text, path=audio, meta={"speaker": spk}))
     if not out:
         raise layout_error("vctk", root, "no utterance with both txt/pXXX/pXXX_YYY.txt and its recording")
     return sorted(out, key=lambda s: s.id)
 
 
-def read_libritts(root: str | Path | None, subset: str = "test-clean") -> list[Sample]:
+def read_libritts(root: str | Path | None, subset: str = "test-clean") -> list[EvalSample]:
     """LibriTTS utterances of ``subset`` (test-clean: 4,837) with their normalized text."""
     root = _dir("libritts", root, "--libritts")
     base = _subset_dir("libritts", root, subset, ("LibriTTS",))
@@ -194,14 +194,14 @@ def read_libritts(root: str | Path | None, subset: str = "test-clean") -> list[S
         text = read_text(t, "transcript").strip()
         if text:
             spk, chap = utt.split("_")[:2]
-            out.append(Sample(utt, text, path=wav, meta={"speaker": spk, "chapter": chap}))
+            out.append(EvalSample(utt, text, path=wav, meta={"speaker": spk, "chapter": chap}))
     if not out:
         raise layout_error("libritts", base, "no *.normalized.txt files")
     return sorted(out, key=lambda s: s.id)
 
 
 # ------------------------------------------------------------------------------------------------ sampling
-def select(samples: Sequence[Sample], limit: int | None, seed: int) -> list[Sample]:
+def select(samples: Sequence[EvalSample], limit: int | None, seed: int) -> list[EvalSample]:
     """The fixed sampling protocol: all samples in canonical order when ``limit`` is ``None`` or covers them;
     else ``limit`` of them drawn without replacement by ``random.Random(seed)``, kept in canonical order."""
     if limit is None or limit >= len(samples):

@@ -21,6 +21,11 @@ from aromni.utils.io import JSONValue, atomic_write_json, read_json
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def safe_name(sample_id: str) -> str:
+    """A sample id as a file name stem (anything but letters, digits, ``_.-`` becomes ``_``)."""
+    return _UNSAFE.sub("_", sample_id)
+
+
 class RecordStore:
     """The records of one run directory."""
 
@@ -29,7 +34,7 @@ class RecordStore:
         self.samples = self.root / "samples"
 
     def path(self, sample_id: str) -> Path:
-        return self.samples / f"{_UNSAFE.sub('_', sample_id)}.json"
+        return self.samples / f"{safe_name(sample_id)}.json"
 
     def has(self, sample_id: str) -> bool:
         return self.path(sample_id).is_file()

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from aromni.evaluation.context import SuiteContext, SuiteSettings
-from aromni.evaluation.datasets import Sample, select
+from aromni.evaluation.datasets import EvalSample, select
 from aromni.evaluation.records import RecordStore
 from aromni.evaluation.scoring import Judges
 from aromni.evaluation.sharding import Shard, barrier, mark_done, wait_for_shards
@@ -41,6 +41,7 @@ class SuiteRun:
         settings: the protocol settings.
         progress: a tqdm bar on a terminal.
         merge_timeout_s: how long rank 0 waits for the other shards.
+        save_media: keep the generated images and speech in ``out/media/``.
     """
 
     suite: Suite
@@ -51,12 +52,13 @@ class SuiteRun:
     settings: SuiteSettings = field(default_factory=SuiteSettings)
     progress: bool = True
     merge_timeout_s: float = 24 * 3600.0
+    save_media: bool = False
 
-    def selection(self) -> list[Sample]:
+    def selection(self) -> list[EvalSample]:
         limit = self.settings.limit if self.settings.limit is not None else self.suite.default_limit
         return select(self.suite.read(self.data), limit, self.settings.seed)
 
-    def claim_settings(self, judges: Judges, chosen: list[Sample]) -> dict[str, JSONValue]:
+    def claim_settings(self, judges: Judges, chosen: list[EvalSample]) -> dict[str, JSONValue]:
         """What must not change when a run is resumed (``run.json``)."""
         ids = hashlib.sha256("\n".join(s.id for s in chosen).encode()).hexdigest()[:16]
         return {"suite": self.suite.name, "data": str(Path(self.data).resolve()) if self.data else None,
@@ -78,7 +80,7 @@ def run_suite(run: SuiteRun, model: OmniModel | VivoPipeline, judges: Judges, sh
     todo = [s for s in mine if not store.has(s.id)]
     log(f"{run.suite.name} / {run.model_name}: {len(chosen)} samples, rank {shard.rank} of {shard.world} has "
         f"{len(mine)} ({len(mine) - len(todo)} already done)")
-    ctx = SuiteContext(run.suite.name, model, judges, run.settings)
+    ctx = SuiteContext(run.suite.name, model, judges, run.settings, run.out / "media" if run.save_media else None)
     bs = run.settings.batch_size
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{run.suite.name} [{shard.rank}/{shard.world}]",
               file=sys.stderr, leave=False, disable=not run.progress or not sys.stderr.isatty()) as bar:

@@ -1,7 +1,7 @@
 """Sharding samples across ranks and the single merge point.
 
 ``torchrun --nproc-per-node N -m aromni eval ...`` sets ``RANK`` / ``WORLD_SIZE``; a plain process is rank 0 of
-a world of 1 and runs the same code. Sample ``i`` (in the selection's order) belongs to rank ``i % world``. When
+a world of 1 and runs the same code. EvalSample ``i`` (in the selection's order) belongs to rank ``i % world``. When
 its samples are done a rank writes a completion marker; rank 0 then waits (a gloo barrier when
 ``torch.distributed`` is initialised, then the markers and records on disk) and merges exactly once.
 """

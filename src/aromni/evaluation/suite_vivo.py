@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aromni.evaluation.context import SuiteContext
-from aromni.evaluation.datasets import Sample
+from aromni.evaluation.datasets import EvalSample
 from aromni.evaluation.metrics import inception_metrics, tts_metrics
 from aromni.evaluation.scoring import speech_scores
 from aromni.omnivivo.api import VivoPipeline, VivoResult
@@ -18,7 +18,7 @@ from aromni.utils.io import JSONValue
 Record = dict[str, JSONValue]
 
 
-def vivo_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
+def vivo_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     """Image + speech per sentence with the pipeline's default sampling (LlamaGen's CFG 7.5 / top-k 1000, RAS
     speech), then Whisper, DNSMOS and the Inception network on the batch."""
     pipe = ctx.model
@@ -27,6 +27,8 @@ def vivo_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
     for s, seed in zip(samples, ctx.seeds([s.id for s in samples])):
         r = pipe.generate([s.text], seed=[seed])
         results.append(r[0])
+        ctx.save_image(s.id, r[0].image)
+        ctx.save_speech(s.id, r[0].audio.float().numpy(), pipe.sample_rate)
     wavs = [r.audio.float().numpy() for r in results]
     scores = speech_scores(ctx.judges, [s.text for s in samples], wavs, pipe.sample_rate, chars=True,
                            dnsmos=ctx.settings.dnsmos)

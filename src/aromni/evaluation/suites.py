@@ -10,7 +10,7 @@ from pathlib import Path
 from aromni.errors import InputError
 from aromni.evaluation.context import SuiteContext
 from aromni.evaluation.datasets import (
-    Sample,
+    EvalSample,
     read_coco_captions,
     read_coco_t2i_captions,
     read_librispeech,
@@ -45,10 +45,10 @@ class Suite:
 
     name: str
     dataset: str
-    read: Callable[[Path | None], list[Sample]]
+    read: Callable[[Path | None], list[EvalSample]]
     default_limit: int | None
     judges: tuple[str, ...]
-    batch: Callable[[SuiteContext, Sequence[Sample]], list[Record]]
+    batch: Callable[[SuiteContext, Sequence[EvalSample]], list[Record]]
     metrics: Callable[[Sequence[Record]], dict[str, JSONValue]]
     model: str
     table: str

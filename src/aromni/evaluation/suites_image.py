@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aromni.evaluation.context import SuiteContext
-from aromni.evaluation.datasets import Sample
+from aromni.evaluation.datasets import EvalSample
 from aromni.evaluation.judges import cider
 from aromni.evaluation.judges.cider import resolve_tokenizer
 from aromni.inference.omni import OmniModel
@@ -28,7 +28,7 @@ def _model(ctx: SuiteContext) -> OmniModel:
     return ctx.model
 
 
-def caption_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
+def caption_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     """Greedy captions of the images with the caption task's own instruction (the official one)."""
     model = _model(ctx)
     opts = model.options(CAPTION.name, {"max_new_tokens": ctx.settings.text_tokens})
@@ -49,7 +49,7 @@ def caption_metrics(records: Sequence[Record]) -> dict[str, JSONValue]:
             "per_sample": {k: float(v) for k, v in per.items()}}
 
 
-def t2i_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
+def t2i_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     """One image per caption (the T2I task's sampling and CFG), scored by CLIP against the caption. A reply
     without a complete image scores 0 (counted in ``missing_images``)."""
     model = _model(ctx)
@@ -57,10 +57,12 @@ def t2i_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
     prompts = [model.encode(task_conversation(T2I, style=model.style.name, text=s.text)) for s in samples]
     outs = [parse_generation(model, g.prompt, g.tokens, g.stop_reason) for g in model.engine.run(prompts, opts)]
     images = [decode_image(model, o.image) for o in outs]
+    for s, im in zip(samples, images):
+        ctx.save_image(s.id, im)
     have = [i for i, im in enumerate(images) if im is not None]
     scores = ctx.judges.clip.score([images[i] for i in have], [samples[i].text for i in have]) if have else []
     score_of = dict(zip(have, scores))
-    return [{"cocoid": s.meta["cocoid"], "caption": s.text, "image": images[i] is not None,
+    return [{"cocoid": s.meta["cocoid"], "text": s.text, "image": images[i] is not None,
              "clip_score": float(score_of.get(i, 0.0)), "stop_reason": outs[i].stop_reason}
             for i, s in enumerate(samples)]
 

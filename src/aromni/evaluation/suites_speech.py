@@ -16,7 +16,7 @@ import torch
 
 from aromni.errors import AromniError
 from aromni.evaluation.context import SuiteContext
-from aromni.evaluation.datasets import Sample
+from aromni.evaluation.datasets import EvalSample
 from aromni.evaluation.judges.normalizer import word_errors
 from aromni.evaluation.scoring import speech_scores
 from aromni.inference.omni import OmniModel
@@ -34,7 +34,7 @@ def _model(ctx: SuiteContext) -> OmniModel:
     return ctx.model
 
 
-def asr_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
+def asr_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     """Greedy transcripts with the ASR task's own instruction. Audio the context cannot hold is not cut: the
     sample is recorded with an empty transcript and the reason (all its words count as errors)."""
     model = _model(ctx)
@@ -78,12 +78,14 @@ def _speak(model: OmniModel, text: str, seed: int, ctx: SuiteContext) -> tuple[n
     return wav, m
 
 
-def tts_batch(ctx: SuiteContext, samples: Sequence[Sample], *, chars: bool = False) -> list[Record]:
+def tts_batch(ctx: SuiteContext, samples: Sequence[EvalSample], *, chars: bool = False) -> list[Record]:
     """Speak each text (one request at a time), then Whisper (and DNSMOS) on the batch; with
     ``settings.ground_truth`` also Whisper on the dataset's own recordings."""
     model = _model(ctx)
     made = [_speak(model, s.text, seed, ctx) for s, seed in zip(samples, ctx.seeds([s.id for s in samples]))]
     texts = [s.text for s in samples]
+    for s, (w, _) in zip(samples, made):
+        ctx.save_speech(s.id, w, model.speech.sample_rate)
     scores = speech_scores(ctx.judges, texts, [w for w, _ in made], model.speech.sample_rate, chars=chars,
                            dnsmos=ctx.settings.dnsmos)
     out = [{"text": s.text, "speaker": s.meta.get("speaker"), **sc, "no_speech": w.size == 0, "timing": m}
@@ -95,5 +97,5 @@ def tts_batch(ctx: SuiteContext, samples: Sequence[Sample], *, chars: bool = Fal
     return out
 
 
-def libritts_batch(ctx: SuiteContext, samples: Sequence[Sample]) -> list[Record]:
+def libritts_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     return tts_batch(ctx, samples, chars=True)
