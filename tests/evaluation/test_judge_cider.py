@@ -24,6 +24,7 @@ def test_pencil_case():
     refs = {"cat": ["a cat"], "dog": ["a dog"]}
     assert cider(refs, {"cat": "A cat.", "dog": "a dog"}, tokenizer="simple") == (5.0, {"cat": 5.0, "dog": 5.0})
     assert cider(refs, {"cat": "a dog", "dog": "a dog"}, tokenizer="simple") == (2.5, {"cat": 0.0, "dog": 5.0})
+    assert cider(refs, {"cat": "", "dog": "a dog"}, tokenizer="simple") == (2.5, {"cat": 0.0, "dog": 5.0})
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
@@ -91,6 +92,7 @@ def test_simple_tokenizer_agrees_with_ptb_and_scores_match():
     ptb = cider(refs, hyps, tokenizer="ptb")
     simple = cider(refs, hyps, tokenizer="simple")
     assert ptb[0] == pytest.approx(simple[0], rel=1e-12) and ptb[0] > 0
+    assert cider(refs, {"a": "", "b": ""}, tokenizer="ptb") == (0.0, {"a": 0.0, "b": 0.0})  # empty captions
 
 
 def test_bad_inputs():

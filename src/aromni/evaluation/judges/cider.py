@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
-from aromni.errors import InputError
+from aromni.errors import AromniError, InputError
 from aromni.utils.extras import optional
 
 #: Tokens coco-caption removes after PTB tokenisation (its PUNCTUATIONS list), and what ours also drops.
@@ -60,7 +61,14 @@ def _tokenize(captions: dict[str, list[str]], tokenizer: str) -> dict[str, list[
     if tokenizer == "simple":
         return {k: [" ".join(simple_tokenize(c)) for c in v] for k, v in captions.items()}
     ptb = optional("pycocoevalcap.tokenizer.ptbtokenizer", extra="eval", feature="CIDEr's PTB tokenizer")
-    return ptb.PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    hint = "check the Java runtime, or pass tokenizer='simple'"
+    try:  # it writes a temporary file beside its jar and runs java on it
+        out = ptb.PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    except (OSError, subprocess.SubprocessError) as e:
+        raise AromniError(f"the PTB tokenizer (Java) failed: {e}", hint) from None
+    if any(len(out.get(k, [])) != len(v) for k, v in captions.items()):  # java printed fewer lines than captions
+        raise AromniError("the PTB tokenizer (Java) returned fewer captions than it was given", hint)
+    return out
 
 
 def cider(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, str], *,
