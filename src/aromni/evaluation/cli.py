@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from aromni.cli.common import load_model, positive_float, positive_int, resolve_model
 from aromni.errors import InputError
 from aromni.evaluation.context import SuiteSettings
@@ -98,7 +100,7 @@ def _config_hash(path: Path) -> str | None:
 def _omni_info(model: OmniModel, path: Path) -> dict[str, JSONValue]:
     return {"kind": "AR-Omni bundle", "path": str(Path(path).resolve()), "config_sha256": _config_hash(path),
             "parameters": sum(p.numel() for p in model.bundle.decoder.parameters()),
-            "prompt_style": model.style.name, "device": str(model.device),
+            "prompt_style": model.style.name,
             "speech_tokens_per_second": float(model.speech.frame_rate) if model.speech is not None else None}
 
 
@@ -135,6 +137,10 @@ def _models(args: argparse.Namespace, suites: list[Suite], ablation: list[tuple[
 
 def run(args: argparse.Namespace, parse_ablation: Callable[[list[str]], list[tuple[str, Path]]]) -> int:
     suites = [SUITES[n] for n in args.suite]
+    shard = shard_from_env()
+    _device(args, shard)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = JudgeSpec(args.transcriber, args.clip, args.inception, dnsmos=not args.no_dnsmos,
                      device=str(args.device), batch_size=args.batch_size)
     judges = Judges(spec)
@@ -143,8 +149,6 @@ def run(args: argparse.Namespace, parse_ablation: Callable[[list[str]], list[tup
     names = [args.name, *(n for n, _ in ablation)]
     if len({n for n in names if n}) < len([n for n in names if n]):
         raise InputError(f"model names repeat: {', '.join(n for n in names if n)}", "give each --ablation its own NAME")
-    shard = shard_from_env()
-    _device(args, shard)
     log = (lambda s: None) if args.quiet or not shard.is_main else (lambda s: print(s, file=sys.stderr))
     settings = _settings(args)
     out = Path(args.out)

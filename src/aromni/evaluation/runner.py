@@ -98,11 +98,11 @@ def run_suite(run: SuiteRun, model: OmniModel | VivoPipeline, judges: Judges, sh
         return None
     ids = [s.id for s in chosen]
     wait_for_shards(run.out, shard, lambda: store.complete(ids), timeout_s=run.merge_timeout_s)
-    return merge(run, judges, store, ids, seconds, shard)
+    return merge(run, judges, store, ids, seconds, shard, str(model.device))
 
 
-def merge(run: SuiteRun, judges: Judges, store: RecordStore, ids: list[str], seconds: float,
-          shard: Shard) -> dict[str, JSONValue]:
+def merge(run: SuiteRun, judges: Judges, store: RecordStore, ids: list[str], seconds: float, shard: Shard,
+          device: str) -> dict[str, JSONValue]:
     """Corpus metrics from every record (in selection order), with what was evaluated and how."""
     records = store.read_all(ids)
     result: dict[str, JSONValue] = {
@@ -113,7 +113,7 @@ def merge(run: SuiteRun, judges: Judges, store: RecordStore, ids: list[str], sec
         "settings": run.settings.to_dict(),
         "metrics": run.suite.metrics(records),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-                    "threads": torch.get_num_threads(), "world_size": shard.world},
+                    "threads": torch.get_num_threads(), "world_size": shard.world, "device": device},
         "seconds_rank0": round(seconds, 2), "records": str(store.samples),
     }
     atomic_write_json(run.out / "metrics.json", result)
