@@ -207,5 +207,9 @@ def test_cli_bad_dataset_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "no test-clean/ folder" in err and LAYOUTS["librispeech"] in err
     assert main(["eval", "--suite", "coco-t2i", "--model", "toy", "--out", out, "--coco", str(tmp_path)]) == 2
     assert "needs --clip DIR" in capsys.readouterr().err
+    assert main(["eval", "--suite", "librispeech", "--model", "toy", "--world", out, "--out", out]) == 2
+    assert "--world belong to --suite toy" in capsys.readouterr().err
+    assert main(["eval", "--suite", "vivo,librispeech", "--model", "toy"]) == 2
+    assert "cannot share a run" in capsys.readouterr().err
     assert main(["eval", "--suite", "nonsense", "--model", "toy"]) == 2
     assert "unknown suite nonsense" in capsys.readouterr().err

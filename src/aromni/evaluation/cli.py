@@ -73,6 +73,10 @@ def _settings(args: argparse.Namespace) -> SuiteSettings:
 
 def _check(args: argparse.Namespace, suites: list[Suite], judges: Judges) -> None:
     """Flags, judges and datasets, before any model loads."""
+    toy_only = [f for f, v in (("--world", args.world), ("--report", args.report), ("--tasks", args.tasks),
+                                ("--runs", args.runs)) if v]
+    if toy_only:
+        raise InputError(f"{', '.join(toy_only)} belong to --suite toy", "the public suites write to --out DIR")
     if not args.out:
         raise InputError("--out DIR is required for the public suites",
                          "records, metrics and the report go there; rerun with the same --out to resume")
