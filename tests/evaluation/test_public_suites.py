@@ -249,3 +249,22 @@ def test_asr_clip_longer_than_the_context_is_recorded_not_cut(toy, tmp_path):
     assert long["errors"] == long["ref_words"] == 5
     assert res["metrics"]["too_long"] == 1
     assert res["metrics"]["wer"] == pytest.approx((short["errors"] + 5) / 8)
+
+
+def test_tts_text_the_model_refuses_counts_as_unspoken(toy, tmp_path, tiny_whisper_dir):
+    """A LibriTTS text far longer than the toy context is refused by the model: the run goes on, the record keeps
+    the reason, and all of its words count as errors."""
+    from test_public_layouts import _tone, _write_audio
+
+    d = tmp_path / "ltts" / "test-clean" / "1" / "2"
+    long_text = " ".join(["word"] * 4000)
+    for utt, text in (("1_2_000001_000000", "A short one."), ("1_2_000002_000000", long_text)):
+        _write_audio(d / f"{utt}.wav", _tone(0.3, 200), 24000)
+        (d / f"{utt}.normalized.txt").write_text(text)
+    run = _api_run("libritts-tts", {"libritts": tmp_path / "ltts"}, tmp_path / "run", force_speech=True,
+                   dnsmos=False, ground_truth=False)
+    res = run_suite(run, toy, Judges(JudgeSpec(transcriber=str(tiny_whisper_dir))))
+    short, long = _records(tmp_path / "run")
+    assert "context" in long["timing"]["error"] and long["no_speech"] and long["hyp"] == ""
+    assert long["errors"] == long["ref_words"] == 4000 and "error" not in short["timing"]
+    assert res["metrics"]["refused"] == 1 and res["metrics"]["no_speech"] == 1

@@ -65,6 +65,7 @@ def tts_metrics(records: Sequence[Record], *, frame_rate: float | None = None) -
         "n": len(records), "wer": corpus_rate(records), "errors": sum(int(r["errors"]) for r in records),
         "ref_words": sum(int(r["ref_words"]) for r in records),
         "no_speech": sum(1 for r in records if r.get("no_speech")),
+        "refused": sum(1 for r in records if r.get("error") or r["timing"].get("error")),
         "timing": timing_metrics([r["timing"] for r in records], frame_rate),
         "dnsmos": dnsmos_means(records),
     }

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from aromni.errors import AromniError
 from aromni.evaluation.context import SuiteContext
 from aromni.evaluation.datasets import EvalSample
 from aromni.evaluation.metrics import inception_metrics, tts_metrics
@@ -23,24 +26,32 @@ def vivo_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]
     speech), then Whisper, DNSMOS and the Inception network on the batch."""
     pipe = ctx.model
     assert isinstance(pipe, VivoPipeline)
-    results: list[VivoResult] = []
+    results: list[VivoResult | None] = []
+    errors: list[str | None] = []
     for s, seed in zip(samples, ctx.seeds([s.id for s in samples])):
-        r = pipe.generate([s.text], seed=[seed])
-        results.append(r[0])
-        ctx.save_image(s.id, r[0].image)
-        ctx.save_speech(s.id, r[0].audio.float().numpy(), pipe.sample_rate)
-    wavs = [r.audio.float().numpy() for r in results]
+        try:
+            r = pipe.generate([s.text], seed=[seed])[0]
+        except AromniError as e:  # a caption the conditioner refuses: no image, no speech, the reason kept
+            results.append(None)
+            errors.append(e.problem)
+            continue
+        results.append(r)
+        errors.append(None)
+        ctx.save_image(s.id, r.image)
+        ctx.save_speech(s.id, r.audio.float().numpy(), pipe.sample_rate)
+    wavs = [np.zeros(0, dtype=np.float32) if r is None else r.audio.float().numpy() for r in results]
     scores = speech_scores(ctx.judges, [s.text for s in samples], wavs, pipe.sample_rate, chars=True,
                            dnsmos=ctx.settings.dnsmos)
-    images = [r.image for r in results]
+    images = [None if r is None else r.image for r in results]
     have = [i for i, im in enumerate(images) if im is not None]
     probs = ctx.judges.inception.probs([images[i] for i in have]) if have else []
     prob_of = {i: [float(x) for x in p] for i, p in zip(have, probs)}
     out = []
     for i, (s, r, sc) in enumerate(zip(samples, results, scores)):
-        timing = r.timings.to_dict() | {"speech_codes": int(r.speech_codes.numel()), "stop_reason": r.stop_reason}
-        out.append({"text": s.text, "speaker": s.meta.get("speaker"), **sc, "no_speech": r.audio.numel() == 0,
-                    "timing": timing, "inception_probs": prob_of.get(i)})
+        timing: Record = {"error": errors[i]} if r is None else \
+            r.timings.to_dict() | {"speech_codes": int(r.speech_codes.numel()), "stop_reason": r.stop_reason}
+        out.append({"text": s.text, "speaker": s.meta.get("speaker"), **sc, "no_speech": wavs[i].size == 0,
+                    "timing": timing, "inception_probs": prob_of.get(i), "error": errors[i]})
     return out
 
 

@@ -68,9 +68,13 @@ def speech_cap_tokens(model: OmniModel, text: str, ctx: SuiteContext) -> int:
 
 
 def _speak(model: OmniModel, text: str, seed: int, ctx: SuiteContext) -> tuple[np.ndarray, Record]:
-    """One streamed TTS request: its waveform ``[T]`` and its latency record."""
+    """One streamed TTS request: its waveform ``[T]`` and its latency record. A text the model refuses (longer
+    than its context) gives no audio and the reason (``error``), so the run goes on and the sample counts."""
     opts = model.options(TTS.name, {"max_new_tokens": speech_cap_tokens(model, text, ctx)}).replace(seed=[seed])
-    stream = model.tts(text, stream=True, options=opts, force_speech=ctx.settings.force_speech)
+    try:
+        stream = model.tts(text, stream=True, options=opts, force_speech=ctx.settings.force_speech)
+    except AromniError as e:
+        return np.zeros(0, dtype=np.float32), {"error": e.problem}
     chunks = [c.audio for c in stream if c.row == 0]
     wav = torch.cat(chunks).float().numpy() if chunks else np.zeros(0, dtype=np.float32)
     m = stream.metrics[0].to_dict()
