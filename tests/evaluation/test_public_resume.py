@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_public_layouts import write_coco, write_librispeech, write_libritts, write_vctk
@@ -60,6 +61,29 @@ def test_two_shards_equal_one_process(toy, data, tmp_path, suite):
     assert merged["metrics"] == single["metrics"]
     assert sorted(p.name for p in (tmp_path / "two" / "shards").iterdir()) == ["rank-0-of-2.done",
                                                                               "rank-1-of-2.done"]
+
+
+def test_two_shards_equal_one_process_vivo(data, tmp_path, tiny_whisper_dir, tiny_inception_weights):
+    """OmniVIVO samples its image and speech: each sample's own seed makes the shards' records equal one
+    process's (transcripts, edit counts; Inception probabilities and Score up to float rounding)."""
+    from aromni.omnivivo.api import VivoPipeline
+    from aromni.toyworld.demo import find_vivo
+
+    pipe = VivoPipeline.load(*find_vivo())
+    judges = Judges(JudgeSpec(transcriber=str(tiny_whisper_dir), inception=str(tiny_inception_weights)))
+    kw = {"batch_size": 2, "dnsmos": False, "seed": 3}
+    single = run_suite(_api_run("vivo", data, tmp_path / "one", **kw), pipe, judges)
+    assert run_suite(_api_run("vivo", data, tmp_path / "two", **kw), pipe, judges, Shard(1, 2)) is None
+    merged = run_suite(_api_run("vivo", data, tmp_path / "two", **kw), pipe, judges, Shard(0, 2))
+    two, one = _records(tmp_path / "two"), _records(tmp_path / "one")
+    # the images are the same; the Inception network's float rounding depends on its batch (1e-7)
+    probs = [(np.asarray(a.pop("inception_probs")), np.asarray(b.pop("inception_probs"))) for a, b in zip(two, one)]
+    assert all(np.allclose(a, b, rtol=0, atol=1e-5) for a, b in probs)
+    assert _strip(two) == _strip(one)
+    skip = ("timing", "inception_score")
+    m2, m1 = ({k: v for k, v in m["metrics"].items() if k not in skip} for m in (merged, single))
+    assert m2 == m1
+    assert merged["metrics"]["inception_score"]["mean"] == pytest.approx(single["metrics"]["inception_score"]["mean"])
 
 
 def test_rank0_refuses_to_merge_without_the_other_shard(toy, data, tmp_path):
