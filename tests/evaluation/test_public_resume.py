@@ -167,3 +167,20 @@ def test_tts_text_the_model_refuses_counts_as_unspoken(toy, tmp_path, tiny_whisp
     assert "context" in long["timing"]["error"] and long["no_speech"] and long["hyp"] == ""
     assert long["errors"] == long["ref_words"] == 4000 and "error" not in short["timing"]
     assert res["metrics"]["refused"] == 1 and res["metrics"]["no_speech"] == 1
+
+
+def test_instruction_override_reaches_the_prompt_and_the_settings(toy, data, tmp_path, monkeypatch):
+    seen = []
+    real = type(toy).caption
+
+    def spy(self, images, **kw):
+        seen.append(kw.get("instruction"))
+        return real(self, images, **kw)
+
+    monkeypatch.setattr(type(toy), "caption", spy)
+    res = run_suite(_api_run("coco-caption", data, tmp_path / "run", instruction="Describe the image briefly."),
+                    toy, Judges(JudgeSpec()))
+    assert seen == ["Describe the image briefly."]
+    assert res["settings"]["instruction"] == "Describe the image briefly."
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_json["settings"]["instruction"] == "Describe the image briefly."

@@ -58,6 +58,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="skip Whisper on the datasets' own recordings (the TTS tables' ground-truth row)")
     g.add_argument("--force-speech", action="store_true",
                    help="end TTS prompts with <boa> (not the official prompt; for weakly trained bundles)")
+    g.add_argument("--instruction", default=None, metavar="TEXT",
+                   help="the prompt's instruction for every task of the run (default: each task's own in the "
+                        "bundle's prompt style, e.g. 'Describe the image.')")
     g.add_argument("--save-media", action="store_true",
                    help="keep the generated images and speech (OUT/<model>/<suite>/media/<id>.png / .wav)")
     g.add_argument("--text-tokens", type=positive_int, default=64, help="cap on caption/transcript tokens (64)")
@@ -68,7 +71,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> SuiteSettings:
     return SuiteSettings(seed=args.seed, limit=args.limit, batch_size=args.batch_size, text_tokens=args.text_tokens,
                          force_speech=args.force_speech, ground_truth=not args.no_ground_truth,
-                         dnsmos=not args.no_dnsmos)
+                         dnsmos=not args.no_dnsmos, instruction=args.instruction)
 
 
 def _check(args: argparse.Namespace, suites: list[Suite], judges: Judges) -> None:

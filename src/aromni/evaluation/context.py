@@ -37,6 +37,8 @@ class SuiteSettings:
         force_speech: end TTS prompts with ``<boa>`` (not the official prompt; for weakly trained bundles).
         ground_truth: also transcribe the dataset's own recordings (Table 6's "Ground Truth" row).
         dnsmos: DNSMOS on every generated clip of the TTS suites.
+        instruction: the prompt's instruction for every task of the run (``None``: each task's own, in the
+            bundle's prompt style).
     """
 
     seed: int = 0
@@ -49,6 +51,7 @@ class SuiteSettings:
     force_speech: bool = False
     ground_truth: bool = True
     dnsmos: bool = True
+    instruction: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.text_tokens < 1 or (self.limit is not None and self.limit < 1):

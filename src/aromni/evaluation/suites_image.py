@@ -33,7 +33,7 @@ def caption_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Reco
     model = _model(ctx)
     opts = model.options(CAPTION.name, {"max_new_tokens": ctx.settings.text_tokens})
     opts = opts.replace(seed=ctx.seeds([s.id for s in samples]))
-    outs = model.caption([load_image(s.path) for s in samples], options=opts)
+    outs = model.caption([load_image(s.path) for s in samples], options=opts, instruction=ctx.settings.instruction)
     return [{"cocoid": s.meta["cocoid"], "image": s.meta["image"], "refs": list(s.refs), "hyp": o.text,
              "stop_reason": o.stop_reason} for s, o in zip(samples, outs)]
 
@@ -54,7 +54,8 @@ def t2i_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     without a complete image scores 0 (counted in ``missing_images``)."""
     model = _model(ctx)
     opts = model.options(T2I.name).replace(seed=ctx.seeds([s.id for s in samples]))
-    prompts = [model.encode(task_conversation(T2I, style=model.style.name, text=s.text)) for s in samples]
+    prompts = [model.encode(task_conversation(T2I, style=model.style.name, text=s.text,
+                                              instruction=ctx.settings.instruction)) for s in samples]
     outs = [parse_generation(model, g.prompt, g.tokens, g.stop_reason) for g in model.engine.run(prompts, opts)]
     images = [decode_image(model, o.image) for o in outs]
     for s, im in zip(samples, images):

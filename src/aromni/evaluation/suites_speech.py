@@ -42,14 +42,16 @@ def asr_batch(ctx: SuiteContext, samples: Sequence[EvalSample]) -> list[Record]:
     wavs = [load_audio(s.path, sr, max_seconds=None).numpy() for s in samples]
     opts = model.options(ASR.name, {"max_new_tokens": ctx.settings.text_tokens})
     seeds = ctx.seeds([s.id for s in samples])
+    instruction = ctx.settings.instruction
+    hyps: list[tuple[str, str | None]] = []
     try:
-        hyps: list[tuple[str, str | None]] = [(o.text, None) for o in
-                                              model.asr(wavs, sample_rate=sr, options=opts.replace(seed=seeds))]
+        outs = model.asr(wavs, sample_rate=sr, options=opts.replace(seed=seeds), instruction=instruction)
+        hyps = [(o.text, None) for o in outs]
     except AromniError:  # one clip too long for the context: run them one by one to keep the others
-        hyps = []
         for w, seed in zip(wavs, seeds):
             try:
-                hyps.append((model.asr(w, sample_rate=sr, options=opts.replace(seed=[seed])).text, None))
+                one = model.asr(w, sample_rate=sr, options=opts.replace(seed=[seed]), instruction=instruction)
+                hyps.append((one.text, None))
             except AromniError as e:
                 hyps.append(("", e.problem))
     spelling = ctx.judges.spelling()
@@ -72,7 +74,8 @@ def _speak(model: OmniModel, text: str, seed: int, ctx: SuiteContext) -> tuple[n
     than its context) gives no audio and the reason (``error``), so the run goes on and the sample counts."""
     opts = model.options(TTS.name, {"max_new_tokens": speech_cap_tokens(model, text, ctx)}).replace(seed=[seed])
     try:
-        stream = model.tts(text, stream=True, options=opts, force_speech=ctx.settings.force_speech)
+        stream = model.tts(text, stream=True, options=opts, force_speech=ctx.settings.force_speech,
+                           instruction=ctx.settings.instruction)
     except AromniError as e:
         return np.zeros(0, dtype=np.float32), {"error": e.problem}
     chunks = [c.audio for c in stream if c.row == 0]
