@@ -29,6 +29,7 @@ $(VENV)/.runtime: $(VENV)/.created pyproject.toml
 # Development install: test-only references (transformers) and every optional extra.
 $(VENV)/.dev: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[dev]" torch==$(TORCH_VERSION)
+	$(PIP) install -q --no-deps "torch-fidelity>=0.3"  # the Inception judge; see pyproject's bench extra
 	touch $@
 
 setup: $(VENV)/.runtime

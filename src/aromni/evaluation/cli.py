@@ -44,7 +44,7 @@ def suite_arg(text: str) -> tuple[str, ...]:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("public suites (docs/eval_public.md)")
+    g = p.add_argument_group("public suites (docs/eval.md)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="run directory: per-sample records (rerun with the same --out to resume), metrics, report")
     for layout, flag in DATA_FLAGS.items():

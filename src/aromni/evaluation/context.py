@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # Pillow is an optional extra
 
 @dataclass(frozen=True)
 class SuiteSettings:
-    """Protocol settings shared by the suites (``docs/eval_public.md``).
+    """Protocol settings shared by the suites (``docs/eval.md``).
 
     Attributes:
         seed: base seed; each sample's seed derives from it and the sample id (:func:`sample_seed`).

@@ -2,7 +2,7 @@
 
 Every reader returns the dataset's samples in one canonical order (sorted by id), or raises one
 :class:`~aromni.errors.InputError` line naming the expected layout. :func:`select` then picks ``limit`` of them
-with a seed (``docs/eval_public.md``).
+with a seed (``docs/eval.md``).
 
 Layouts (``LAYOUTS``):
 
@@ -57,7 +57,7 @@ class EvalSample:
 
 def layout_error(kind: str, root: Path | str, problem: str) -> InputError:
     return InputError(f"{root}: {problem}; expected the {kind} layout {LAYOUTS[kind]}",
-                      f"see docs/eval_public.md ({kind})")
+                      f"see docs/eval.md ({kind})")
 
 
 def _dir(kind: str, root: str | Path | None, flag: str) -> Path:

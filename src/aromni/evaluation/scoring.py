@@ -57,7 +57,7 @@ class Judges:
         missing = [JUDGE_FLAGS[n] for n in names if getattr(self.spec, n) is None]
         if missing:
             raise InputError(f"--suite {suite} needs {' and '.join(missing)}",
-                             "pass the local judge model(s); see docs/eval_public.md")
+                             "pass the local judge model(s); see docs/eval.md")
 
     @property
     def transcriber(self) -> WhisperTranscriber:

@@ -1,7 +1,7 @@
 """``aromni eval``: score a bundle on a suite. ``--suite toy``: every task on a toy world's held-out split, read
 by the world's judges (``docs/eval.md``). ``--suite coco-caption,coco-t2i,librispeech,vctk-tts,libritts-tts`` (an
 AR-Omni bundle) or ``--suite vivo`` (an OmniVIVO export): the papers' public benchmarks on local datasets, judged
-by local Whisper / CLIP / Inception models, sharded under torchrun (``docs/eval_public.md``)."""
+by local Whisper / CLIP / Inception models, sharded under torchrun (``docs/eval.md``)."""
 
 from __future__ import annotations
 
