@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from aromni.cosyvoice.flow import FlowConfig, Token2Mel, load_speaker_embedding
 from aromni.errors import AromniError, CheckpointError, ConfigError, InputError
-from aromni.training.recipes.cosyvoice_flow import read_token_lines, train_flow
+from aromni.training.recipes.cosyvoice_flow import read_token_lines, resolve_vocab, train_flow
 from aromni.training.recipes.cosyvoice_flow_config import load_flow_train_config
 
 
@@ -110,3 +110,16 @@ def test_recipe_input_errors(tmp_path):
         load_flow_train_config(None, ["crop_tokens=3"])
     with pytest.raises(ConfigError):
         load_flow_train_config(None, ["model.encoder.d_model=30", "model.encoder.heads=4"])
+
+
+def test_vocab_from_the_tokenizer_config(tmp_path):
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(
+        {"type": "fsq_speech", "config": {"code_dims": 6}, "metadata": {"codebook_size": 729}}))
+    assert resolve_vocab(load_flow_train_config(None, [f"tokenizer={tmp_path / 'tok'}"]), "unused") == 729
+    (tmp_path / "tok" / "config.json").write_text(json.dumps({"config": {"code_dims": 4}}))
+    assert resolve_vocab(load_flow_train_config(None, [f"tokenizer={tmp_path / 'tok'}"]), "unused") == 81
+    (tmp_path / "tok" / "config.json").write_text(json.dumps({"type": "other"}))
+    with pytest.raises(InputError, match="no codebook_size"):
+        resolve_vocab(load_flow_train_config(None, [f"tokenizer={tmp_path / 'tok'}"]), "unused")
+    assert resolve_vocab(load_flow_train_config(None, ["vocab_size=12"]), "unused") == 12

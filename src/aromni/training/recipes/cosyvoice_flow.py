@@ -88,10 +88,13 @@ def resolve_vocab(cfg: FlowTrainConfig, tokens: str | Path) -> int:
         return cfg.vocab_size
     if cfg.tokenizer:
         raw = read_json(Path(cfg.tokenizer) / "config.json")
-        if isinstance(raw, dict) and isinstance(raw.get("codebook_size"), int):
-            return int(raw["codebook_size"])
-        if isinstance(raw, dict) and isinstance(raw.get("code_dims"), int):
-            return 3 ** int(raw["code_dims"])  # FSQ with 3 levels per dimension
+        # the FSQ tokenizer's config.json: {"config": {...}, "metadata": {"codebook_size": ...}}
+        nested = [raw.get("metadata"), raw.get("config")] if isinstance(raw, dict) else []
+        for d in (raw, *nested):
+            if isinstance(d, dict) and isinstance(d.get("codebook_size"), int):
+                return int(d["codebook_size"])
+            if isinstance(d, dict) and isinstance(d.get("code_dims"), int):
+                return 3 ** int(d["code_dims"])  # FSQ with 3 levels per dimension
         raise InputError(f"{cfg.tokenizer}/config.json: no codebook_size or code_dims", "set vocab_size=N")
     ids = [t for _, toks in read_token_lines(tokens, "train") for t in toks]
     return max(ids) + 1 if ids else 1
