@@ -160,3 +160,10 @@ def test_a_manifest_without_training_clips_is_refused(tmp_path, world):
     (tmp_path / "speech.jsonl").write_text((world / "speech.jsonl").read_text().replace('"train"', '"other"'))
     with pytest.raises(InputError, match="no clips in split 'train'"):
         FSQTrainer(_cfg(tmp_path), tmp_path / "run", progress=False)
+
+
+def test_a_run_ended_by_its_time_limit_still_scores_the_test_split(world, tmp_path):
+    summary = FSQTrainer(_cfg(world, steps=50, time_limit_min=1e-6), tmp_path, progress=False).run()
+    assert summary["step"] == 1 and not summary["done"] and summary["test"]["clips"] == 5
+    paused = FSQTrainer(_cfg(world, steps=50), tmp_path / "paused", progress=False).run(until=1)
+    assert "test" not in paused
