@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from aromni.errors import CheckpointError, InputError
+from aromni.errors import CheckpointError, InputError, MissingExtraError
 
 onnx = pytest.importorskip("onnx")
 if importlib.util.find_spec("s3tokenizer") is None:  # importorskip would also skip on a broken torchaudio
@@ -118,3 +119,10 @@ def test_missing_wrong_or_damaged_files_and_bad_audio_are_one_line_errors(tmp_pa
         with pytest.raises(InputError, match=words) as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def test_missing_package_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "s3tokenizer", None)  # "not installed"
+    with pytest.raises(MissingExtraError, match="s3tokenizer") as e:
+        import_s3tokenizer()
+    assert 'aromni[s3]' in str(e.value) and "\n" not in str(e.value)

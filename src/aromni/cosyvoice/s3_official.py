@@ -36,7 +36,6 @@ __all__ = ["MAX_SECONDS", "S3OfficialTokenizer", "import_s3tokenizer"]
 #: CosyVoice's frontend refuses longer clips (s3tokenizer would window them, which CosyVoice does not do).
 MAX_SECONDS = 30.0
 _HEAD_DIM = 64  # s3tokenizer's AudioEncoderV2 builds its rotary table for heads of 64
-_EXTRA = 's3tokenizer needs the "s3" extra: pip install "aromni[s3]"'
 
 
 def _placeholder_torchaudio() -> ModuleType:
