@@ -29,7 +29,9 @@ $(VENV)/.runtime: $(VENV)/.created pyproject.toml
 # Development install: test-only references (transformers) and every optional extra.
 $(VENV)/.dev: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[dev]" torch==$(TORCH_VERSION)
-	$(PIP) install -q --no-deps "torch-fidelity>=0.3"  # the Inception judge; see pyproject's bench extra
+	# The Inception judge and CosyVoice2's official tokenizer, without their torchvision / torchaudio (pyproject's
+	# bench and s3 extras say why).
+	$(PIP) install -q --no-deps "torch-fidelity>=0.3" "s3tokenizer>=0.3.0"
 	touch $@
 
 setup: $(VENV)/.runtime

@@ -1,5 +1,5 @@
 """The FSQ speech tokenizer: 25 Hz length arithmetic at 24 and 16 kHz, a clip's tokens do not depend on its batch,
-save/load gives identical codes (also through load_tokenizer), decoding goes through an attached Token2Wav (a
+save/load gives identical codes (also through load_tokenizer), decoding goes through an attached TokenVocoder (a
 one-line error when none is), the token2wav/ hook, and bad inputs give one-line errors."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from aromni.cosyvoice import fsq_tokenizer
 from aromni.cosyvoice.fsq_config import FSQTokenizerConfig
-from aromni.cosyvoice.fsq_tokenizer import FSQSpeechTokenizer, Token2Wav, ctc_greedy, text_to_ids
+from aromni.cosyvoice.fsq_tokenizer import FSQSpeechTokenizer, TokenVocoder, ctc_greedy, text_to_ids
 from aromni.errors import CheckpointError, ConfigError, InputError
 from aromni.tokenizers.base import load_tokenizer
 from aromni.tokenizers.streaming import SpeechStreamDecoder
@@ -110,6 +110,12 @@ class _FakeToken2Wav:
     """A test double: each code becomes 960 samples of its index / 1000."""
 
     sample_rate = 24000
+    loaded_from: list = []
+
+    @classmethod
+    def from_pretrained(cls, folder):
+        cls.loaded_from.append(folder)
+        return cls()
 
     def synthesize(self, codes):
         return codes.float().repeat_interleave(960, dim=1) / 1000
@@ -126,14 +132,14 @@ def test_decode_without_token2wav_is_one_line_error_and_attached_one_is_used(tok
         assert "\n" not in str(e.value) and "attach_token2wav" in str(e.value)
     fresh = FSQSpeechTokenizer(TINY)
     fresh.attach_token2wav(_FakeToken2Wav())
-    assert isinstance(fresh.token2wav, Token2Wav)
+    assert isinstance(fresh.token2wav, TokenVocoder)
     wav = fresh.decode(codes)
     assert wav.shape == (1, 3 * 960) and wav[0, 960].item() == pytest.approx(0.002)
     with fresh.streaming(1) as dec:
         assert dec.push(codes).shape == (1, 2880)
     with pytest.raises(InputError, match="must lie in"):
         fresh.decode(torch.tensor([[81]]))
-    with pytest.raises(InputError, match="not a Token2Wav"):
+    with pytest.raises(InputError, match="not a TokenVocoder"):
         fresh.attach_token2wav(object())
     fresh.attach_token2wav(None)
     assert fresh.token2wav is None and "_token2wav" not in dict(fresh.named_modules())
@@ -144,11 +150,11 @@ def test_token2wav_subfolder_hook(tok, tmp_path, monkeypatch):
     atomic_write_json(tmp_path / "t" / "token2wav" / "config.json", {"type": "toy_flow_hift"})
     with pytest.raises(CheckpointError, match="unknown token-to-waveform type 'toy_flow_hift'"):
         FSQSpeechTokenizer.from_pretrained(tmp_path / "t")
-    seen = []
-    monkeypatch.setitem(fsq_tokenizer.TOKEN2WAV_LOADERS, "toy_flow_hift",
-                        lambda folder: seen.append(folder) or _FakeToken2Wav())
+    monkeypatch.setattr(_FakeToken2Wav, "loaded_from", [])
+    monkeypatch.setitem(fsq_tokenizer.TOKEN2WAV_TYPES, "toy_flow_hift", f"{__name__}:_FakeToken2Wav")
     loaded = FSQSpeechTokenizer.from_pretrained(tmp_path / "t")
-    assert seen == [tmp_path / "t" / "token2wav"] and isinstance(loaded.token2wav, _FakeToken2Wav)
+    assert _FakeToken2Wav.loaded_from == [tmp_path / "t" / "token2wav"]
+    assert isinstance(loaded.token2wav, _FakeToken2Wav)
     assert loaded.decode(torch.tensor([[5]])).shape == (1, 960)
 
 

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from aromni.cosyvoice.flow import FlowConfig, Token2Mel
+from aromni.cosyvoice.fsq_config import FSQTokenizerConfig
+from aromni.cosyvoice.fsq_tokenizer import FSQSpeechTokenizer
 from aromni.cosyvoice.hift import HiFTConfig, HiFTGenerator
 from aromni.cosyvoice.token2wav import Token2Wav, Token2WavConfig, hamming_crossfade
 from aromni.errors import CheckpointError, InputError
+from aromni.tokenizers.base import load_tokenizer
 
 VOCAB = 81
 
@@ -100,3 +103,20 @@ def test_bad_inputs_are_one_line_errors(chain: Token2Wav, tmp_path) -> None:
         chain.synthesize(torch.zeros(1, 4))
     with pytest.raises(CheckpointError, match="not a token2wav directory"):
         Token2Wav.from_pretrained(tmp_path)
+
+
+def test_fsq_tokenizer_decodes_through_its_token2wav_folder(chain: Token2Wav, tmp_path) -> None:
+    """A tokenizer directory with ``token2wav/`` is a complete speech tokenizer: ``load_tokenizer`` attaches the
+    chain, and decode / streaming go through it."""
+    tok = FSQSpeechTokenizer(FSQTokenizerConfig(dim=32, heads=2, encoder1_layers=1, encoder2_layers=1, code_dims=4,
+                                                fsmn_kernel=5))
+    assert tok.codebook_size == VOCAB
+    tok.save_pretrained(tmp_path / "tok")
+    chain.save_pretrained(tmp_path / "tok" / "token2wav")
+    loaded = load_tokenizer(tmp_path / "tok")
+    codes = _codes(40, seed=4)
+    assert torch.equal(loaded.decode(codes), chain.synthesize(codes))
+    assert torch.equal(torch.cat(_stream(loaded.token2wav, codes, 10), dim=1),
+                       torch.cat(_stream(chain, codes, 10), dim=1))
+    wav = loaded.decode(codes)
+    assert loaded.encode(wav).shape == codes.shape  # 24 kHz in, 25 codes per second

@@ -15,15 +15,16 @@ FSMN memory (a depthwise convolution over the values) -> residual; LN -> MLP (4x
 :class:`FSQSpeechTokenizer` is a :class:`~aromni.tokenizers.base.SpeechTokenizer` whose waveform side is 24 kHz
 (the stack's output rate; ``hop_length`` 960 = 25 Hz): :meth:`~FSQSpeechTokenizer.encode` resamples to 16 kHz.
 Tokens are semantic, so the tokenizer alone cannot turn them back into audio: :meth:`~FSQSpeechTokenizer.decode`
-and :meth:`~FSQSpeechTokenizer.stream_decoder` go through an attached :class:`Token2Wav` (flow matching + vocoder),
+and :meth:`~FSQSpeechTokenizer.stream_decoder` go through an attached :class:`TokenVocoder` (flow matching + vocoder),
 loaded from a ``token2wav/`` subfolder by :func:`load_token2wav` or attached with
 :meth:`~FSQSpeechTokenizer.attach_token2wav`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -44,8 +45,8 @@ from aromni.tokenizers.speech.audio_io import resample
 from aromni.tokenizers.streaming import SpeechStreamDecoder
 from aromni.utils.io import JSONValue, atomic_dir, atomic_write_json, read_json
 
-__all__ = ["FSQForward", "FSQSpeechTokenizer", "SAMPLES_16K_PER_TOKEN", "TOKEN2WAV_DIR", "TOKEN2WAV_LOADERS",
-           "Token2Wav", "ctc_greedy", "load_token2wav", "normalize_text", "text_to_ids"]
+__all__ = ["FSQForward", "FSQSpeechTokenizer", "SAMPLES_16K_PER_TOKEN", "TOKEN2WAV_DIR", "TOKEN2WAV_TYPES",
+           "TokenVocoder", "ctc_greedy", "load_token2wav", "normalize_text", "text_to_ids"]
 
 FORMAT_VERSION = 1
 OUTPUT_SAMPLE_RATE = 24000
@@ -56,7 +57,7 @@ TOKEN2WAV_DIR = "token2wav"
 
 
 @runtime_checkable
-class Token2Wav(Protocol):
+class TokenVocoder(Protocol):
     """Tokens -> 24 kHz audio (CosyVoice2's flow matching + HiFT); attached to a :class:`FSQSpeechTokenizer`."""
 
     sample_rate: int
@@ -70,21 +71,22 @@ class Token2Wav(Protocol):
         ...
 
 
-#: ``token2wav/config.json["type"]`` -> a loader ``(folder) -> Token2Wav``. The token-to-waveform models register
-#: here; :meth:`FSQSpeechTokenizer.from_pretrained` attaches what the ``token2wav/`` subfolder names.
-TOKEN2WAV_LOADERS: dict[str, Callable[[Path], Token2Wav]] = {}
+#: ``token2wav/config.json["type"]`` -> ``"module:Class"`` whose ``from_pretrained(folder)`` gives a
+#: :class:`TokenVocoder`; imported lazily (flow matching + HiFT are not needed to encode). Tests may add entries.
+TOKEN2WAV_TYPES: dict[str, str] = {"cosyvoice_token2wav": "aromni.cosyvoice.token2wav:Token2Wav"}
 
 
-def load_token2wav(folder: Path) -> Token2Wav | None:
-    """The :class:`Token2Wav` saved in ``folder`` (a tokenizer's ``token2wav/``), or ``None`` when it is absent."""
+def load_token2wav(folder: Path) -> TokenVocoder | None:
+    """The :class:`TokenVocoder` saved in ``folder`` (a tokenizer's ``token2wav/``), or ``None`` when it is absent."""
     if not folder.is_dir():
         return None
     meta = read_json(folder / "config.json")
     kind = meta.get("type") if isinstance(meta, dict) else None
-    if kind not in TOKEN2WAV_LOADERS:
+    if kind not in TOKEN2WAV_TYPES:
         raise CheckpointError(f"{folder / 'config.json'}: unknown token-to-waveform type {kind!r}",
-                              f"known: {', '.join(TOKEN2WAV_LOADERS) or 'none registered'}")
-    return TOKEN2WAV_LOADERS[str(kind)](folder)
+                              f"known: {', '.join(TOKEN2WAV_TYPES)}")
+    module, cls = TOKEN2WAV_TYPES[str(kind)].split(":")
+    return getattr(importlib.import_module(module), cls).from_pretrained(folder)
 
 
 def normalize_text(text: str, alphabet: str) -> str:
@@ -188,11 +190,11 @@ class FSQSpeechTokenizer(SpeechTokenizer):
         self.unfold = nn.Linear(c.dim, c.ctc_upsample * c.dim)
         self.head_ln = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size)
-        # Kept outside the module tree: a Token2Wav that is an nn.Module must not join this state dict.
+        # Kept outside the module tree: a TokenVocoder that is an nn.Module must not join this state dict.
         object.__setattr__(self, "_token2wav", None)
 
     @property
-    def token2wav(self) -> Token2Wav | None:
+    def token2wav(self) -> TokenVocoder | None:
         """The attached token-to-waveform model (``None``: :meth:`decode` raises)."""
         return self._token2wav
 
@@ -322,15 +324,15 @@ class FSQSpeechTokenizer(SpeechTokenizer):
             self.train(was_training)
         return ctc_greedy(out.logits, out.logit_lengths, self.config.alphabet)
 
-    # ------------------------------------------------------------------ decoding (through Token2Wav)
-    def attach_token2wav(self, token2wav: Token2Wav | None) -> None:
+    # ------------------------------------------------------------------ decoding (through TokenVocoder)
+    def attach_token2wav(self, token2wav: TokenVocoder | None) -> None:
         """Attach (or, with ``None``, detach) the token-to-waveform model behind :meth:`decode`."""
-        if token2wav is not None and not isinstance(token2wav, Token2Wav):
-            raise InputError(f"{type(token2wav).__name__} is not a Token2Wav",
+        if token2wav is not None and not isinstance(token2wav, TokenVocoder):
+            raise InputError(f"{type(token2wav).__name__} is not a TokenVocoder",
                              "it needs sample_rate, synthesize(codes) and stream_decoder(batch_size)")
         object.__setattr__(self, "_token2wav", token2wav)
 
-    def _require_token2wav(self) -> Token2Wav:
+    def _require_token2wav(self) -> TokenVocoder:
         if self.token2wav is None:
             raise CheckpointError("FSQ speech tokens need a token-to-waveform model to decode, and none is attached",
                                   f"call attach_token2wav(t2w) or save one in the tokenizer's {TOKEN2WAV_DIR}/ "
@@ -338,7 +340,7 @@ class FSQSpeechTokenizer(SpeechTokenizer):
         return self.token2wav
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """``codes [B, F]`` -> ``wav [B, F * 960]`` at 24 kHz through the attached :class:`Token2Wav`."""
+        """``codes [B, F]`` -> ``wav [B, F * 960]`` at 24 kHz through the attached :class:`TokenVocoder`."""
         t2w = self._require_token2wav()
         if codes.dim() != 2:
             raise InputError(f"decode expects codes [B, F], got shape {tuple(codes.shape)}")
@@ -352,7 +354,7 @@ class FSQSpeechTokenizer(SpeechTokenizer):
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write ``config.json`` (``"type": "fsq_speech"``) + ``model.safetensors`` into ``path`` atomically.
-        An attached :class:`Token2Wav` is not written (it saves itself into ``path/token2wav/``)."""
+        An attached :class:`TokenVocoder` is not written (it saves itself into ``path/token2wav/``)."""
         with atomic_dir(path, overwrite=overwrite) as tmp:
             atomic_write_json(tmp / "config.json", {"type": self.type_name, "format_version": FORMAT_VERSION,
                                                     "config": self.config.to_dict(), "metadata": self.metadata()})
