@@ -57,7 +57,8 @@ def import_s3tokenizer() -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name != "torchaudio" and not (e.name or "").startswith("torchaudio."):
             raise MissingExtraError(f"CosyVoice2's official speech tokenizer needs the '{e.name}' package, which is "
-                                    "not installed", 'pip install "aromni[s3]"') from None
+                                    "not installed",
+                                    'pip install "aromni[s3]" and pip install --no-deps "s3tokenizer>=0.3.0"') from None
     except OSError:  # a torchaudio wheel built for another torch: its compiled library fails to load
         pass
     for name in [n for n in sys.modules if n == "s3tokenizer" or n.startswith(("s3tokenizer.", "torchaudio"))]:
