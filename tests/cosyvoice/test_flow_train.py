@@ -92,3 +92,13 @@ def test_cli_registers_and_runs(tmp_path, capsys):
                               "--out", str(tmp_path / "run"), "--quiet", "--resume", "steps=3"])
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
+    # flow-eval on the export: with a prompt only the rest of each clip is scored
+    base = ["flow-eval", "--model", str(tmp_path / "run" / "flow"), "--tokens", str(tokens), "--world",
+            str(tmp_path / "world"), "--clips", "2", "--n-timesteps", "2", "--quiet"]
+    assert parser.parse_args(base).func(parser.parse_args(base)) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    args = parser.parse_args([*base, "--prompt-ratio", "0.5", "--streaming"])
+    assert args.func(args) == 0
+    prompted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plain["test_mel_l1_sampled"] > 0 and prompted["test_mel_l1_mu"] > 0
+    assert 0 < prompted["eval_frames"] < plain["eval_frames"] and prompted["streaming"] is True

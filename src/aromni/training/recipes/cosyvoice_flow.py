@@ -46,8 +46,8 @@ from aromni.training.optim import lr_factor
 from aromni.training.recipes.cosyvoice_flow_config import FlowTrainConfig
 from aromni.utils.io import atomic_write_json, read_json, read_jsonl
 
-__all__ = ["FlowClips", "FlowRecipe", "FlowTrainer", "SpeakerVector", "evaluate_flow", "read_token_lines",
-           "resolve_vocab", "train_flow"]
+__all__ = ["FlowClips", "FlowRecipe", "FlowTrainer", "SpeakerVector", "evaluate_export", "evaluate_flow",
+           "read_token_lines", "resolve_vocab", "train_flow"]
 
 EXPORT = "flow"
 TOKEN_RATE = 25
@@ -152,26 +152,54 @@ class FlowClips:
 
 @torch.no_grad()
 def evaluate_flow(model: Token2Mel, spk: torch.Tensor, clips: FlowClips, cfg: FlowTrainConfig,
-                  mean_frame: torch.Tensor) -> dict[str, float]:
-    """Held-out log-mel L1 per valid frame and bin: sampled (``n_timesteps`` Euler steps, CFG ``cfg_rate``, no
-    prompt), ``mu`` alone, and the training set's mean frame."""
+                  mean_frame: torch.Tensor, *, prompt_ratio: float = 0.0, streaming: bool = False) -> dict[str, float]:
+    """Held-out log-mel L1 per valid frame and bin: sampled (``n_timesteps`` Euler steps, CFG ``cfg_rate``), the
+    encoder's ``mu`` alone, and ``mean_frame``. ``prompt_ratio``: each clip's first ``int(ratio * n)`` tokens and
+    their true mel are the prompt and only the rest is scored (0: no prompt)."""
     was = model.training
     model.eval()
     tot = {"sampled": 0.0, "mu": 0.0, "mean": 0.0}
     frames = 0
     for s in range(0, len(clips), cfg.eval_batch):
-        items = list(zip(clips.tokens[s:s + cfg.eval_batch], clips.mels[s:s + cfg.eval_batch]))
-        b = clips.collate(items, spk[None].expand(len(items), -1))
-        mel = model.inference(b.tokens, b.token_len, spk=b.spk, n_timesteps=cfg.n_timesteps, cfg_rate=cfg.cfg_rate)
-        mu, _ = model.encode(b.tokens, b.token_len)
-        mask = (torch.arange(mel.shape[-1])[None] < 2 * b.token_len[:, None])[:, None].float()
-        tot["sampled"] += float(((mel - b.mel).abs() * mask).sum())
-        tot["mu"] += float(((mu - b.mel).abs() * mask).sum())
-        tot["mean"] += float(((mean_frame[None, :, None] - b.mel).abs() * mask).sum())
+        toks, mels = clips.tokens[s:s + cfg.eval_batch], clips.mels[s:s + cfg.eval_batch]
+        cut = [int(prompt_ratio * t.numel()) for t in toks]
+        spks = spk[None].expand(len(toks), -1)
+        rest = clips.collate([(t[c:], m[:, 2 * c:]) for t, m, c in zip(toks, mels, cut)], spks)
+        prompt = clips.collate([(t[:c], m[:, :2 * c]) for t, m, c in zip(toks, mels, cut)], rest.spk) \
+            if max(cut) > 0 else None
+        mel = model.inference(rest.tokens, rest.token_len, None if prompt is None else prompt.tokens,
+                              None if prompt is None else prompt.token_len, None if prompt is None else prompt.mel,
+                              rest.spk, n_timesteps=cfg.n_timesteps, cfg_rate=cfg.cfg_rate, streaming=streaming)
+        full = clips.collate(list(zip(toks, mels)), rest.spk)
+        mu_full, _ = model.encode(full.tokens, full.token_len, streaming=streaming)
+        mu = torch.zeros_like(rest.mel)
+        for i, c in enumerate(cut):
+            n = 2 * int(rest.token_len[i])
+            mu[i, :, :n] = mu_full[i, :, 2 * c: 2 * c + n]
+        mask = (torch.arange(mel.shape[-1])[None] < 2 * rest.token_len[:, None])[:, None].float()
+        tot["sampled"] += float(((mel - rest.mel).abs() * mask).sum())
+        tot["mu"] += float(((mu - rest.mel).abs() * mask).sum())
+        tot["mean"] += float(((mean_frame[None, :, None] - rest.mel).abs() * mask).sum())
         frames += int(mask.sum())
     model.train(was)
     denom = max(1, frames * model.config.n_mels)
     return {f"{cfg.eval_split}_mel_l1_{k}": v / denom for k, v in tot.items()} | {"eval_frames": frames}
+
+
+def evaluate_export(flow_dir: str | Path, tokens: str | Path, world: str | Path, cfg: FlowTrainConfig, *,
+                    speaker: torch.Tensor | None = None, prompt_ratio: float = 0.0, streaming: bool = False,
+                    mean_clips: int = 200, progress: bool = True) -> dict[str, float]:
+    """:func:`evaluate_flow` for an exported ``flow/`` directory on ``cfg.eval_split`` (``cfg.eval_clips`` clips);
+    the mean frame comes from ``mean_clips`` training clips; ``speaker`` None: the export's vector."""
+    model = Token2Mel.from_pretrained(flow_dir)
+    spk = speaker if speaker is not None else model.speaker
+    if spk is None:
+        spk = torch.zeros(model.config.spk_embed_dim)
+    vocab = model.config.vocab_size
+    evals = FlowClips(tokens, world, cfg.eval_split, cfg, cfg.eval_clips, vocab, progress=progress)
+    train = FlowClips(tokens, world, "train", cfg, mean_clips, vocab, progress=progress)
+    mean_frame = torch.cat(train.mels, dim=1).mean(dim=1)
+    return evaluate_flow(model, spk, evals, cfg, mean_frame, prompt_ratio=prompt_ratio, streaming=streaming)
 
 
 class FlowRecipe:
