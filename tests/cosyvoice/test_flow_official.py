@@ -30,7 +30,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aromni.cosyvoice.flow import load_official_flow
+from aromni.cosyvoice.flow import FlowConfig, Token2Mel, load_official_flow
 from aromni.errors import CheckpointError
 
 # Scaled-down sizes (the release: d 512, 8 heads, FFN 2048, vocab 6561, estimator 256 channels, 8 x 64 heads).
@@ -130,7 +130,6 @@ def test_tiny_official_flow_loads_every_key(tmp_path):
 
 
 def test_cosyvoice2_preset_has_the_release_sizes():
-    from aromni.cosyvoice.flow import FlowConfig, Token2Mel
     model = Token2Mel(FlowConfig.preset("cosyvoice2"))
     sd = model.state_dict()
     assert sd["input_embedding.weight"].shape == (6561, 512)

@@ -121,7 +121,7 @@ class RelPositionAttention(nn.Module):
         return self.linear_out(out)
 
 
-class FeedForward(nn.Module):
+class PositionwiseFeedForward(nn.Module):
     """``PositionwiseFeedForward``: ``w_2(dropout(swish(w_1(x))))``."""
 
     def __init__(self, d_model: int, units: int, dropout: float):
@@ -139,7 +139,7 @@ class ConformerLayer(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.self_attn = RelPositionAttention(cfg.heads, cfg.d_model, cfg.attention_dropout)
-        self.feed_forward = FeedForward(cfg.d_model, cfg.linear_units, cfg.dropout)
+        self.feed_forward = PositionwiseFeedForward(cfg.d_model, cfg.linear_units, cfg.dropout)
         self.norm_ff = nn.LayerNorm(cfg.d_model, eps=1e-12)
         self.norm_mha = nn.LayerNorm(cfg.d_model, eps=1e-12)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -166,7 +166,7 @@ class PreLookaheadLayer(nn.Module):
         return h.transpose(1, 2) + x
 
 
-class Upsample(nn.Module):
+class Upsample1D(nn.Module):
     """``Upsample1D``: nearest-neighbour repeat by ``stride``, left pad ``2 * stride``, Conv1d of kernel
     ``2 * stride + 1`` (causal)."""
 
@@ -191,7 +191,7 @@ class UpsampleConformerEncoder(nn.Module):
         self.embed = LinearInput(d, d, cfg.dropout, cfg.positional_dropout)
         self.pre_lookahead_layer = PreLookaheadLayer(d, cfg.pre_lookahead_len)
         self.encoders = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.num_blocks))
-        self.up_layer = Upsample(d, cfg.upsample_stride)
+        self.up_layer = Upsample1D(d, cfg.upsample_stride)
         self.up_embed = LinearInput(d, d, cfg.dropout, cfg.positional_dropout)
         self.up_encoders = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.num_up_blocks))
         self.after_norm = nn.LayerNorm(d, eps=1e-5)

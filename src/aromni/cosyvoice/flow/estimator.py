@@ -80,7 +80,7 @@ class GELUProj(nn.Module):
         return F.gelu(self.proj(x))
 
 
-class Attention(nn.Module):
+class EstimatorAttention(nn.Module):
     """diffusers' ``Attention`` as ``BasicTransformerBlock`` builds it: q/k/v without bias, ``heads * head_dim``
     inner width, ``to_out = [Linear, Dropout]``."""
 
@@ -107,7 +107,7 @@ class BasicTransformerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, heads, head_dim, dropout)
+        self.attn1 = EstimatorAttention(dim, heads, head_dim, dropout)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = nn.Module()
         self.ff.net = nn.ModuleList([GELUProj(dim, 4 * dim), nn.Dropout(dropout), nn.Linear(4 * dim, dim)])
