@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from aromni.cli import common
@@ -25,6 +24,7 @@ from aromni.training.recipes.llamagen_t2i import BACKBONE_EXPORT, CACHE, TEXT_EX
 from aromni.training.recipes.llamagen_t2i_config import load_t2i_train_config, resume_t2i_config
 from aromni.training.recipes.llamagen_vq import EXPORT, LlamaGenVQTrainer
 from aromni.training.recipes.llamagen_vq_config import load_vq_train_config, resume_vq_config
+from aromni.training.run_dir import prepare_run_dir
 
 #: What a run writes into its directory (``--overwrite`` deletes these and nothing else).
 RUN_DIRS = (CHECKPOINTS, CACHE, EXPORT, BACKBONE_EXPORT, TEXT_EXPORT)
@@ -53,20 +53,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` for a new run unless ``overwrite`` (which deletes the run's own files)."""
-    if resume:
-        return  # the run's checkpoint is looked up (and its absence reported) by resume_*_config
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: not a directory", "pass a directory for --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run, --overwrite to start again, or another --out")
-        for name in RUN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    """The run directory of a LlamaGen (or FSQ tokenizer) run; see :func:`prepare_run_dir`."""
+    prepare_run_dir(out, resume=resume, overwrite=overwrite, run_files=RUN_FILES, run_dirs=RUN_DIRS)
 
 
 def _vq_train(args: argparse.Namespace) -> int:

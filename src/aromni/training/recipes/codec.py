@@ -20,7 +20,6 @@ that was interrupted, to the bit.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -40,8 +39,9 @@ from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
 from aromni.training.checkpoint import CHECKPOINTS
 from aromni.training.guard import check_weights
-from aromni.training.loop import LEGACY_DIR, LoopConfig, TrainLoop, Update, checkpoint_meta, find_checkpoint
+from aromni.training.loop import LEGACY_DIR, LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.recipes.codec_config import CodecTrainConfig, load_train_config, lr_at, resume_config
+from aromni.training.run_dir import prepare_run_dir
 from aromni.utils.io import atomic_write_json
 
 __all__ = ["CodecRecipe", "CodecTrainConfig", "CodecTrainer", "evaluate", "load_train_config", "lr_at",
@@ -197,28 +197,13 @@ class CodecTrainer:
         return summary
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    has_ckpt = checkpoint_meta(out) is not None
-    if resume:
-        if not has_ckpt:
-            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run or --overwrite to start over")
-        for name in ("metrics.jsonl", "summary.json", "train_config.json"):
-            (out / name).unlink(missing_ok=True)
-        for name in (CHECKPOINTS, LEGACY_DIR, "tokenizer"):
-            shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def train_codec(cfg: CodecTrainConfig, audio: str, out: str | Path, *, resume: bool = False,
                 overwrite: bool = False, progress: bool = True) -> Summary:
     """Train (or resume: ``cfg`` from :func:`resume_config`) a codec on the files matched by ``audio``."""
     out = Path(out)
-    _prepare_out(out, resume=resume, overwrite=overwrite)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite,
+                    run_files=("metrics.jsonl", "summary.json", "train_config.json"),
+                    run_dirs=(CHECKPOINTS, LEGACY_DIR, "tokenizer"))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     sr = cfg.codec_config().sample_rate

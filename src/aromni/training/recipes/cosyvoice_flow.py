@@ -26,7 +26,6 @@ Output directory::
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -41,9 +40,10 @@ from aromni.cosyvoice.mel import matcha_mel
 from aromni.errors import InputError
 from aromni.training.checkpoint import CHECKPOINTS
 from aromni.training.guard import check_weights
-from aromni.training.loop import LoopConfig, TrainLoop, Update, checkpoint_meta, find_checkpoint
+from aromni.training.loop import LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.optim import lr_factor
 from aromni.training.recipes.cosyvoice_flow_config import FlowTrainConfig
+from aromni.training.run_dir import prepare_run_dir
 from aromni.utils.io import atomic_write_json, read_json, read_jsonl
 
 __all__ = ["FlowClips", "FlowRecipe", "FlowTrainer", "SpeakerVector", "evaluate_export", "evaluate_flow",
@@ -284,22 +284,6 @@ class FlowTrainer:
         return summary
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if checkpoint_meta(out) is None:
-            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run or --overwrite to start over")
-        for name in ("metrics.jsonl", "summary.json", "train_config.json"):
-            (out / name).unlink(missing_ok=True)
-        for name in (CHECKPOINTS, EXPORT):
-            shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def train_flow(cfg: FlowTrainConfig, tokens: str | Path, world: str | Path, out: str | Path, *, resume: bool = False,
                overwrite: bool = False, progress: bool = True, until: int | None = None) -> Summary:
     """Train (or resume: ``cfg`` from :func:`~.cosyvoice_flow_config.resume_flow_config`) on ``tokens`` + the audio
@@ -307,7 +291,9 @@ def train_flow(cfg: FlowTrainConfig, tokens: str | Path, world: str | Path, out:
     out = Path(out)
     if not Path(world).is_dir():
         raise InputError(f"{world}: no such world folder", "pass the folder the token file's paths are relative to")
-    _prepare_out(out, resume=resume, overwrite=overwrite)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite,
+                    run_files=("metrics.jsonl", "summary.json", "train_config.json"),
+                    run_dirs=(CHECKPOINTS, EXPORT))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     vocab = resolve_vocab(cfg, tokens)

@@ -23,7 +23,6 @@ Output directory::
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -47,9 +46,10 @@ from aromni.tokenizers.speech.codec.losses import (
 )
 from aromni.training.checkpoint import CHECKPOINTS
 from aromni.training.guard import check_weights
-from aromni.training.loop import LoopConfig, TrainLoop, Update, checkpoint_meta, find_checkpoint
+from aromni.training.loop import LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.optim import lr_factor
 from aromni.training.recipes.cosyvoice_hift_config import HiFTTrainConfig
+from aromni.training.run_dir import prepare_run_dir
 from aromni.utils.extras import optional
 from aromni.utils.io import atomic_write_json
 
@@ -246,28 +246,14 @@ class HiFTTrainer:
         return summary
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if checkpoint_meta(out) is None:
-            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run or --overwrite to start over")
-        for name in ("metrics.jsonl", "summary.json", "train_config.json", "spectrogram.png"):
-            (out / name).unlink(missing_ok=True)
-        for name in (CHECKPOINTS, "hift"):
-            shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def train_hift(cfg: HiFTTrainConfig, world: str | Path, out: str | Path, *, resume: bool = False,
                overwrite: bool = False, progress: bool = True, until: int | None = None,
                figure: bool = True) -> Summary:
     """Train (or resume: ``cfg`` from :func:`resume_hift_config`) HiFT on the speech manifest of ``world``."""
     out = Path(out)
-    _prepare_out(out, resume=resume, overwrite=overwrite)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite,
+                    run_files=("metrics.jsonl", "summary.json", "train_config.json", "spectrogram.png"),
+                    run_dirs=(CHECKPOINTS, "hift"))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train = HiFTClips(world, "train", cfg, cfg.train_clips, progress=progress)

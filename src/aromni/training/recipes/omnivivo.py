@@ -68,6 +68,7 @@ from aromni.training.recipes.omnivivo_data import (
     load_components,
     read_manifest,
 )
+from aromni.training.run_dir import prepare_run_dir
 from aromni.utils.device import resolve_device
 from aromni.utils.io import JSONValue, atomic_dir, atomic_path, atomic_write_json, path_kind, read_json
 
@@ -247,30 +248,15 @@ class VivoTrainer:
         return {"averaged": averaged, "export": str(export)}
 
 
-def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if checkpoint_meta(out) is None:
-            raise InputError(f"{out}: no checkpoint to resume from", "drop --resume to start a new run")
-        return
-    # A start that failed on a bad input leaves at most the code cache: not a run to protect.
-    if out.exists() and any(p.name != CODES_DIR for p in out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} already exists and is not empty",
-                             "pass --resume to continue its run, --overwrite to start over, or another --out")
-        for name in ("metrics.jsonl", SUMMARY, "train_config.json", AVERAGE_FILE):
-            (out / name).unlink(missing_ok=True)
-        for name in (CHECKPOINTS, EXPORT_DIR):  # the speech-code cache stays: it is fingerprinted
-            shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def train_omnivivo(cfg: VivoTrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                    progress: bool = True, until: int | None = None) -> Summary:
     """Start (``cfg`` from :func:`~.omnivivo_config.load_train_config`) or resume (``cfg`` from
     :func:`~.omnivivo_config.resume_config`) the run in ``out``; returns its summary. ``until``: stop at that
     step with a checkpoint, as an interrupted run would."""
     out = Path(out)
-    _prepare_out(out, resume=resume, overwrite=overwrite)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite,
+                    run_files=("metrics.jsonl", SUMMARY, "train_config.json", AVERAGE_FILE),
+                    run_dirs=(CHECKPOINTS, EXPORT_DIR), keep=(CODES_DIR,))
     cfg = cfg if resume else cfg.resolved()
     meta = checkpoint_meta(out)
     at = int(meta["step"]) if meta is not None else 0
