@@ -57,6 +57,20 @@ def test_pack_then_resynth_offline_and_streaming(parts, tmp_path, capsys) -> Non
     assert lengths["offline"] == lengths["stream"] == 50 * 960
 
 
+def test_pack_with_a_speaker_embedding_file(parts, tmp_path, capsys) -> None:
+    vec = np.linspace(-1, 1, 192).astype(np.float32)
+    np.save(tmp_path / "spk.npy", vec)
+    out = tmp_path / "stack"
+    assert main(["cosyvoice", "pack", "--tokenizer", str(parts / "tok"), "--flow", str(parts / "flow"),
+                 "--hift", str(parts / "hift"), "--out", str(out), "--speaker", str(tmp_path / "spk.npy")]) == 0
+    assert torch.equal(load_tokenizer(out).token2wav.speaker, torch.from_numpy(vec))
+    np.save(tmp_path / "bad.npy", vec[:10])
+    code = main(["cosyvoice", "pack", "--tokenizer", str(parts / "tok"), "--flow", str(parts / "flow"),
+                 "--hift", str(parts / "hift"), "--out", str(tmp_path / "s2"), "--speaker", str(tmp_path / "bad.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected [192]" in err and err.count("\n") == 1
+
+
 def test_pack_refuses_a_flow_of_another_codebook(parts, tmp_path, capsys) -> None:
     code = main(["cosyvoice", "pack", "--tokenizer", str(parts / "tok"), "--flow", str(parts / "flow729"),
                  "--hift", str(parts / "hift"), "--out", str(tmp_path / "x")])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from aromni.cli import common
-from aromni.cosyvoice.flow import Token2Mel
+from aromni.cosyvoice.flow import Token2Mel, load_speaker_embedding
 from aromni.cosyvoice.fsq_tokenizer import TOKEN2WAV_DIR, FSQSpeechTokenizer
 from aromni.cosyvoice.hift import HiFTGenerator
 from aromni.cosyvoice.token2wav import Token2Wav, Token2WavConfig
@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--steps", type=common.positive_int, default=10, help="Euler steps of the flow (default 10)")
     p.add_argument("--cfg-rate", type=float, default=0.7, help="classifier-free guidance rate (default 0.7)")
+    p.add_argument("--speaker", type=Path, default=None,
+                   help="a 192-d speaker embedding (.npy or .safetensors, e.g. a CAM++ x-vector) used for every "
+                        "utterance (default: the flow's own learned vector)")
     p.set_defaults(func=_pack)
 
     r = sub.add_parser("resynth", help="a wav through the stack: FSQ tokens -> flow matching -> HiFT (24 kHz)")
@@ -58,7 +61,9 @@ def _pack(args: argparse.Namespace) -> int:
                          f"{tok.codebook_size}", "train the flow on this tokenizer's codes (flow-train --tokens)")
     if not args.cfg_rate >= 0:
         raise InputError(f"--cfg-rate must be >= 0, got {args.cfg_rate}")
-    chain = Token2Wav(flow, hift, config=Token2WavConfig(n_timesteps=args.steps, cfg_rate=args.cfg_rate))
+    speaker = load_speaker_embedding(args.speaker) if args.speaker else None
+    chain = Token2Wav(flow, hift, speaker=speaker,
+                      config=Token2WavConfig(n_timesteps=args.steps, cfg_rate=args.cfg_rate))
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         shutil.copytree(args.tokenizer, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TOKEN2WAV_DIR))
         chain.save_pretrained(tmp / TOKEN2WAV_DIR)
