@@ -112,9 +112,13 @@ class Token2Mel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: FlowBatch, *, generator: torch.Generator | None = None,
-                streaming: bool | None = None) -> torch.Tensor:
+                streaming: bool | None = None, prior_weight: float = 0.0) -> torch.Tensor:
         """The CFM loss of ``batch`` (``streaming`` None: drawn with ``streaming_prob``). Prompt conditioning:
-        with probability ``prompt_prob`` a row's ``cond`` holds its first ``U[0, 0.3 len]`` target frames."""
+        with probability ``prompt_prob`` a row's ``cond`` holds its first ``U[0, 0.3 len]`` target frames.
+
+        ``prior_weight > 0`` adds Matcha-TTS's prior term, the masked MSE between ``mu`` and the target mel (per
+        frame and bin). CosyVoice2 trains ``mu`` through the flow loss alone (weight 0, the default); the term
+        makes ``mu`` a mel estimate and speeds up learning at toy scale (docs/cosyvoice.md)."""
         cfg, dev = self.config, batch.tokens.device
         if streaming is None:
             streaming = bool(torch.rand(1, generator=generator, device=dev) < cfg.streaming_prob)
@@ -127,8 +131,12 @@ class Token2Mel(nn.Module):
                 continue
             keep = int(draws[i, 1] * (int(cfg.prompt_max_ratio * n) + 1))  # uniform on 0..int(0.3 n)
             cond[i, :, :keep] = batch.mel[i, :, :keep]
-        return self.decoder.compute_loss(batch.mel, mask, mu, self.embed_speaker(batch.spk), cond,
+        loss = self.decoder.compute_loss(batch.mel, mask, mu, self.embed_speaker(batch.spk), cond,
                                          streaming=streaming, generator=generator)
+        if prior_weight:
+            prior = ((mu - batch.mel) ** 2 * mask).sum() / (mask.sum() * mu.shape[1])
+            loss = loss + prior_weight * prior
+        return loss
 
     # ------------------------------------------------------------------ inference
     def _speakers(self, spk: torch.Tensor | None, b: int, like: torch.Tensor) -> torch.Tensor:

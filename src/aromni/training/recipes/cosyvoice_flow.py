@@ -228,7 +228,7 @@ class FlowRecipe:
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_min_ratio)
         batch = self.train_set.batch(cfg.batch_size, cfg.crop_tokens, self.data_gen, self.speaker(cfg.batch_size))
-        loss = self.model(batch, generator=self.noise_gen)
+        loss = self.model(batch, generator=self.noise_gen, prior_weight=cfg.prior_weight)
         logs.update(loss=loss.item(), lr=self.opt.param_groups[0]["lr"])
         yield Update(loss, self.opt, clip=cfg.grad_clip, grad_norm_key="grad_norm")
 

@@ -42,6 +42,7 @@ class FlowTrainConfig:
     eval_batch: int = 8
     n_timesteps: int = 10
     cfg_rate: float = 0.7
+    prior_weight: float = 0.0  # Matcha's mu-to-mel MSE beside the CFM loss (0: CosyVoice2, which has none)
     log_every: int = 25
     eval_every: int = 500
     checkpoint_every: int = 250
@@ -59,6 +60,8 @@ class FlowTrainConfig:
                 raise ConfigError(f"flow train config: {name} must be >= 0")
         if self.crop_tokens and self.crop_tokens < 8:
             raise ConfigError("flow train config: crop_tokens must be 0 or at least 8")
+        if not self.prior_weight >= 0:
+            raise ConfigError(f"flow train config: prior_weight must be >= 0, got {self.prior_weight}")
         if self.lr <= 0 or not 0 <= self.lr_min_ratio <= 1 or self.max_seconds <= 0:
             raise ConfigError("flow train config: need lr > 0, lr_min_ratio in [0, 1], max_seconds > 0")
         self.flow_config(self.vocab_size or 1)  # validate the model settings early
