@@ -1,6 +1,6 @@
 """``aromni cosyvoice flow-train``: train CosyVoice2's flow-matching token-to-mel model on speech tokens and a
 world's audio; ``aromni cosyvoice flow-eval``: held-out mel L1 of an exported model (see
-:mod:`aromni.training.recipes.cosyvoice_flow` and docs/cosyvoice_flow.md)."""
+:mod:`aromni.training.recipes.cosyvoice_flow` and docs/cosyvoice.md)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Train CosyVoice2's HiFT vocoder on ground-truth Matcha mels of a toy world's "
                                    "speech; writes OUT/{metrics.jsonl,checkpoints/,hift/,summary.json,"
                                    "spectrogram.png}. Settings: --config YAML and/or key=value (steps=1000 "
-                                   "hift.base_channels=128). See docs/cosyvoice_hift.md.")
+                                   "hift.base_channels=128). See docs/cosyvoice.md.")
     t.add_argument("--world", required=True, type=Path, help="toy world directory (or a speech.jsonl)")
     common.add_train_run_args(t, settings_help="training settings")
     t.set_defaults(func=_train)

@@ -1,7 +1,7 @@
 """CosyVoice2's flow-matching token-to-mel model (``CausalMaskedDiffWithXvec``) with the released parameter
 names: :class:`Token2Mel` (model), :class:`FlowConfig` (presets ``cosyvoice2`` and ``toy``),
 :func:`load_official_flow` (a released ``flow.pt``), :func:`final_frames` (which frames a streaming prefix fixes).
-See ``docs/cosyvoice_flow.md``."""
+See ``docs/cosyvoice.md``."""
 
 from aromni.cosyvoice.flow.cfm import CausalConditionalCFM, cosine_t_span
 from aromni.cosyvoice.flow.config import CFMConfig, EncoderConfig, EstimatorConfig, FlowConfig
