@@ -9,7 +9,7 @@ torch-fidelity publishes (``weights-inception-2015-12-05-6726825d.pth``) or any 
 Two deviations from calling torch-fidelity directly, both for house rules, neither changing a number:
 
 - the file is read with ``torch.load(weights_only=True)`` first (a pickle with arbitrary objects is refused with a
-  one-line :class:`CheckpointError`), and torch-fidelity's own ``torch.load(weights_only=False)`` runs with
+  one-line :class:`CheckpointError`), and torch-fidelity's own load (it passes ``weights_only=False``) runs with
   ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` set, so it cannot execute pickled code either;
 - torch-fidelity's package ``__init__`` imports torchvision (for its datasets); where torchvision is missing or
   cannot load (a CUDA torchvision wheel beside a CPU torch), the Inception module is imported from the installed
