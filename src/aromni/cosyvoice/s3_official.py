@@ -35,6 +35,7 @@ __all__ = ["MAX_SECONDS", "S3OfficialTokenizer", "import_s3tokenizer"]
 
 #: CosyVoice's frontend refuses longer clips (s3tokenizer would window them, which CosyVoice does not do).
 MAX_SECONDS = 30.0
+_INSTALL = 'pip install "aromni[s3]" and pip install --no-deps "s3tokenizer>=0.3.0"'
 _HEAD_DIM = 64  # s3tokenizer's AudioEncoderV2 builds its rotary table for heads of 64
 
 
@@ -57,8 +58,7 @@ def import_s3tokenizer() -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name != "torchaudio" and not (e.name or "").startswith("torchaudio."):
             raise MissingExtraError(f"CosyVoice2's official speech tokenizer needs the '{e.name}' package, which is "
-                                    "not installed",
-                                    'pip install "aromni[s3]" and pip install --no-deps "s3tokenizer>=0.3.0"') from None
+                                    "not installed", _INSTALL) from None
     except OSError:  # a torchaudio wheel built for another torch: its compiled library fails to load
         pass
     for name in [n for n in sys.modules if n == "s3tokenizer" or n.startswith(("s3tokenizer.", "torchaudio"))]:
@@ -68,7 +68,7 @@ def import_s3tokenizer() -> ModuleType:
         return importlib.import_module("s3tokenizer")
     except ModuleNotFoundError as e:
         raise MissingExtraError(f"CosyVoice2's official speech tokenizer needs the '{e.name}' package, which is not "
-                                "installed", 'pip install "aromni[s3]"') from None
+                                "installed", _INSTALL) from None
     finally:
         del sys.modules["torchaudio"]  # s3tokenizer.utils keeps its reference; nobody else sees the placeholder
 
