@@ -31,9 +31,6 @@ from aromni.tokenizers.speech.codec.data import ClipSet, list_audio_files, split
 from aromni.tokenizers.speech.codec.discriminators import CodecDiscriminator
 from aromni.tokenizers.speech.codec.losses import (
     MultiResolutionSpectralLoss,
-    discriminator_hinge,
-    feature_matching,
-    generator_hinge,
 )
 from aromni.tokenizers.speech.codec.model import StreamingCodec
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
@@ -41,6 +38,7 @@ from aromni.training.checkpoint import CHECKPOINTS
 from aromni.training.guard import check_weights
 from aromni.training.loop import LEGACY_DIR, LoopConfig, TrainLoop, Update, find_checkpoint
 from aromni.training.recipes.codec_config import CodecTrainConfig, load_train_config, lr_at, resume_config
+from aromni.training.recipes.gan_step import adversarial_step
 from aromni.training.run_dir import prepare_run_dir
 from aromni.utils.io import atomic_write_json
 
@@ -116,16 +114,8 @@ class CodecRecipe:
         logs.update(mel=mel.item(), stft=stft.item(), commit=out.quant.commit_loss.item())
         if self.disc is not None and step >= cfg.gan_start_step:
             fake, real = out.audio[: cfg.gan_batch], out.target[: cfg.gan_batch]
-            d_real, _ = self.disc(real)
-            d_fake, _ = self.disc(fake.detach())
-            loss_d = discriminator_hinge(d_real, d_fake)
-            yield Update(loss_d, self.opt_d, name="discriminator loss")  # D first, then G against the new D
-            with torch.no_grad():
-                _, f_real = self.disc(real)
-            g_fake, f_fake = self.disc(fake)
-            adv, fm = generator_hinge(g_fake), feature_matching(f_real, f_fake)
-            logs.update(disc=loss_d.item(), adv=adv.item(), fm=fm.item())
-            loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
+            loss = loss + (yield from adversarial_step(self.disc, self.opt_d, fake, real, logs,
+                                                       adv_weight=cfg.adv_weight, fm_weight=cfg.fm_weight))
         logs.update(loss=loss.item(), perplexity=out.quant.perplexity, restarted=out.quant.restarted,
                     lr=self.opt.param_groups[0]["lr"])
         yield Update(loss, self.opt, clip=cfg.grad_clip, grad_norm_key="grad_norm")
