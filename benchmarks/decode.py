@@ -148,17 +148,21 @@ def hf_generate(model, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, 
     return seq[:, prompt.shape[1]:], [start] + clock.stamps
 
 
-VARIANTS = ("eager", "compiled", "int8", "int8-compiled")
+VARIANTS = ("eager", "compiled", "int8", "int8-compiled", "w8a8", "w8a8-compiled")
+#: Quantized variants are judged by their greedy agreement, not by equality.
+QUANTIZED = ("int8", "w8a8")
 
 
 def variant_of(base: Decoder, name: str, device: torch.device = torch.device("cpu")
                ) -> tuple[Decoder, StaticStep | None]:
     """The decoder and step of one variant: ``eager`` (the growing-slice step), ``compiled`` (the engine's
-    static step through torch.compile), ``int8`` (weight-only int8 layers, eager), ``int8-compiled``."""
+    static step through torch.compile), ``int8`` (weight-only int8 layers, eager), ``int8-compiled``, ``w8a8``
+    (int8 weights and per-token int8 activations), ``w8a8-compiled``."""
     model = base
-    if name.startswith("int8"):
+    scheme = name.removesuffix("-compiled")
+    if scheme in QUANTIZED:
         model = copy.deepcopy(base)
-        quantize_decoder_(model)
+        quantize_decoder_(model, scheme)
     step = compile_step(True, device) if name.endswith("compiled") else None
     return model, step
 
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="transformers attention kernel")
     ap.add_argument("--quick", action="store_true", help="tiny config only, 16 new tokens, 2 repeats")
-    ap.add_argument("--variants", default="eager,compiled,int8,int8-compiled",
+    ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{lim['bandwidth_GB_s']:.1f} GB/s")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "results": rows}, indent=2) + "\n")
-    exact = [v for v in variants if not v.startswith("int8")]  # int8 is judged by its agreement, not equality
+    exact = [v for v in variants if v.removesuffix("-compiled") not in QUANTIZED]
     key = lambda v: "ours" if v == "eager" else v.replace("-", "_")  # noqa: E731
     return 0 if all(r[f"{key(v)}_greedy_equal"] for r in rows for v in exact) else 1
 

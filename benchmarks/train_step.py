@@ -98,15 +98,15 @@ def worker_ours(args: argparse.Namespace, root: Path) -> dict:
                  "model.init_from": str(root / "ours_init"), "perceptual.enabled": False, "optim.lr": 1e-4,
                  "optim.max_steps": args.steps, "optim.weight_decay": 0.0, "optim.grad_clip": 1.0,
                  "optim.warmup_steps": max(1, round(0.05 * args.steps)), "checkpoint.resume": "none",
-                 "log.progress": False, "loss.chunk_size": args.chunk}
+                 "log.progress": False, "loss.chunk_size": args.chunk, "precision": args.precision,
+                 "model.compile": args.compile}
     trainer = Trainer(pretrain.config(None, [f"{k}={v}" for k, v in overrides.items()]))
     trainer.setup()
     start_rss = rss_mb()
     times, cpu, losses, tokens = [], [], [], []
     t_prev, c_prev = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
-        batches = trainer.batcher.load(trainer.batcher.next_plan())
-        rec = trainer.train_step(batches)
+        rec = trainer.loop.train_step()  # one optimizer step as fit() runs it (data, forward, backward, AdamW)
         now, c_now = time.perf_counter(), time.process_time()
         times.append(now - t_prev)
         cpu.append(c_now - c_prev)
@@ -170,9 +170,11 @@ def worker_hf(args: argparse.Namespace, root: Path) -> dict:
 
     targs = TrainingArguments(output_dir=str(root / "hf_run"), per_device_train_batch_size=args.batch,
                               max_steps=args.steps, learning_rate=1e-4, lr_scheduler_type="linear",
-                              warmup_steps=max(1, round(0.05 * args.steps)), weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
+                              warmup_steps=max(1, round(0.05 * args.steps)), weight_decay=0.0, max_grad_norm=1.0,
+                              logging_steps=1,
                               save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
-                              disable_tqdm=True, seed=0, optim="adamw_torch")
+                              disable_tqdm=True, seed=0, optim="adamw_torch", bf16=args.precision == "bf16",
+                              torch_compile=args.hf_compile)
     Trainer(model=model, args=targs, train_dataset=Samples(), data_collator=collate, callbacks=[Clock()]).train()
     return {"times": times, "cpu": cpu, "losses": losses, "tokens": tokens[:len(times)],
             "start_rss_mb": state["start_rss"],
@@ -185,7 +187,8 @@ def run_worker(kind: str, args: argparse.Namespace, root: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--root", str(root)] + [
         f"--{k}={v}" for k, v in vars(args).items() if k in ("dim", "layers", "heads", "ffn", "vocab", "batch",
                                                             "seq", "steps", "threads", "chunk", "repeats",
-                                                            "lengths", "size")]
+                                                            "lengths", "size", "precision")]
+    cmd += [f"--{k.replace('_', '-')}" for k in ("compile", "hf_compile") if getattr(args, k)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -228,6 +231,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chunk", type=int, default=0, help="our loss.chunk_size")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="both sides: bf16 autocast (ours precision=bf16, transformers bf16=True)")
+    p.add_argument("--compile", action="store_true", help="ours: model.compile=true (each block torch.compile'd)")
+    p.add_argument("--hf-compile", action="store_true", help="transformers: TrainingArguments(torch_compile=True)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -252,14 +259,15 @@ def main() -> None:
     speedup = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
     print(f"device: {device}; transformers {hf_version}")
     print(f"model: dim {args.dim}, {args.layers} layers, {args.heads} heads, ffn {args.ffn}, vocab {args.vocab}; "
-          f"batch {args.batch} x seq {args.seq}, {args.lengths} sample lengths; fp32; {args.repeats} x {args.steps} "
-          f"steps, first {args.warmup} of each run untimed")
-    print(f"{'':34s}{'tokens/s':>10s}{'tok/CPU-s':>11s}{'step (s)':>10s}{'tok/step':>10s}{'peak RSS MB':>13s}"
+          f"batch {args.batch} x seq {args.seq}, {args.lengths} sample lengths; {args.precision}; "
+          f"{args.repeats} x {args.steps} steps, first {args.warmup} of each run untimed")
+    print(f"{'':45s}{'tokens/s':>10s}{'tok/CPU-s':>11s}{'step (s)':>10s}{'tok/step':>10s}{'peak RSS MB':>13s}"
           f"{'RSS growth MB':>15s}{'loss@1':>9s}")
-    names = {"ours": "aromni Trainer", "hf": "transformers Chameleon + Trainer"}
+    names = {"ours": "aromni Trainer" + (" (compiled)" if args.compile else ""),
+             "hf": "transformers Chameleon + Trainer" + (" (compiled)" if args.hf_compile else "")}
     for k in ("ours", "hf"):
         r = res[k]
-        print(f"{names[k]:34s}{r['tokens_per_s']:10.0f}{r['tokens_per_cpu_s']:11.0f}{r['mean_step_s']:10.3f}"
+        print(f"{names[k]:45s}{r['tokens_per_s']:10.0f}{r['tokens_per_cpu_s']:11.0f}{r['mean_step_s']:10.3f}"
               f"{r['tokens_per_step']:10.0f}{r['peak_rss_mb']:13.0f}"
               f"{r['rss_growth_mb']:15.0f}{r['first_loss']:9.4f}")
     cpu_speedup = res["ours"]["tokens_per_cpu_s"] / res["hf"]["tokens_per_cpu_s"]

@@ -27,3 +27,8 @@ def test_gpu_benchmark_dry_run(tmp_path):
         assert all(r[f"{v}_tok_s"] > 0 for v in ("eager", "compiled", "int8", "hf"))
     assert result["tts"]["speech_tokens"] > 0
     assert result["t2i"]["image_tokens"] == 16 and result["t2i"]["seconds_per_image"] > 0
+    # The FSDP2 train step (one-process group), eager and compiled, with its MFU.
+    train = result["train"]
+    assert [r["mode"] for r in train] == ["eager", "compiled"]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu_measured_peak"] for r in train)
+    assert "train compiled:" in proc.stdout

@@ -6,6 +6,7 @@ import pytest
 import torch
 from chameleon_refs import random_decoder, tiny_config
 
+import aromni.models.decoder as dec
 from aromni.errors import InputError
 
 TOL = 2e-5
@@ -136,3 +137,29 @@ def test_input_errors():
         model(torch.tensor([[1, 2]]), input_pos=torch.tensor([3, 4]))
     with pytest.raises(InputError, match="rows"):
         model(torch.tensor([[1], [2]]), input_pos=torch.tensor([0]))
+
+
+def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
+    """Under CPU bf16 autocast (training) the attention kernel gets float32 q, k, v (the CPU's float32 kernel is
+    the faster and more exact one); the matmuls around it still run in bf16."""
+    seen = []
+    sdpa = dec.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(dec.F, "scaled_dot_product_attention", spy)
+    model = random_decoder(tiny_config(), seed=4)
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(tokens)
+    assert seen and set(seen) == {(torch.float32,) * 3}
+    with torch.no_grad():
+        ref = model(tokens)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)  # the linear layers did run in bf16
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
+    seen.clear()
+    with torch.no_grad():
+        model(tokens)  # without autocast nothing changes: float32 weights, float32 attention
+    assert set(seen) == {(torch.float32,) * 3}

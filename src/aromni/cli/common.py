@@ -21,6 +21,7 @@ from aromni.bundle import NAMED_BUNDLES, resolve_bundle
 from aromni.errors import ConfigError, InputError
 from aromni.inference.omni import OmniModel
 from aromni.inference.options import DecodeOptions, task_options
+from aromni.models.quantize import SCHEMES
 from aromni.utils.device import resolve_device
 from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import Task
@@ -138,8 +139,9 @@ def add_model_args(p: argparse.ArgumentParser, *, toy_default: bool = True) -> N
     g.add_argument("--compile", action="store_true",
                    help="decode with the compiled static step (torch.compile; CUDA graphs on CUDA); the first "
                         "generation pays the compile")
-    g.add_argument("--quantize", choices=["int8"], default=None,
-                   help="weight-only int8 for the decoder's linear layers (per-channel scales)")
+    g.add_argument("--quantize", choices=list(SCHEMES), default=None,
+                   help="int8 for the decoder's linear layers (per-channel scales): weight-only (int8), or with "
+                        "the activations also rounded to int8 per token (w8a8: faster on CPU, a little less exact)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: 1 for small models such as the toy bundle, whose "
                         "latency grows several-fold with more threads on a busy machine; torch's default otherwise)")

@@ -29,7 +29,7 @@ from aromni.utils.io import JSONValue
 from aromni.vocab.tasks import Task, served_tasks
 
 
-@dataclass
+@dataclass(frozen=True)
 class TextSampling:
     """How text (and speech, which the official code decodes with the text settings) is sampled.
 
@@ -52,7 +52,7 @@ class TextSampling:
                               "1.0 turns it off")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageSampling:
     """How image codes are sampled, with the official three-row classifier-free guidance."""
 
@@ -84,19 +84,19 @@ def _check_fields(obj: Any, what: str, *, reals: Sequence[str] = (), ints: Seque
         if not isinstance(v, (bool, _np_bool())):
             raise ConfigError(f"{what} option {name} must be True or False, got {v!r}",
                               f"e.g. {{{what!r}: {{{name!r}: True}}}}")
-        setattr(obj, name, bool(v))
+        object.__setattr__(obj, name, bool(v))  # normalising a frozen instance
     for name in ints:
         v = getattr(obj, name)
         if isinstance(v, (bool, _np_bool())) or not isinstance(v, numbers.Integral):
             raise ConfigError(f"{what} option {name} must be an integer, got {v!r}")
-        setattr(obj, name, int(v))
+        object.__setattr__(obj, name, int(v))
     for name in reals:
         v = getattr(obj, name)
         if isinstance(v, (bool, _np_bool())) or not isinstance(v, numbers.Real):
             raise ConfigError(f"{what} option {name} must be a number, got {v!r}")
         if not math.isfinite(float(v)):
             raise ConfigError(f"{what} option {name} must be finite, got {v!r}", "nan and inf are not settings")
-        setattr(obj, name, float(v))
+        object.__setattr__(obj, name, float(v))
 
 
 def _np_bool() -> type:
@@ -114,7 +114,7 @@ def _check_sampling(what: str, temperature: float, top_p: float, top_k: int) -> 
         raise ConfigError(f"{what} top_k must be >= 0 (0 = off), got {top_k}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeOptions:
     """Everything :meth:`aromni.inference.engine.Engine.generate` needs besides the prompts.
 
@@ -152,17 +152,17 @@ class DecodeOptions:
         for name, cls in (("text", TextSampling), ("image", ImageSampling)):
             v = getattr(self, name)
             if isinstance(v, Mapping):
-                setattr(self, name, dataclass_from_dict(cls, v, f"{name} options"))
+                object.__setattr__(self, name, dataclass_from_dict(cls, v, f"{name} options"))
             elif not isinstance(v, cls):
                 raise ConfigError(f"{name} options must be a mapping such as {{'temperature': 0.7}}, got {v!r}")
         if isinstance(self.extra_eos, (str, bytes)) or not isinstance(self.extra_eos, Sequence):
             raise ConfigError(f"extra_eos must be a list of stop tokens (layout roles such as 'eom', or ids), "
                               f"got {self.extra_eos!r}", "e.g. extra_eos=['eom']")
-        self.extra_eos = tuple(self.extra_eos)
+        object.__setattr__(self, "extra_eos", tuple(self.extra_eos))
         for e in self.extra_eos:
             if isinstance(e, (bool, _np_bool())) or not isinstance(e, (str, numbers.Integral)):
                 raise ConfigError(f"extra_eos entries are layout roles (str) or token ids (int), got {e!r}")
-        self.seed = _check_seed(self.seed)
+        object.__setattr__(self, "seed", _check_seed(self.seed))
         _check_fields(self, "generation", ints=("max_new_tokens",),
                       bools=("allow_text", "allow_image", "allow_speech", "bare_speech"))
         for name in ("max_seq_len", "image_tokens"):

@@ -143,6 +143,8 @@ class ModelConfig:
         swin_norm: ablation switch (paper Table 7): force residual-post-norm on/off; ``null`` keeps the model's.
         init_std: std of the from-scratch initialisation.
         gradient_checkpointing: recompute each block in backward (activation checkpointing).
+        compile: compile each decoder block with ``torch.compile`` (inductor; the blocks share one graph, so it
+            compiles once per shape). The weights, checkpoints and the exported bundle are unchanged.
         extend_vocab: vocabulary extension.
         image_embed_init: from scratch only: a VQGAN tokenizer directory or a bundle; the image-code embedding
             rows start from its codebook (see :mod:`aromni.training.model_init`). Empty: random like the rest.
@@ -154,6 +156,7 @@ class ModelConfig:
     swin_norm: bool | None = None
     init_std: float = 0.02
     gradient_checkpointing: bool = False
+    compile: bool = False
     extend_vocab: VocabExtensionConfig = field(default_factory=VocabExtensionConfig)
     image_embed_init: str = ""
 

@@ -48,7 +48,7 @@ def reference_ce_sum(h: torch.Tensor, head: Callable[[torch.Tensor], torch.Tenso
 
 
 def weighted_ce_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                    chunk_size: int = 4096, fused: bool = True) -> torch.Tensor:
+                    chunk_size: int = 4096, fused: bool = True, compiled: bool = False) -> torch.Tensor:
     """``sum_t w_t * CE(hidden_t @ head_weight^T, target_t)`` over positions with ``w_t > 0``.
 
     Args:
@@ -59,6 +59,7 @@ def weighted_ce_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: to
         chunk_size: positions per LM-head chunk (0: all at once).
         fused: use :func:`~aromni.training.fused_ce.fused_linear_ce`; ``False`` runs the plain autograd path
             (``F.cross_entropy`` on float32 logits, chunks recomputed in backward).
+        compiled: the fused path's chunks through ``torch.compile``.
 
     Returns:
         A scalar (float32).
@@ -71,7 +72,7 @@ def weighted_ce_sum(hidden: torch.Tensor, head_weight: torch.Tensor, targets: to
         idx = keep.nonzero().squeeze(1)
         h, t, w = h[idx], t[idx], w[idx]
     if fused:
-        return fused_linear_ce(h, head_weight, t, w, chunk_size)
+        return fused_linear_ce(h, head_weight, t, w, chunk_size, compiled=compiled)
     return reference_ce_sum(h, lambda x: F.linear(x, head_weight).float(), t, w, chunk_size)
 
 
@@ -100,22 +101,25 @@ class TrainingObjective(nn.Module):
         perc_weight: lambda_perc.
         chunk_size: LM-head chunk (see :func:`weighted_ce_sum`).
         fused: fused LM head + cross-entropy (see :mod:`aromni.training.fused_ce`).
+        compiled: the fused loss's chunks through ``torch.compile`` (with ``model.compile``).
     """
 
     def __init__(self, decoder: Decoder, perceptual: PerceptualHead | None = None, perc_weight: float = 1.0,
-                 chunk_size: int = 4096, fused: bool = True):
+                 chunk_size: int = 4096, fused: bool = True, compiled: bool = False):
         super().__init__()
         self.decoder = decoder
         self.perceptual = perceptual
         self.perc_weight = perc_weight
         self.chunk_size = chunk_size
         self.fused = fused
+        self.compiled = compiled
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, perc_codes: torch.Tensor,
                 segment_ids: torch.Tensor | None, totals: StepTotals) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(loss_to_backward, ntp_sum, perc_sum)``; the sums are detached (for logging)."""
         hidden = self.decoder(tokens, segment_ids=segment_ids, return_hidden=True)  # (B, T, D)
-        ntp_sum = weighted_ce_sum(hidden, self.decoder.lm_head.weight, targets, weights, self.chunk_size, self.fused)
+        ntp_sum = weighted_ce_sum(hidden, self.decoder.lm_head.weight, targets, weights, self.chunk_size, self.fused,
+                                  self.compiled)
         loss = ntp_sum / max(totals.ntp, 1e-12)
         perc_sum = ntp_sum.new_zeros(())
         if self.perceptual is not None:

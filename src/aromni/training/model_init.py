@@ -142,4 +142,10 @@ def build_decoder(cfg: ModelConfig, data_layout: VocabLayout, *, seed: int = 0
         notes["extended_vocab"] = f"{old_v} -> {data_layout.vocab_size}"
         layout = data_layout
     decoder.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.compile:
+        # Per block and in place (nn.Module.compile): parameter names stay as they are, so checkpoints, FSDP2's
+        # per-block sharding and the export see the plain module; the loss (fused LM head + CE) stays eager.
+        for layer in decoder.layers:
+            layer.compile()
+        notes["compile"] = "each block (torch.compile)"
     return decoder.train(), layout, notes

@@ -120,7 +120,7 @@ class Trainer:
             if cfg.model.init_from and ckpt.load_perceptual(perc, cfg.model.init_from):
                 notes["perceptual"] = f"W_h from {cfg.model.init_from}"
         self.objective = TrainingObjective(decoder, perc, cfg.perceptual.weight, cfg.loss.chunk_size,
-                                           cfg.loss.fused_ce)
+                                           cfg.loss.fused_ce, compiled=cfg.model.compile)
         self.objective.to(self.info.device)
         return notes
 
