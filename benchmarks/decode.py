@@ -148,16 +148,17 @@ def hf_generate(model, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, 
     return seq[:, prompt.shape[1]:], [start] + clock.stamps
 
 
-VARIANTS = ("eager", "compiled", "int8", "int8-compiled", "w8a8", "w8a8-compiled")
+VARIANTS = ("eager", "compiled", "int8", "int8-compiled", "w8a8", "w8a8-compiled", "int4", "int4-compiled")
 #: Quantized variants are judged by their greedy agreement, not by equality.
-QUANTIZED = ("int8", "w8a8")
+QUANTIZED = ("int8", "w8a8", "int4")
 
 
 def variant_of(base: Decoder, name: str, device: torch.device = torch.device("cpu")
                ) -> tuple[Decoder, StaticStep | None]:
     """The decoder and step of one variant: ``eager`` (the growing-slice step), ``compiled`` (the engine's
     static step through torch.compile), ``int8`` (weight-only int8 layers, eager), ``int8-compiled``, ``w8a8``
-    (int8 weights and per-token int8 activations), ``w8a8-compiled``."""
+    (int8 weights and per-token int8 activations), ``w8a8-compiled``, ``int4`` (weight-only 4-bit groups of 32,
+    CPU), ``int4-compiled``."""
     model = base
     scheme = name.removesuffix("-compiled")
     if scheme in QUANTIZED:

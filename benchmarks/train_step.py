@@ -196,6 +196,24 @@ def run_worker(kind: str, args: argparse.Namespace, root: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compute_limit(args: argparse.Namespace) -> dict:
+    """The step's compute limit: its model FLOPs (6 x the matmul parameters per trained token, plus causal
+    attention, 6 x layers x seq x dim) at the rate of the model's largest matmul ``[batch*seq, dim] @
+    [dim, 2*ffn]`` in the run's precision on this CPU (best of 5, in a subprocess with the run's threads)."""
+    code = (f"import torch,time; torch.set_num_threads({args.threads}); "
+            f"dt=torch.{'bfloat16' if args.precision == 'bf16' else 'float32'}; "
+            f"a=torch.randn({args.batch * args.seq},{args.dim},dtype=dt); b=torch.randn({args.dim},{2 * args.ffn},"
+            "dtype=dt); a@b; best=1e9\nfor _ in range(5):\n t=time.perf_counter(); a@b; "
+            "best=min(best,time.perf_counter()-t)\nprint(2*a.shape[0]*a.shape[1]*b.shape[1]/best)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    rate = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                env=env).stdout)
+    d, L, f, V = args.dim, args.layers, args.ffn, args.vocab
+    matmul_params = L * (4 * d * d + 3 * d * f) + V * d  # qkv + o (n_kv_heads = n_heads here), SwiGLU, LM head
+    flops_per_token = 6 * matmul_params + 6 * L * args.seq * d
+    return {"matmul_flop_s": rate, "flops_per_token": flops_per_token, "limit_tokens_per_s": rate / flops_per_token}
+
+
 def summarize(runs: list[dict], args: argparse.Namespace) -> dict:
     w = args.warmup
     toks = sum(sum(r["tokens"][w:]) for r in runs)
@@ -254,6 +272,7 @@ def main() -> None:
             for kind in ("ours", "hf"):
                 runs[kind].append(run_worker(kind, args, root))
     res = {k: summarize(v, args) for k, v in runs.items()}
+    limit = compute_limit(args)
     hf_version = runs["hf"][0].get("transformers")
     device = f"CPU: {cpu_name()}, {args.threads} thread(s), torch {torch.__version__}"
     speedup = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
@@ -272,9 +291,14 @@ def main() -> None:
               f"{r['rss_growth_mb']:15.0f}{r['first_loss']:9.4f}")
     cpu_speedup = res["ours"]["tokens_per_cpu_s"] / res["hf"]["tokens_per_cpu_s"]
     print(f"speed-up: {speedup:.2f}x wall-clock, {cpu_speedup:.2f}x per CPU-second")
+    print(f"compute limit: {limit['limit_tokens_per_s']:.0f} tokens/s ({limit['matmul_flop_s'] / 1e9:.0f} GFLOP/s "
+          f"{args.precision} matmul, {limit['flops_per_token'] / 1e6:.1f} MFLOP per token); ours at "
+          f"{res['ours']['tokens_per_s'] / limit['limit_tokens_per_s']:.0%}, transformers at "
+          f"{res['hf']['tokens_per_s'] / limit['limit_tokens_per_s']:.0%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "transformers": hf_version, "args": vars(args),
                                                "results": res, "speedup": speedup, "cpu_speedup": cpu_speedup,
+                                               "compute_limit": limit,
                                                "raw": runs}, indent=2))
 
 

@@ -140,8 +140,9 @@ def add_model_args(p: argparse.ArgumentParser, *, toy_default: bool = True) -> N
                    help="decode with the compiled static step (torch.compile; CUDA graphs on CUDA); the first "
                         "generation pays the compile")
     g.add_argument("--quantize", choices=list(SCHEMES), default=None,
-                   help="int8 for the decoder's linear layers (per-channel scales): weight-only (int8), or with "
-                        "the activations also rounded to int8 per token (w8a8: faster on CPU, a little less exact)")
+                   help="quantize the decoder's linear layers: int8 (weight-only, per-channel scales), w8a8 (int8 "
+                        "weights and per-token int8 activations: faster on CPU, a little less exact) or int4 "
+                        "(weight-only 4-bit groups, CPU only: fastest at batch 1, least exact)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: 1 for small models such as the toy bundle, whose "
                         "latency grows several-fold with more threads on a busy machine; torch's default otherwise)")

@@ -175,8 +175,8 @@ class OmniModel:
         """Open a bundle directory (see :mod:`aromni.bundle`) on ``device`` in ``dtype``. ``compile=True``
         decodes with the compiled static step (:func:`~aromni.inference.engine.compile_step`; the first
         generation of each batch size pays the compile). ``quantize="int8"`` stores the decoder's linear layers
-        as int8 with per-channel scales; ``"w8a8"`` also rounds their inputs to int8 per token
-        (:mod:`aromni.models.quantize`).
+        as int8 with per-channel scales; ``"w8a8"`` also rounds their inputs to int8 per token; ``"int4"``
+        stores 4-bit groups (CPU only) (:mod:`aromni.models.quantize`).
 
         Raises :class:`~aromni.errors.InputError` for a path that is not a string/Path or a device that does not
         exist here, :class:`~aromni.errors.ConfigError` for a dtype that cannot hold weights, and

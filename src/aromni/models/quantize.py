@@ -1,4 +1,4 @@
-"""int8 quantization of the decoder's linear layers (``--quantize int8`` or ``--quantize w8a8``).
+"""Quantization of the decoder's linear layers: ``--quantize int8``, ``w8a8`` or ``int4``.
 
 ``int8`` is weight-only. Each weight matrix ``W [out, in]`` is stored as int8 with one float scale per output
 channel (symmetric: ``scale[o] = max_i |W[o, i]| / 127``, ``W ≈ int8 * scale``). On CPU the product runs in
@@ -14,6 +14,8 @@ than the weight-only kernel (which spends its time converting weights to bfloat1
 cost of the activations' rounding error: a per-token scale keeps a token's outliers from flattening the
 others', but a row's small entries lose precision next to its largest one.
 
+``int4`` is weight-only 4-bit in groups of input channels, on the CPU only (:mod:`aromni.models.int4`).
+
 Embeddings stay in float (a lookup reads one row per token); the output head is quantized unless it is tied to
 the embedding.
 """
@@ -25,9 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from aromni.errors import ConfigError
+from aromni.models.int4 import Int4Linear, int4_group_size
 
-#: The quantization schemes ``--quantize`` accepts: weight-only int8, and int8 weights with int8 activations.
-SCHEMES = ("int8", "w8a8")
+#: The quantization schemes ``--quantize`` accepts: weight-only int8, int8 weights with int8 activations, and
+#: weight-only int4 (CPU).
+SCHEMES = ("int8", "w8a8", "int4")
 
 
 @torch.library.custom_op("aromni::int8_linear_cpu", mutates_args=())
@@ -102,9 +106,10 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel{acts}"
 
 
-def quantize_decoder_(decoder: nn.Module, scheme: str = "int8") -> int:
-    """Replace the decoder's linear layers (attention, MLP, and the output head unless tied) by
-    :class:`Int8Linear` in place (``scheme``: one of :data:`SCHEMES`); returns how many were replaced."""
+def quantize_decoder_(decoder: nn.Module, scheme: str = "int8", group_size: int = 32) -> int:
+    """Replace the decoder's linear layers (attention, MLP, and the output head unless tied) in place; returns how
+    many were replaced. ``int8`` / ``w8a8``: :class:`Int8Linear`; ``int4``: :class:`~aromni.models.int4.Int4Linear`
+    in groups of at most ``group_size`` channels, with weight-only int8 for a layer the int4 kernel cannot hold."""
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown quantization {scheme!r}", f"one of: {', '.join(SCHEMES)}")
     embed = getattr(decoder, "embed", None)
@@ -112,7 +117,12 @@ def quantize_decoder_(decoder: nn.Module, scheme: str = "int8") -> int:
     n = 0
     for parent in list(decoder.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and not (tied and child is decoder.lm_head):
+            if not isinstance(child, nn.Linear) or (tied and child is decoder.lm_head):
+                continue
+            group = int4_group_size(child.in_features, child.out_features, group_size) if scheme == "int4" else None
+            if group is not None:
+                setattr(parent, name, Int4Linear.from_linear(child, group))
+            else:
                 setattr(parent, name, Int8Linear.from_linear(child, "int8" if scheme == "w8a8" else "float"))
-                n += 1
+            n += 1
     return n
