@@ -7,10 +7,11 @@ down projection, then the LM head), each a distinct tensor, so the step reads th
 step does (one matrix timed in a loop would sit in the cache), and times the whole pass per format:
 
 * ``fp32`` / ``bf16``: ``x @ W.T``;
-* ``int8``: ``aten._weight_int8pack_mm`` with bfloat16 activations (``--quantize int8``);
-* ``int4``: ``aten._weight_int4pack_mm_for_cpu``, 4-bit weights in groups of ``--group`` input channels with a
-  bfloat16 scale and zero point per group (the kernel gpt-fast's int4 uses), bfloat16 activations;
-* ``w8a8``: activations rounded to int8 per row, ``torch._int_mm`` (``--quantize w8a8``).
+* ``int8``: the package's weight-only int8 layer (``aten._weight_int8pack_mm``, bfloat16 activations;
+  ``--quantize int8``);
+* ``int4``: its int4 layer (``aten._weight_int4pack_mm_for_cpu``, 4-bit weights in groups of ``--group`` input
+  channels with a bfloat16 scale and zero point per group, bfloat16 activations; ``--quantize int4``);
+* ``w8a8``: its w8a8 layer (activations rounded to int8 per row, ``torch._int_mm``; ``--quantize w8a8``).
 
 Reported per format and batch: milliseconds for all the layers (the 10th percentile of ``--repeats`` passes),
 the weight bytes read, and the GB/s that implies. The random weights make the values meaningless; only the
@@ -31,8 +32,11 @@ from pathlib import Path
 
 import torch
 from _common import cpu_name
+from torch import nn
 
 from aromni.models import DecoderConfig
+from aromni.models.int4 import Int4Linear, int4_quantize
+from aromni.models.quantize import Int8Linear
 
 
 def layer_shapes(cfg: DecoderConfig) -> list[tuple[int, int]]:
@@ -45,51 +49,29 @@ def layer_shapes(cfg: DecoderConfig) -> list[tuple[int, int]]:
 
 def build(fmt: str, shapes: list[tuple[int, int]], group: int, gen: torch.Generator
           ) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], int]:
-    """One product function per layer for ``fmt`` and the bytes their weights occupy."""
+    """One product function per layer for ``fmt`` (the package's own layers) and the bytes their weights occupy."""
     fns: list[Callable[[torch.Tensor], torch.Tensor]] = []
     nbytes = 0
     for out, inp in shapes:
-        w = torch.randn(out, inp, generator=gen) * 0.02
+        lin = nn.Linear(inp, out, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(out, inp, generator=gen) * 0.02)
+        layer: nn.Module
         if fmt in ("fp32", "bf16"):
-            wt = w if fmt == "fp32" else w.bfloat16()
-            fns.append(lambda x, wt=wt: x.to(wt.dtype) @ wt.t())
-            nbytes += wt.numel() * wt.element_size()
-            continue
-        if fmt in ("int8", "w8a8"):
-            scale = w.abs().amax(dim=1) / 127
-            q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
-            nbytes += q.numel() + 4 * scale.numel()
-            if fmt == "int8":
-                sb = scale.bfloat16()
-                fns.append(lambda x, q=q, sb=sb: torch.ops.aten._weight_int8pack_mm(x.bfloat16(), q, sb))
-            else:
-                def w8a8(x: torch.Tensor, q: torch.Tensor = q, scale: torch.Tensor = scale) -> torch.Tensor:
-                    a = x.abs().amax(dim=1, keepdim=True) / 127
-                    return torch._int_mm(torch.round(x / a).to(torch.int8), q.t()).float() * a * scale
-                fns.append(w8a8)
-            continue
-        v, s, z = int4_quantize(w, group)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(v, 1)
-        sz = torch.stack([s, z], dim=2).transpose(0, 1).contiguous().bfloat16()  # [in / group, out, 2]
-        fns.append(lambda x, p=packed, sz=sz: torch.ops.aten._weight_int4pack_mm_for_cpu(x.bfloat16(), p, group, sz))
-        nbytes += out * inp // 2 + sz.numel() * 2
+            layer = lin if fmt == "fp32" else lin.to(torch.bfloat16)
+            fns.append(lambda x, layer=layer: layer(x.to(layer.weight.dtype)))
+        elif fmt in ("int8", "w8a8"):
+            layer = Int8Linear.from_linear(lin, "int8" if fmt == "w8a8" else "float")
+            fns.append(layer)
+        else:
+            layer = Int4Linear.from_linear(lin, group)
+            fns.append(layer)
+        nbytes += sum(b.numel() * b.element_size() for b in [*layer.parameters(), *layer.buffers()])
     return fns, nbytes
 
 
-def int4_quantize(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of ``group`` input channels: values ``v [out, in]`` in 0..15 meaning
-    ``(v - 8) * s + z``, with ``s, z [out, in / group]``."""
-    out, inp = w.shape
-    g = w.reshape(out, inp // group, group)
-    lo, hi = g.amin(dim=2), g.amax(dim=2)
-    s = ((hi - lo) / 15).clamp(min=1e-8)
-    z = lo + 8 * s
-    v = torch.round((g - lo[..., None]) / s[..., None]).clamp(0, 15).to(torch.int32).reshape(out, inp)
-    return v, s, z
-
-
 def check_int4(group: int) -> float:
-    """Relative error of the int4 kernel against the dequantized weights it should multiply (a layout check:
+    """Relative error of the int4 layer against the dequantized weights it should multiply (a layout check:
     bfloat16 rounding only when the packing is right)."""
     w = torch.randn(64, 2 * group, generator=torch.Generator().manual_seed(1)) * 0.02
     (fn,), _ = build("int4", [(64, 2 * group)], group, torch.Generator().manual_seed(1))
@@ -98,12 +80,14 @@ def check_int4(group: int) -> float:
            + z.bfloat16().float()[..., None]).reshape(64, 2 * group)
     x = torch.randn(3, 2 * group, generator=torch.Generator().manual_seed(2))
     ref = x.bfloat16().float() @ deq.t()
-    return float((fn(x).float() - ref).norm() / ref.norm())
+    with torch.no_grad():
+        return float((fn(x).float() - ref).norm() / ref.norm())
 
 
 def time_pass(fns: list[Callable[[torch.Tensor], torch.Tensor]], shapes: list[tuple[int, int]], batch: int,
               repeats: int) -> float:
     xs = {inp: torch.randn(batch, inp) for _, inp in shapes}
+    torch.set_grad_enabled(False)
     for _ in range(2):
         for fn, (_, inp) in zip(fns, shapes):
             fn(xs[inp])
@@ -121,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="100m", help="decoder preset (default 100m)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--formats", default="fp32,bf16,int8,int4,w8a8")
-    ap.add_argument("--group", type=int, default=128, help="int4 group size (input channels per scale)")
+    ap.add_argument("--group", type=int, default=32, help="int4 group size (input channels per scale; default 32 "
+                    "as --quantize int4)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json", type=Path)

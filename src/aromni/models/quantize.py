@@ -9,10 +9,11 @@ dequantized per call (correct, not faster).
 
 ``w8a8`` keeps the same int8 weights and scales and also rounds the activations to int8 at run time, one
 symmetric scale per token (row): ``x ≈ xq * a[t]``. The product is then an exact int8 x int8 -> int32 matrix
-multiply (``torch._int_mm``, AVX-512 VNNI on CPU), rescaled by ``a[t] * scale[o]``. On CPU it is 2-4x faster
-than the weight-only kernel (which spends its time converting weights to bfloat16, not reading them) at the
-cost of the activations' rounding error: a per-token scale keeps a token's outliers from flattening the
-others', but a row's small entries lose precision next to its largest one.
+multiply (``torch._int_mm``, AVX-512 VNNI on CPU), rescaled by ``a[t] * scale[o]``. On CPU a compiled decode
+step ran 1.4-1.8x faster than with the weight-only kernel (which spends its time converting weights to bfloat16,
+not reading them; ``benchmarks/decode.py``) at the cost of the activations' rounding error: a per-token scale
+keeps a token's outliers from flattening the others', but a row's small entries lose precision next to its
+largest one.
 
 ``int4`` is weight-only 4-bit in groups of input channels, on the CPU only (:mod:`aromni.models.int4`).
 
