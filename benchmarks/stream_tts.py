@@ -87,7 +87,7 @@ def random_bundle(size: str, seed: int) -> Bundle:
 def run_ours(m: OmniModel, n: int, first: int, chunk: int, forced: bool, text: str = TEXT) -> dict:
     t0 = time.perf_counter()
     prompt = m._task_prompt("tts", text=text) + ([m.layout.boa] if forced else [])
-    opts = m.options("tts", {"max_new_tokens": n})
+    opts = m.options("tts", max_new_tokens=n)  # as OmniModel.tts resolves them (the cached task options)
     gen = m.engine.generate([prompt], opts)
     streamer = SpeechStreamer(gen, m.speech, m.layout, first_chunk_frames=first, chunk_frames=chunk, t_start=t0)
     samples, times = 0, []
