@@ -163,3 +163,8 @@ def test_cpu_bf16_autocast_runs_attention_in_float32(monkeypatch):
     with torch.no_grad():
         model(tokens)  # without autocast nothing changes: float32 weights, float32 attention
     assert set(seen) == {(torch.float32,) * 3}
+    seen.clear()
+    model.setup_caches(2, 16, dtype=torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens, input_pos=torch.arange(9))  # a cached call attends in the cache's dtype
+    assert set(seen) == {(torch.bfloat16,) * 3}

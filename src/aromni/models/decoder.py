@@ -113,16 +113,17 @@ class Attention(nn.Module):
             bias = torch.cat([self.q_norm.bias, self.k_norm.bias])
             qk = torch.addcmul(bias, F.layer_norm(qk, (D,), eps=self.q_norm.eps), weight)
         qk = _rotate(qk, *rope)
-        cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        cached = self.cache is not None and write is not None
+        cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not cached
         if cpu_autocast:
-            # bf16 autocast on CPU (training): attention runs in float32. The CPU's bf16 flash-attention kernel
-            # is slower than its float32 one at these head sizes (41 vs 33 ms forward + backward for
-            # [8, 8, 256, 32] on one AVX-512 core), and float32 is the more exact of the two.
+            # bf16 autocast on CPU (training, cache-free): attention runs in float32. The CPU's bf16
+            # flash-attention kernel is slower than its float32 one at these head sizes (41 vs 33 ms forward +
+            # backward for [8, 8, 256, 32] on one AVX-512 core), and float32 is the more exact of the two.
             qk, v = qk.float(), v.float()
         elif qk.dtype != v.dtype:
             qk = qk.to(v.dtype)
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
-        if self.cache is not None and write is not None:
+        if cached:
             k, v = self.cache.update(write, k, v, kv_len)
         with torch.autocast("cpu", enabled=False) if cpu_autocast else contextlib.nullcontext():
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=H != Hkv)

@@ -3,9 +3,10 @@
 Each weight row is cut into groups of ``group_size`` input channels; a group stores 4-bit values ``v`` in 0..15
 with a bfloat16 scale ``s`` and zero point ``z`` (asymmetric: ``w ≈ (v - 8) * s + z``, ``s = (max - min) / 15``,
 ``z = min + 8 s``). The product runs in torch's CPU int4 kernel (``aten._weight_int4pack_mm_for_cpu``, the
-format gpt-fast's int4 uses) with the activations rounded to bfloat16. It reads an eighth of the float32 weight
-bytes; on this project's CPU a 100m model's linear layers took 7.7 ms per token against 35.5 ms in float32 and
-17.7 ms with w8a8 (``benchmarks/linear_kernels.py``, one thread, batch 1, groups of 32).
+format gpt-fast's int4 uses) with the activations rounded to bfloat16. It reads about a sixth of the float32
+weight bytes (half a byte a weight, plus a scale and zero point per group of 32); on this project's CPU a 100m
+model's linear layers took 7.7 ms per token against 35.5 ms in float32 and 17.7 ms with w8a8
+(``benchmarks/linear_kernels.py``, one thread, batch 1, groups of 32).
 
 The kernel takes groups of 32, 64, 128 or 256 channels and output sizes divisible by 16; a layer that fits
 neither stays as weight-only int8 (:func:`int4_group_size` says which). CPU only: the packed layout is the CPU
