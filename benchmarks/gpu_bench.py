@@ -8,8 +8,8 @@ Parts (each with its peak GPU memory):
 * **bandwidth**: a device-to-device copy of 1 GiB (``2 x bytes / time``: the HBM bandwidth) and the decode limit
   it implies, ``bandwidth / weight bytes`` steps per second;
 * **decode**: greedy tokens/s at each batch for our eager step, the compiled static step (CUDA graphs through
-  ``reduce-overhead``) and weight-only int8, against transformers' Chameleon ``generate()`` on the same weights
-  (``--no-hf`` skips it: writing and loading a 7B checkpoint takes a minute or two);
+  ``reduce-overhead``) and weight-only int8, eager and compiled, against transformers' Chameleon ``generate()``
+  on the same weights (``--no-hf`` skips it: writing and loading a 7B checkpoint takes a minute or two);
 * **tts**: first speech token latency (prompt ending in ``<boa>``, speech codes only) and the decode rate as a
   real-time factor at the codec's 40 frames per second;
 * **t2i**: seconds per image of ``--image-tokens`` codes with the official three-row CFG;
@@ -51,6 +51,9 @@ from aromni.training.losses import StepTotals, TrainingObjective
 from aromni.vocab.layout import VocabLayout
 
 CODEC_FPS = 40.0  # speech codes per second of audio (WavTokenizer 40 Hz, the official AR-Omni codec)
+#: Our decode variants on the GPU. Weight-only int8 dequantizes per call off the CPU, so only compiled (where
+#: inductor fuses the dequantization into the product, as in gpt-fast) can be fast; eager int8 shows the cost.
+GPU_VARIANTS = ("eager", "compiled", "int8", "int8-compiled")
 #: Nominal dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by a substring of the device name.
 NOMINAL_BF16_PEAK = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
 
@@ -98,7 +101,7 @@ def decode_part(model: Decoder, cfg: DecoderConfig, batches: list[int], n_new: i
     for b in batches:
         prompt = torch.randint(0, cfg.vocab_size, (b, 32), device=device)
         row: dict[str, object] = {"batch": b}
-        for name in ("eager", "compiled", "int8"):
+        for name in GPU_VARIANTS:
             peak_reset(device)
             m, step = variant_of(model, name, device)
             ours_generate(m, prompt, n_new, step)  # warm-up / compile
@@ -114,7 +117,7 @@ def decode_part(model: Decoder, cfg: DecoderConfig, batches: list[int], n_new: i
             steps = sorted(y - x for x, y in zip(stamps[1:], stamps[2:]))
             row["hf_tok_s"] = b / steps[len(steps) // 2]
             row["hf_peak_gib"] = peak_gib(device)
-            for name in ("eager", "compiled", "int8"):
+            for name in GPU_VARIANTS:
                 row[f"{name}_vs_hf"] = row[f"{name}_tok_s"] / row["hf_tok_s"]
         rows.append(row)
     return rows
@@ -243,7 +246,7 @@ def table(result: dict) -> str:
     for r in result["decode"]:
         lines.append(f"decode B={r['batch']}: " + ", ".join(
             f"{k} {f(r.get(f'{k}_tok_s'))} tok/s (x HF {f(r.get(f'{k}_vs_hf'))}, {f(r.get(f'{k}_peak_gib'))} GiB)"
-            for k in ("eager", "compiled", "int8")) + f"; HF {f(r.get('hf_tok_s'))} tok/s")
+            for k in GPU_VARIANTS) + f"; HF {f(r.get('hf_tok_s'))} tok/s")
     t = result["tts"]
     lines.append(f"tts: first speech token {f(t['first_speech_token_s'])} s, RTF {f(t['rtf'])}")
     lines.append(f"t2i: {f(result['t2i']['seconds_per_image'])} s per image of {result['t2i']['image_tokens']} codes "

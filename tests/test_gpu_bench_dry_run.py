@@ -24,7 +24,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     rows = result["decode"]
     assert [r["batch"] for r in rows] == [1, 8]
     for r in rows:
-        assert all(r[f"{v}_tok_s"] > 0 for v in ("eager", "compiled", "int8", "hf"))
+        assert all(r[f"{v}_tok_s"] > 0 for v in ("eager", "compiled", "int8", "int8-compiled", "hf"))
     assert result["tts"]["speech_tokens"] > 0
     assert result["t2i"]["image_tokens"] == 16 and result["t2i"]["seconds_per_image"] > 0
     # The FSDP2 train step (one-process group), eager and compiled, with its MFU.
