@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU benchmark (issue 14): a 7B-config decoder, random bf16 weights, one CUDA GPU.
-#   bash benchmarks/gpu.sh            # writes gpu_out/gpu_bench.json and gpu_out/gpu_bench.txt (aim: < 8 min)
+#   bash benchmarks/gpu.sh            # writes gpu_out/gpu_bench.json (each part as it finishes) and gpu_out/gpu_bench.txt (aim: < 8 min)
 #   bash benchmarks/gpu.sh --no-hf    # without the transformers baseline (saves writing a 7B checkpoint)
 # Check it on a CPU first: .venv/bin/python benchmarks/gpu_bench.py --dry-run
 set -euo pipefail

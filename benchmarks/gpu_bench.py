@@ -48,6 +48,7 @@ from aromni.inference.options import DecodeOptions, ImageSampling, TextSampling
 from aromni.models import Decoder, DecoderConfig
 from aromni.models.checkpoint import save_checkpoint
 from aromni.training.losses import StepTotals, TrainingObjective
+from aromni.utils.io import atomic_write_json
 from aromni.vocab.layout import VocabLayout
 
 CODEC_FPS = 40.0  # speech codes per second of audio (WavTokenizer 40 Hz, the official AR-Omni codec)
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-layers", type=int, default=8, help="blocks of the 7B config in the train part")
     ap.add_argument("--train-batch", type=int, default=2)
     ap.add_argument("--train-seq", type=int, default=4096)
-    ap.add_argument("--train-steps", type=int, default=5, help="timed train steps per mode")
+    ap.add_argument("--train-steps", type=int, default=3, help="timed train steps per mode")
     ap.add_argument("--no-train", action="store_true", help="skip the train part")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -294,9 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     weight_bytes = cfg.num_params() * torch.finfo(dtype).bits // 8
     result["bandwidth"] = {"GB_s": gbs, "limit_tok_s_per_row": gbs * 1e9 / weight_bytes}
     batches = [int(b) for b in args.batches.split(",")]
+
+    def done(part: str) -> None:
+        # Each finished part goes to the JSON at once, so a run cut short by gpu.sh's timeout keeps them.
+        print(f"gpu_bench: {part} done", file=sys.stderr, flush=True)
+        if args.json:
+            atomic_write_json(args.json, result)
+
     result["decode"] = decode_part(model, cfg, batches, args.new_tokens, not args.no_hf, device, dtype)
+    done("decode")
     result["tts"] = tts_part(model, layout, args.new_tokens, device)
+    done("tts")
     result["t2i"] = t2i_part(model, layout, args.image_tokens, device)
+    done("t2i")
     if not args.no_train:
         del model
         if device.type == "cuda":
@@ -307,10 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         result["matmul_bf16_TFLOP_s"] = peak / 1e12
         result["train"] = train_part(cfg, args.train_layers, args.train_batch, args.train_seq, args.train_steps,
                                      device, peak, nominal)
+        done("train")
     print(json.dumps(result, indent=2))
     print(table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
