@@ -13,6 +13,9 @@ float32. The result equals the autograd path up to float rounding (tests compare
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 
@@ -39,16 +42,11 @@ def _chunk_loss_grad(hc: torch.Tensor, Wm: torch.Tensor, tc: torch.Tensor, wc: t
     return loss, g.to(hc.dtype)
 
 
-_compiled_chunk: list = []  # torch.compile(_chunk_loss_grad), built on first use
-
-
-def _chunk_fn(compiled: bool):  # -> the eager or the compiled chunk function
-    if not compiled:
-        return _chunk_loss_grad
-    if not _compiled_chunk:
-        # dynamic: the number of counted positions changes from batch to batch.
-        _compiled_chunk.append(torch.compile(_chunk_loss_grad, dynamic=True))
-    return _compiled_chunk[0]
+@functools.cache
+def _compiled_chunk() -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``torch.compile(_chunk_loss_grad)``, built on first use; dynamic, because the number of counted positions
+    changes from batch to batch."""
+    return torch.compile(_chunk_loss_grad, dynamic=True)
 
 
 class _FusedLinearCE(torch.autograd.Function):
@@ -60,7 +58,7 @@ class _FusedLinearCE(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        step = _chunk_fn(compiled)
+        step = _compiled_chunk() if compiled else _chunk_loss_grad
         for a in range(0, N, chunk):
             hc, tc, wc = h[a:a + chunk].to(mm_dtype), targets[a:a + chunk], w[a:a + chunk]
             loss, gm = step(hc, Wm, tc, wc, need_h or need_w)
