@@ -21,6 +21,7 @@ from unittest import mock
 
 import pytest
 import torch
+from test_public_layouts import write_coco, write_librispeech, write_libritts, write_vctk
 
 from aromni.evaluation.judges.inception import fidelity_inception_module
 
@@ -124,3 +125,11 @@ def tiny_inception_weights(tmp_path_factory) -> Path:
     if importlib.util.find_spec("torch_fidelity") is None:
         pytest.skip("torch-fidelity is not installed")
     return write_tiny_inception_weights(tmp_path_factory.mktemp("judges") / "pt_inception-random.pth")
+
+
+@pytest.fixture(scope="session")
+def public_data(tmp_path_factory) -> dict[str, Path]:
+    """Tiny COCO, LibriSpeech, VCTK and LibriTTS trees in their published layouts (read-only for the tests)."""
+    root = tmp_path_factory.mktemp("public-data")
+    return {"coco": write_coco(root / "coco"), "librispeech": write_librispeech(root / "ls"),
+            "vctk": write_vctk(root / "vctk"), "libritts": write_libritts(root / "ltts")}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_public_layouts import write_coco, write_librispeech, write_libritts, write_vctk
+from eval_helpers import sample_records
 
 import aromni
 from aromni.evaluation.context import SuiteSettings
@@ -28,22 +28,10 @@ def toy():
     return aromni.load("toy")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("public-data")
-    return {"coco": write_coco(root / "coco"), "librispeech": write_librispeech(root / "ls"),
-            "vctk": write_vctk(root / "vctk"), "libritts": write_libritts(root / "ltts")}
-
-
-def _records(out: Path) -> list[dict]:
-    recs = [json.loads(p.read_text()) for p in (out / "samples").glob("*.json")]
-    return sorted(recs, key=lambda r: r["index"])
-
-
 # ------------------------------------------------------------------------------------------------ shards, resume
-def _api_run(suite: str, data: dict, out: Path, **settings) -> SuiteRun:
+def _api_run(suite: str, public_data: dict, out: Path, **settings) -> SuiteRun:
     s = SUITES[suite]
-    return SuiteRun(s, data[s.dataset], out, "toy", {"path": "toy"}, SuiteSettings(**settings), progress=False,
+    return SuiteRun(s, public_data[s.dataset], out, "toy", {"path": "toy"}, SuiteSettings(**settings), progress=False,
                     merge_timeout_s=5)
 
 
@@ -52,18 +40,18 @@ def _strip(recs: list[dict]) -> list[dict]:
 
 
 @pytest.mark.parametrize("suite", ["coco-caption", "librispeech"])
-def test_two_shards_equal_one_process(toy, data, tmp_path, suite):
+def test_two_shards_equal_one_process(toy, public_data, tmp_path, suite):
     judges = Judges(JudgeSpec())
-    single = run_suite(_api_run(suite, data, tmp_path / "one", batch_size=2), toy, judges)
-    assert run_suite(_api_run(suite, data, tmp_path / "two", batch_size=2), toy, judges, Shard(1, 2)) is None
-    merged = run_suite(_api_run(suite, data, tmp_path / "two", batch_size=2), toy, judges, Shard(0, 2))
-    assert _strip(_records(tmp_path / "two")) == _strip(_records(tmp_path / "one"))
+    single = run_suite(_api_run(suite, public_data, tmp_path / "one", batch_size=2), toy, judges)
+    assert run_suite(_api_run(suite, public_data, tmp_path / "two", batch_size=2), toy, judges, Shard(1, 2)) is None
+    merged = run_suite(_api_run(suite, public_data, tmp_path / "two", batch_size=2), toy, judges, Shard(0, 2))
+    assert _strip(sample_records(tmp_path / "two")) == _strip(sample_records(tmp_path / "one"))
     assert merged["metrics"] == single["metrics"]
     assert sorted(p.name for p in (tmp_path / "two" / "shards").iterdir()) == ["rank-0-of-2.done",
                                                                               "rank-1-of-2.done"]
 
 
-def test_two_shards_equal_one_process_vivo(data, tmp_path, tiny_whisper_dir, tiny_inception_weights):
+def test_two_shards_equal_one_process_vivo(public_data, tmp_path, tiny_whisper_dir, tiny_inception_weights):
     """OmniVIVO samples its image and speech: each sample's own seed makes the shards' records equal one
     process's (transcripts, edit counts; Inception probabilities and Score up to float rounding)."""
     from aromni.omnivivo.api import VivoPipeline
@@ -72,10 +60,10 @@ def test_two_shards_equal_one_process_vivo(data, tmp_path, tiny_whisper_dir, tin
     pipe = VivoPipeline.load(*find_vivo())
     judges = Judges(JudgeSpec(transcriber=str(tiny_whisper_dir), inception=str(tiny_inception_weights)))
     kw = {"batch_size": 2, "dnsmos": False, "seed": 3}
-    single = run_suite(_api_run("vivo", data, tmp_path / "one", **kw), pipe, judges)
-    assert run_suite(_api_run("vivo", data, tmp_path / "two", **kw), pipe, judges, Shard(1, 2)) is None
-    merged = run_suite(_api_run("vivo", data, tmp_path / "two", **kw), pipe, judges, Shard(0, 2))
-    two, one = _records(tmp_path / "two"), _records(tmp_path / "one")
+    single = run_suite(_api_run("vivo", public_data, tmp_path / "one", **kw), pipe, judges)
+    assert run_suite(_api_run("vivo", public_data, tmp_path / "two", **kw), pipe, judges, Shard(1, 2)) is None
+    merged = run_suite(_api_run("vivo", public_data, tmp_path / "two", **kw), pipe, judges, Shard(0, 2))
+    two, one = sample_records(tmp_path / "two"), sample_records(tmp_path / "one")
     # the images are the same; the Inception network's float rounding depends on its batch (1e-7)
     probs = [(np.asarray(a.pop("inception_probs")), np.asarray(b.pop("inception_probs"))) for a, b in zip(two, one)]
     assert all(np.allclose(a, b, rtol=0, atol=1e-5) for a, b in probs)
@@ -86,16 +74,16 @@ def test_two_shards_equal_one_process_vivo(data, tmp_path, tiny_whisper_dir, tin
     assert merged["metrics"]["inception_score"]["mean"] == pytest.approx(single["metrics"]["inception_score"]["mean"])
 
 
-def test_rank0_refuses_to_merge_without_the_other_shard(toy, data, tmp_path):
+def test_rank0_refuses_to_merge_without_the_other_shard(toy, public_data, tmp_path):
     from aromni.errors import AromniError
 
-    run = _api_run("librispeech", data, tmp_path / "run")
+    run = _api_run("librispeech", public_data, tmp_path / "run")
     run.merge_timeout_s = 0.1
     with pytest.raises(AromniError, match="no completion marker from rank-1-of-2.done"):
         run_suite(run, toy, Judges(JudgeSpec()), Shard(0, 2))
 
 
-def test_resume_skips_finished_samples(toy, data, tmp_path, monkeypatch):
+def test_resume_skips_finished_samples(toy, public_data, tmp_path, monkeypatch):
     """A run killed after its first batch resumes with only the samples it had not finished."""
     calls: list[int] = []
     real = type(toy).asr
@@ -108,28 +96,28 @@ def test_resume_skips_finished_samples(toy, data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(toy), "asr", counting)
     interrupt = True
-    run = _api_run("librispeech", data, tmp_path / "run", batch_size=2)
+    run = _api_run("librispeech", public_data, tmp_path / "run", batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         run_suite(run, toy, Judges(JudgeSpec()))
     assert calls == [2, 1] and len(list((tmp_path / "run" / "samples").glob("*.json"))) == 2
     interrupt, calls[:] = False, []
     resumed = run_suite(run, toy, Judges(JudgeSpec()))
     assert calls == [1]  # only the third sample
-    fresh = run_suite(_api_run("librispeech", data, tmp_path / "fresh", batch_size=2), toy, Judges(JudgeSpec()))
+    fresh = run_suite(_api_run("librispeech", public_data, tmp_path / "fresh", batch_size=2), toy, Judges(JudgeSpec()))
     assert resumed["metrics"] == fresh["metrics"]
     calls[:] = []
     run_suite(run, toy, Judges(JudgeSpec()))  # everything done: merge only
     assert calls == []
 
 
-def test_resume_with_other_settings_is_refused(toy, data, tmp_path):
+def test_resume_with_other_settings_is_refused(toy, public_data, tmp_path):
     from aromni.errors import InputError
 
-    run_suite(_api_run("librispeech", data, tmp_path / "run", limit=2), toy, Judges(JudgeSpec()))
+    run_suite(_api_run("librispeech", public_data, tmp_path / "run", limit=2), toy, Judges(JudgeSpec()))
     with pytest.raises(InputError, match="holds records of another set-up .*samples"):
-        run_suite(_api_run("librispeech", data, tmp_path / "run", limit=3), toy, Judges(JudgeSpec()))
+        run_suite(_api_run("librispeech", public_data, tmp_path / "run", limit=3), toy, Judges(JudgeSpec()))
     store = RecordStore(tmp_path / "run")  # the first run's records are kept
-    assert len(store.read_all([r["id"] for r in _records(tmp_path / "run")])) == 2
+    assert len(store.read_all([r["id"] for r in sample_records(tmp_path / "run")])) == 2
 
 
 def test_asr_clip_longer_than_the_context_is_recorded_not_cut(toy, tmp_path):
@@ -143,7 +131,7 @@ def test_asr_clip_longer_than_the_context_is_recorded_not_cut(toy, tmp_path):
     (d / "1-2.trans.txt").write_text("1-2-0000 A SHORT ONE\n1-2-0001 A VERY LONG ONE INDEED\n")
     res = run_suite(_api_run("librispeech", {"librispeech": tmp_path / "ls"}, tmp_path / "run", batch_size=2), toy,
                     Judges(JudgeSpec()))
-    short, long = _records(tmp_path / "run")
+    short, long = sample_records(tmp_path / "run")
     assert short["error"] is None and long["hyp"] == "" and "context fits about" in long["error"]
     assert long["errors"] == long["ref_words"] == 5
     assert res["metrics"]["too_long"] == 1
@@ -163,13 +151,13 @@ def test_tts_text_the_model_refuses_counts_as_unspoken(toy, tmp_path, tiny_whisp
     run = _api_run("libritts-tts", {"libritts": tmp_path / "ltts"}, tmp_path / "run", force_speech=True,
                    dnsmos=False, ground_truth=False)
     res = run_suite(run, toy, Judges(JudgeSpec(transcriber=str(tiny_whisper_dir))))
-    short, long = _records(tmp_path / "run")
+    short, long = sample_records(tmp_path / "run")
     assert "context" in long["timing"]["error"] and long["no_speech"] and long["hyp"] == ""
     assert long["errors"] == long["ref_words"] == 4000 and "error" not in short["timing"]
     assert res["metrics"]["refused"] == 1 and res["metrics"]["no_speech"] == 1
 
 
-def test_instruction_override_reaches_the_prompt_and_the_settings(toy, data, tmp_path, monkeypatch):
+def test_instruction_override_reaches_the_prompt_and_the_settings(toy, public_data, tmp_path, monkeypatch):
     seen = []
     real = type(toy).caption
 
@@ -178,7 +166,7 @@ def test_instruction_override_reaches_the_prompt_and_the_settings(toy, data, tmp
         return real(self, images, **kw)
 
     monkeypatch.setattr(type(toy), "caption", spy)
-    res = run_suite(_api_run("coco-caption", data, tmp_path / "run", instruction="Describe the image briefly."),
+    res = run_suite(_api_run("coco-caption", public_data, tmp_path / "run", instruction="Describe the image briefly."),
                     toy, Judges(JudgeSpec()))
     assert seen == ["Describe the image briefly."]
     assert res["settings"]["instruction"] == "Describe the image briefly."

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_public_layouts import write_coco, write_librispeech, write_libritts, write_vctk
+from eval_helpers import sample_records
 
 from aromni.bundle import NAMED_BUNDLES
 from aromni.cli.main import main
@@ -20,18 +19,6 @@ from aromni.evaluation.judges.normalizer import normalize_english
 from aromni.evaluation.metrics import inception_metrics
 
 jiwer = pytest.importorskip("jiwer")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("public-data")
-    return {"coco": write_coco(root / "coco"), "librispeech": write_librispeech(root / "ls"),
-            "vctk": write_vctk(root / "vctk"), "libritts": write_libritts(root / "ltts")}
-
-
-def _records(out: Path) -> list[dict]:
-    recs = [json.loads(p.read_text()) for p in (out / "samples").glob("*.json")]
-    return sorted(recs, key=lambda r: r["index"])
 
 
 def _run(argv: list[str], capsys) -> dict:
@@ -54,21 +41,21 @@ def _hand_wer(refs: list[str], hyps: list[str]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ suites
-def test_caption_and_asr_with_ablation_report(data, tmp_path, capsys):
+def test_caption_and_asr_with_ablation_report(public_data, tmp_path, capsys):
     """coco-caption + librispeech for two bundles: CIDEr from the records, WER by hand, Table 7 in the report."""
     from aromni.evaluation.judges import cider
 
     out = tmp_path / "out"
-    res = _run(["--suite", "coco-caption,librispeech", "--model", "toy", "--coco", str(data["coco"]),
-                "--librispeech", str(data["librispeech"]), "--out", str(out), "--batch-size", "2",
+    res = _run(["--suite", "coco-caption,librispeech", "--model", "toy", "--coco", str(public_data["coco"]),
+                "--librispeech", str(public_data["librispeech"]), "--out", str(out), "--batch-size", "2",
                 "--ablation", f"again={NAMED_BUNDLES['toy']}"], capsys)["results"]
     assert [(r["model_name"], r["suite"]) for r in res] == [("toy", "coco-caption"), ("toy", "librispeech"),
                                                             ("again", "coco-caption"), ("again", "librispeech")]
-    cap = _records(out / "toy" / "coco-caption")
+    cap = sample_records(out / "toy" / "coco-caption")
     assert [r["cocoid"] for r in cap] == [184613, 391895, 522418] and all(r["hyp"] for r in cap)
     corpus, _ = cider({r["id"]: r["refs"] for r in cap}, {r["id"]: r["hyp"] for r in cap})
     assert res[0]["metrics"]["cider"] == pytest.approx(corpus) and res[0]["metrics"]["n"] == 3
-    asr = _records(out / "toy" / "librispeech")
+    asr = sample_records(out / "toy" / "librispeech")
     assert len(asr) == 3 and all(r["error"] is None for r in asr)
     assert res[1]["metrics"]["wer"] == pytest.approx(_hand_wer([r["ref"] for r in asr], [r["hyp"] for r in asr]))
     # the same bundle twice: same metrics (greedy)
@@ -79,14 +66,15 @@ def test_caption_and_asr_with_ablation_report(data, tmp_path, capsys):
     assert "## Ablation (AR-Omni Table 7 format)" in md and "| again |" in md
     table7 = json.loads((out / "report.json").read_text())["table7"]
     assert table7["rows"][0][0] == "toy" and table7["rows"][0][1] == f"{res[0]['metrics']['cider']:.4f}"
-    assert '"config_sha256"' in md and str(data["coco"].resolve()) in md  # model and data recorded
+    assert '"config_sha256"' in md and str(public_data["coco"].resolve()) in md  # model and data recorded
 
 
-def test_t2i_clip_score_is_the_mean_of_the_records(data, tmp_path, capsys, tiny_clip_dir):
+def test_t2i_clip_score_is_the_mean_of_the_records(public_data, tmp_path, capsys, tiny_clip_dir):
     out = tmp_path / "out"
-    res = _run(["--suite", "coco-t2i", "--model", "toy", "--coco", str(data["coco"]), "--clip", str(tiny_clip_dir),
-                "--limit", "3", "--seed", "7", "--out", str(out), "--save-media"], capsys)["results"][0]
-    recs = _records(out / "toy" / "coco-t2i")
+    res = _run(["--suite", "coco-t2i", "--model", "toy", "--coco", str(public_data["coco"]),
+                "--clip", str(tiny_clip_dir), "--limit", "3", "--seed", "7", "--out", str(out), "--save-media"],
+               capsys)["results"][0]
+    recs = sample_records(out / "toy" / "coco-t2i")
     saved = sorted(p.stem for p in (out / "toy" / "coco-t2i" / "media").glob("*.png"))
     assert saved == sorted(r["id"] for r in recs if r["image"])
     assert len(recs) == 3 and res["metrics"]["n"] == 3
@@ -96,11 +84,11 @@ def test_t2i_clip_score_is_the_mean_of_the_records(data, tmp_path, capsys, tiny_
     assert "CLIP_score" in (out / "report.md").read_text()
 
 
-def test_vctk_tts_wer_timing_dnsmos_ground_truth(data, tmp_path, capsys, tiny_whisper_dir):
+def test_vctk_tts_wer_timing_dnsmos_ground_truth(public_data, tmp_path, capsys, tiny_whisper_dir):
     out = tmp_path / "out"
-    res = _run(["--suite", "vctk-tts", "--model", "toy", "--vctk", str(data["vctk"]), "--transcriber",
+    res = _run(["--suite", "vctk-tts", "--model", "toy", "--vctk", str(public_data["vctk"]), "--transcriber",
                 str(tiny_whisper_dir), "--force-speech", "--out", str(out), "--save-media"], capsys)["results"][0]
-    recs = _records(out / "toy" / "vctk-tts")
+    recs = sample_records(out / "toy" / "vctk-tts")
     assert sorted(p.stem for p in (out / "toy" / "vctk-tts" / "media").glob("*.wav")) == [r["id"] for r in recs]
     m = res["metrics"]
     assert len(recs) == 3 and not any(r["no_speech"] for r in recs)
@@ -118,12 +106,12 @@ def test_vctk_tts_wer_timing_dnsmos_ground_truth(data, tmp_path, capsys, tiny_wh
     assert "FTL (ms)" in md and "*Ground truth*" in md
 
 
-def test_libritts_cer_by_hand(data, tmp_path, capsys, tiny_whisper_dir):
+def test_libritts_cer_by_hand(public_data, tmp_path, capsys, tiny_whisper_dir):
     out = tmp_path / "out"
-    res = _run(["--suite", "libritts-tts", "--model", "toy", "--libritts", str(data["libritts"]), "--transcriber",
-                str(tiny_whisper_dir), "--force-speech", "--no-dnsmos", "--no-ground-truth", "--limit", "2",
-                "--out", str(out)], capsys)["results"][0]
-    recs = _records(out / "toy" / "libritts-tts")
+    res = _run(["--suite", "libritts-tts", "--model", "toy", "--libritts", str(public_data["libritts"]),
+                "--transcriber", str(tiny_whisper_dir), "--force-speech", "--no-dnsmos", "--no-ground-truth",
+                "--limit", "2", "--out", str(out)], capsys)["results"][0]
+    recs = sample_records(out / "toy" / "libritts-tts")
     assert len(recs) == 2 and "ground_truth" not in recs[0] and "dnsmos" not in recs[0]
     errors = chars = 0
     for r in recs:
@@ -134,12 +122,12 @@ def test_libritts_cer_by_hand(data, tmp_path, capsys, tiny_whisper_dir):
     assert res["metrics"]["wer"] == pytest.approx(_hand_wer([r["text"] for r in recs], [r["hyp"] for r in recs]))
 
 
-def test_vivo_inception_score_by_hand(data, tmp_path, capsys, tiny_whisper_dir, tiny_inception_weights):
+def test_vivo_inception_score_by_hand(public_data, tmp_path, capsys, tiny_whisper_dir, tiny_inception_weights):
     out = tmp_path / "out"
-    res = _run(["--suite", "vivo", "--model", "toy", "--libritts", str(data["libritts"]), "--transcriber",
+    res = _run(["--suite", "vivo", "--model", "toy", "--libritts", str(public_data["libritts"]), "--transcriber",
                 str(tiny_whisper_dir), "--inception", str(tiny_inception_weights), "--no-dnsmos",
                 "--out", str(out)], capsys)["results"][0]
-    recs = _records(out / "toy" / "vivo")
+    recs = sample_records(out / "toy" / "vivo")
     assert len(recs) == 3
     inc = res["metrics"]["inception_score"]
     assert inc["splits"] == 3  # one image per split with three images: each split's IS is exp(0) = 1
