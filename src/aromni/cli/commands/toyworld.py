@@ -52,7 +52,7 @@ def _judges_train(args: argparse.Namespace) -> int:
                                              progress=not args.quiet)
     if args.only in (None, "speech"):  # needs no world: it synthesises its own training speech
         cfg = SpeechTrainConfig(steps=args.speech_steps, pool_clips=args.speech_clips, workers=args.workers,
-                                seed=args.seed)
+                                units=args.speech_units, init_from=args.speech_init or "", seed=args.seed)
         results["speech"] = train_speech_judge(os.path.join(args.out, "speech"), cfg, progress=not args.quiet)
     print(json.dumps(results))
     return 0
@@ -123,6 +123,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="clips the speech judge synthesises for training (cached in OUT/speech/pool)")
     t.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                    help="processes synthesising the speech judge's clips")
+    t.add_argument("--speech-units", choices=["chars", "phonemes"], default=SpeechTrainConfig.units,
+                   help="the speech judge's output symbols: letters, or espeak-ng phonemes mapped to words")
+    t.add_argument("--speech-init", default=None,
+                   help="start the speech judge from this saved judge (its matching tensors)")
     t.add_argument("--image-steps", type=positive_int, default=1000)
     t.add_argument("--seed", type=seed_int, default=0)
     t.add_argument("--threads", type=positive_int, default=1, help="torch threads (the machine is shared)")

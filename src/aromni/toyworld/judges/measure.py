@@ -220,16 +220,24 @@ def heldout_speech_sets(judge: SpeechJudge, n_random: int = 120,
 
 def _scores(judge: SpeechJudge, items: list[tuple[str, str, np.ndarray]], wavs: list[np.ndarray] | None = None
             ) -> dict[str, JSONValue]:
+    """WER of ``judge`` on ``items`` (all, random sequences, grammar sentences). A character judge is scored raw
+    and lexicon-snapped (``*_snapped``); a phoneme judge's words always come from its pronunciation table, so it
+    has one figure of each, marked ``"word_source": "pronunciation lookup"``."""
     refs = [t for _, t, _ in items]
     raw = judge.transcribe(wavs if wavs is not None else [w for _, _, w in items])
-    snapped = [snap_text(h) for h in raw]
+    snapped = None if judge.cfg.pronunciations else [snap_text(h) for h in raw]
     out: dict[str, JSONValue] = {"clips": len(items), "words": sum(len(r.split()) for r in refs),
-                                 "wer": round(wer(refs, raw), 5), "wer_snapped": round(wer(refs, snapped), 5)}
+                                 "wer": round(wer(refs, raw), 5)}
+    if snapped is None:
+        out["word_source"] = "pronunciation lookup"
+    else:
+        out["wer_snapped"] = round(wer(refs, snapped), 5)
     for kind in ("random", "grammar"):
         idx = [i for i, (k, _, _) in enumerate(items) if k == kind]
         if idx:
             out[f"wer_{kind}"] = round(wer([refs[i] for i in idx], [raw[i] for i in idx]), 5)
-            out[f"wer_{kind}_snapped"] = round(wer([refs[i] for i in idx], [snapped[i] for i in idx]), 5)
+            if snapped is not None:
+                out[f"wer_{kind}_snapped"] = round(wer([refs[i] for i in idx], [snapped[i] for i in idx]), 5)
     out["examples_of_errors"] = [{"ref": r, "hyp": h} for r, h in zip(refs, raw) if r != h][:8]
     return out
 

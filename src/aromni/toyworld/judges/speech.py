@@ -9,6 +9,10 @@ Characters, not words: the judge is an instrument that must read any word sequen
 grammar's words filled in memorised sentences (26% WER on new sentences); this one spells what it hears.
 ``transcribe(..., snap=True)`` is a separate, explicitly requested mode that replaces each decoded word by the
 nearest word of the shipped lexicon (edit distance): a vocabulary prior, still no sequence prior.
+
+A phoneme judge (``SpeechJudgeConfig.pronunciations``, :mod:`aromni.toyworld.judges.phonemes`) has the same
+network over espeak-ng's phoneme symbols instead of letters. Its output always goes through its pronunciation
+table (each phoneme word -> the word that sounds nearest): a vocabulary prior, and still no sequence prior.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from torch import nn
 from aromni.errors import ConfigError, InputError
 from aromni.tokenizers.speech.audio_io import load_audio, resample
 from aromni.tokenizers.speech.mel import LogMel, MelConfig
+from aromni.toyworld.judges.nearest import WordSnapper
+from aromni.toyworld.judges.phonemes import text_to_phonemes
 from aromni.toyworld.judges.store import default_judge_dir, load_judge_files, save_judge
 from aromni.toyworld.lexicon import load_lexicon
 from aromni.utils.io import JSONValue
@@ -33,6 +39,8 @@ from aromni.utils.io import JSONValue
 JUDGE_TYPE = "toyworld-speech-judge-chars"
 #: World version 1's judge: word-level CTC over its closed 97-word vocabulary (``SpeechJudgeConfig.words``).
 WORD_JUDGE_TYPE = "toyworld-speech-judge"
+#: A judge over espeak-ng phoneme symbols (``SpeechJudgeConfig.pronunciations``).
+PHONEME_JUDGE_TYPE = "toyworld-speech-judge-phonemes"
 #: Output symbols after the CTC blank (id 0): space, apostrophe, a-z.
 ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
 
@@ -41,11 +49,14 @@ _NOT_IN_ALPHABET = re.compile(r"[^a-z' ]+")
 
 @dataclass
 class SpeechJudgeConfig:
-    """Character units (``alphabet``), or, when ``words`` is given, word units (world version 1's closed
-    vocabulary). ``conv1_stride`` 1 gives 20 ms output frames, 2 gives version 1's 40 ms."""
+    """Character units (``alphabet``); phoneme units when ``pronunciations`` (word -> stress-free espeak-ng
+    phonemes) is given, with ``alphabet`` its symbols (:func:`~aromni.toyworld.judges.phonemes.phoneme_alphabet`);
+    or, when ``words`` is given, word units (world version 1's closed vocabulary). ``conv1_stride`` 1 gives 20 ms
+    output frames, 2 gives version 1's 40 ms."""
 
     alphabet: str = ALPHABET
     words: list[str] = field(default_factory=list)
+    pronunciations: dict[str, str] = field(default_factory=dict)
     conv1_stride: int = 1
     sample_rate: int = 16000
     n_mels: int = 64
@@ -62,11 +73,33 @@ class SpeechJudgeConfig:
             raise ConfigError("speech judge needs an alphabet of distinct characters that includes the space")
         if self.conv1_stride not in (1, 2):
             raise ConfigError(f"conv1_stride must be 1 or 2, got {self.conv1_stride}")
+        if self.pronunciations:
+            if self.words:
+                raise ConfigError("a speech judge has word units or phoneme units, not both")
+            missing = sorted({c for p in self.pronunciations.values() for c in p} - set(self.alphabet))
+            if missing:
+                raise ConfigError(f"phonemes {missing} are not in the phoneme judge's alphabet",
+                                  "build the alphabet with aromni.toyworld.judges.phonemes.phoneme_alphabet")
 
     @property
     def n_units(self) -> int:
         """Output units besides the CTC blank."""
         return len(self.words) if self.words else len(self.alphabet)
+
+    @property
+    def kind(self) -> str:
+        """The saved ``"type"``: character, phoneme or (version 1) word judge."""
+        return WORD_JUDGE_TYPE if self.words else PHONEME_JUDGE_TYPE if self.pronunciations else JUDGE_TYPE
+
+    def target_ids(self, text: str) -> list[int]:
+        """A transcript -> CTC target ids (1-based; 0 is the blank): its characters, or its words' phonemes."""
+        if self.words:
+            raise ConfigError("word-level judges (world version 1) are read-only",
+                              "train a character or phoneme judge")
+        if not self.pronunciations:
+            return encode_text(text, self.alphabet)
+        index = {c: i + 1 for i, c in enumerate(self.alphabet)}
+        return [index[c] for c in text_to_phonemes(normalize_text(text), self.pronunciations)]
 
     def mel_config(self) -> MelConfig:
         return MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
@@ -163,48 +196,14 @@ def greedy_decode(logp: torch.Tensor, lengths: torch.Tensor, alphabet: str = ALP
 
 
 @cache
-def _lexicon_table() -> tuple[tuple[str, ...], frozenset[str], np.ndarray, np.ndarray]:
-    """``(words, word set, codes [W, L] (0-padded character codes), lengths [W])`` of the shipped lexicon."""
-    words = load_lexicon().words
-    width = max(len(w) for w in words)
-    codes = np.zeros((len(words), width), dtype=np.int32)
-    for i, w in enumerate(words):
-        codes[i, : len(w)] = [ord(c) for c in w]
-    return words, frozenset(words), codes, np.array([len(w) for w in words])
-
-
-def _distances(word: str) -> np.ndarray:
-    """Character edit distance from ``word`` to every lexicon word ``[W]`` (Levenshtein, one vectorised DP row per
-    character of ``word``)."""
-    _, _, codes, lengths = _lexicon_table()
-    n_words, width = codes.shape
-    prev = np.broadcast_to(np.arange(width + 1), (n_words, width + 1)).copy()  # [W, L + 1]
-    for i, ch in enumerate(word, 1):
-        cur = np.empty_like(prev)
-        cur[:, 0] = i
-        sub = prev[:, :-1] + (codes != ord(ch))
-        dele = prev[:, 1:] + 1
-        best = np.minimum(sub, dele)
-        for j in range(1, width + 1):  # insertions run along the row
-            cur[:, j] = np.minimum(best[:, j - 1], cur[:, j - 1] + 1)
-        prev = cur
-    return prev[np.arange(n_words), lengths]
-
-
-@cache
-def _nearest(word: str) -> tuple[str, int]:
-    """``(nearest lexicon word, distance)``; ties go to the more frequent word (the lexicon is frequency-ordered)."""
-    words, known, _, _ = _lexicon_table()
-    if word in known:
-        return word, 0
-    d = _distances(word)
-    i = int(d.argmin())  # argmin keeps the first (most frequent) of tied words
-    return words[i], int(d[i])
+def _lexicon_snapper() -> WordSnapper:
+    """The shipped lexicon's spellings, most frequent first (ties go to the more frequent word)."""
+    return WordSnapper(load_lexicon().words)
 
 
 def snap_word(word: str) -> str:
     """The shipped lexicon's word nearest to ``word`` by character edit distance (ties: the more frequent)."""
-    return _nearest(word)[0]
+    return _lexicon_snapper().nearest(word)[0]
 
 
 def snap_text(text: str) -> str:
@@ -214,24 +213,7 @@ def snap_text(text: str) -> str:
     decoded word may also become two lexicon words, or two decoded words one, when that costs fewer character
     edits (a moved or missing space counts as one edit). Chosen by dynamic programming over the decoded words,
     with no knowledge of which words follow which."""
-    toks = text.split()
-    n = len(toks)
-    best: list[tuple[int, list[str]]] = [(0, [])] + [(10**9, [])] * n  # best[i]: cost and words for toks[:i]
-    for i in range(n):
-        cost_i, out_i = best[i]
-        tok = toks[i]
-        w, d = _nearest(tok)
-        options = [(i + 1, d, [w])]
-        for k in range(1, len(tok)):  # split: one decoded word -> two lexicon words (one inserted space)
-            (w1, d1), (w2, d2) = _nearest(tok[:k]), _nearest(tok[k:])
-            options.append((i + 1, d1 + d2 + 1, [w1, w2]))
-        if i + 1 < n:  # merge: two decoded words -> one lexicon word (one deleted space)
-            wm, dm = _nearest(tok + toks[i + 1])
-            options.append((i + 2, dm + 1, [wm]))
-        for j, d, words in options:
-            if cost_i + d < best[j][0]:
-                best[j] = (cost_i + d, out_i + words)
-    return " ".join(best[n][1])
+    return _lexicon_snapper().snap(text)
 
 
 class SpeechJudge:
@@ -241,12 +223,16 @@ class SpeechJudge:
         self.model = model.eval()
         self.cfg = model.cfg
         self.metrics = metrics or {}
+        # A phoneme judge's decoded phoneme words -> the words that sound nearest (its pronunciation table).
+        prons = self.cfg.pronunciations
+        self._words_of_phonemes = WordSnapper(list(prons.values()), list(prons)) if prons else None
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SpeechJudge:
         """Load a saved judge (default: the character judge shipped with the package; a version-1 word judge
         directory loads too)."""
-        config, state = load_judge_files(path or default_judge_dir("speech"), (JUDGE_TYPE, WORD_JUDGE_TYPE))
+        config, state = load_judge_files(path or default_judge_dir("speech"),
+                                         (JUDGE_TYPE, PHONEME_JUDGE_TYPE, WORD_JUDGE_TYPE))
         if config.pop("type", None) == WORD_JUDGE_TYPE:
             config["conv1_stride"] = 2  # version 1's 40 ms frames (its config predates the field)
         metrics = config.pop("metrics", None)
@@ -254,13 +240,12 @@ class SpeechJudge:
             model = SpeechJudgeModel(SpeechJudgeConfig(**config))
             model.load_state_dict(state)
         except (TypeError, RuntimeError) as e:
-            raise InputError(f"{path or default_judge_dir('speech')}: not a character speech judge ({e})",
+            raise InputError(f"{path or default_judge_dir('speech')}: not a speech judge this version reads ({e})",
                              "retrain it with `aromni toyworld judges train --only speech`") from e
         return cls(model, metrics if isinstance(metrics, dict) else None)
 
     def save(self, out: str | Path, metrics: dict[str, JSONValue] | None = None) -> None:
-        kind = WORD_JUDGE_TYPE if self.cfg.words else JUDGE_TYPE
-        save_judge(out, self.model, {"type": kind, **asdict(self.cfg), "metrics": metrics or {}})
+        save_judge(out, self.model, {"type": self.cfg.kind, **asdict(self.cfg), "metrics": metrics or {}})
 
     @torch.inference_mode()
     def transcribe(self, wavs: Sequence[np.ndarray | torch.Tensor], *, sample_rate: int | None = None,
@@ -268,7 +253,8 @@ class SpeechJudge:
         """Transcribe 1-D waveforms ``[T_i]`` (numpy or torch; at ``sample_rate``, default 16 kHz).
 
         ``snap``: replace each decoded word by the nearest lexicon word (:func:`snap_text`); off by default, and
-        any figure computed with it must say so."""
+        any figure computed with it must say so. A phoneme judge always maps its phoneme words to the words of its
+        pronunciation table that sound nearest (so ``snap`` changes nothing there)."""
         sr = sample_rate or self.cfg.sample_rate
         items = [np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32).reshape(-1)
                  for w in wavs]
@@ -281,7 +267,10 @@ class SpeechJudge:
             wav, lengths = pad_batch([items[j] for j in idx])
             logp, out_len = self.model(wav, lengths)
             for j, text in zip(idx, greedy_decode(logp, out_len, self.cfg.alphabet, self.cfg.words)):
-                out[j] = snap_text(text) if snap else text
+                if self._words_of_phonemes is not None:
+                    out[j] = self._words_of_phonemes.snap(text)
+                else:
+                    out[j] = snap_text(text) if snap else text
         return out
 
     def transcribe_files(self, paths: Sequence[str | Path], *, batch_size: int = 32, snap: bool = False) -> list[str]:

@@ -1,10 +1,12 @@
-"""The toy-world speech judge's training recipe: character CTC on speech the trainer synthesises itself.
+"""The toy-world speech judge's training recipe: character or phoneme CTC on speech the trainer synthesises itself.
 
 No world is needed. :func:`~aromni.toyworld.judges.speech_data.synthesize_pool` speaks ``pool_clips`` texts (random
 word sequences over the whole lexicon, and ``grammar_fraction`` grammar sentences) with espeak-ng training speakers
 and the assistant voice, some of them corrupted in the waveform, and caches their log-mels in ``out/pool``. Random
 sequences have no grammar to memorise, so the judge has to spell what it hears: an instrument, not a language
-model.
+model. With ``units: phonemes`` the targets are the words' espeak-ng phonemes
+(:mod:`aromni.toyworld.judges.phonemes`), and ``init_from`` warm-starts the network from a saved judge (every
+tensor whose shape matches: with other units, all but the output layer).
 
 Trained by :class:`~aromni.training.loop.TrainLoop`: the checkpoints it writes in the output directory (every
 ``save_every`` steps) hold everything a resume needs; rerunning the same command continues from the newest one
@@ -18,7 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +30,16 @@ import torch
 
 from aromni.errors import InputError
 from aromni.toyworld.judges.augment import augment_logmel, spec_augment
-from aromni.toyworld.judges.speech import SpeechJudge, SpeechJudgeConfig, SpeechJudgeModel, encode_text
+from aromni.toyworld.judges.phonemes import phoneme_alphabet, pronunciation_table
+from aromni.toyworld.judges.speech import (
+    JUDGE_TYPE,
+    PHONEME_JUDGE_TYPE,
+    SpeechJudge,
+    SpeechJudgeConfig,
+    SpeechJudgeModel,
+)
 from aromni.toyworld.judges.speech_data import PoolSettings, pool_item, synthesize_pool
+from aromni.toyworld.judges.store import load_judge_files
 from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.voices import require_espeak
 from aromni.training.loop import Update
@@ -59,6 +69,8 @@ class SpeechTrainConfig:
     conv_channels: int = 256
     hidden: int = 192
     layers: int = 3
+    units: str = "chars"  # "chars" (a-z, apostrophe, space) or "phonemes" (espeak-ng symbols, mapped to words)
+    init_from: str = ""  # a saved speech judge to start from (its matching tensors; empty: from scratch)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,13 +81,33 @@ class SpeechTrainConfig:
         for name in ("grammar_fraction", "assistant_fraction", "wave_augment_fraction", "clean_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}", "pass a fraction")
+        if self.units not in ("chars", "phonemes"):
+            raise InputError(f"units must be 'chars' or 'phonemes', got {self.units!r}", "pick one of the two")
 
     def pool(self) -> PoolSettings:
         return PoolSettings(self.pool_clips, self.grammar_fraction, self.assistant_fraction,
                             self.wave_augment_fraction, self.seed)
 
-    def model_config(self) -> SpeechJudgeConfig:
-        return SpeechJudgeConfig(conv_channels=self.conv_channels, hidden=self.hidden, layers=self.layers)
+    def model_config(self, texts: Sequence[str] = ()) -> SpeechJudgeConfig:
+        """The judge's network; with phoneme units its pronunciation table covers the lexicon and ``texts``."""
+        shape = {"conv_channels": self.conv_channels, "hidden": self.hidden, "layers": self.layers}
+        if self.units == "chars":
+            return SpeechJudgeConfig(**shape)
+        table = pronunciation_table(texts)
+        return SpeechJudgeConfig(alphabet=phoneme_alphabet(table), pronunciations=table, **shape)
+
+
+def warm_start(model: SpeechJudgeModel, path: str | Path) -> list[str]:
+    """Copy every tensor of the saved judge at ``path`` whose name and shape ``model`` shares; returns the names
+    left as initialised (the output layer, when the units differ)."""
+    _, state = load_judge_files(path, (JUDGE_TYPE, PHONEME_JUDGE_TYPE))
+    own = model.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("rnn.") for k in shared):
+        raise InputError(f"{path}: the saved judge's network has another shape than this one's",
+                         "train with the same conv_channels, hidden and layers as the judge you start from")
+    model.load_state_dict(shared, strict=False)
+    return sorted(own.keys() - shared.keys())
 
 
 def _batches(lengths: list[int], batch_samples: int, rng: random.Random,
@@ -120,7 +152,7 @@ def _ctc_step(model: SpeechJudgeModel, mels: list[torch.Tensor], texts: list[str
     if corrupt:
         feats = spec_augment(feats, g)
     logp, out_len = model.forward_features(feats, n)
-    targets = [torch.tensor(encode_text(t, model.cfg.alphabet)) for t in texts]
+    targets = [torch.tensor(model.cfg.target_ids(t)) for t in texts]
     tgt_len = torch.tensor([len(t) for t in targets])
     return torch.nn.functional.ctc_loss(logp.transpose(0, 1), torch.cat(targets), out_len, tgt_len,
                                         blank=0, zero_infinity=True)
@@ -151,12 +183,15 @@ def build_pool(out: Path, cfg: SpeechTrainConfig, model: SpeechJudgeModel, *,
 
 class SpeechJudgeRecipe:
     """The speech judge's step on :class:`~aromni.training.loop.TrainLoop`: a length-bucketed batch of cached
-    log-mels (corrupted after the clean start, a share kept clean), character CTC, gradient clipping at 1."""
+    log-mels (corrupted after the clean start, a share kept clean), character or phoneme CTC, gradient clipping
+    at 1."""
 
     def __init__(self, cfg: SpeechTrainConfig, mels: list[torch.Tensor], texts: list[str]):
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.model = SpeechJudgeModel(cfg.model_config())
+        self.model = SpeechJudgeModel(cfg.model_config(texts))
+        # A resumed run then loads its own checkpoint over these weights.
+        self.fresh = warm_start(self.model, cfg.init_from) if cfg.init_from else []
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.01)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.mels, self.texts = mels, texts
@@ -228,6 +263,7 @@ def train_speech_judge(out: str | Path, cfg: SpeechTrainConfig | None = None, *,
         "pool": asdict(cfg.pool()),  # lets the measurement exclude the training texts
         "pool_clips": len(texts), "pool_hours": round(sum(m.shape[-1] for m in mels) / 100 / 3600, 2),
         "params": sum(p.numel() for p in recipe.model.parameters()),
+        "units": cfg.units, "init_from": cfg.init_from or None,
         "pool_seconds_this_run": round(t_pool, 1), "train_seconds_this_run": round(time.perf_counter() - t0, 1)}
     judge.save(out, metrics)
     return metrics
