@@ -24,6 +24,8 @@ from aromni.toyworld.judges.speech import (
     greedy_decode,
 )
 from aromni.toyworld.judges.speech_data import training_text
+from aromni.toyworld.judges.store import default_judge_dir, speech_judge_dir
+from aromni.toyworld.judges.wer import wer
 from aromni.toyworld.lexicon import load_lexicon
 from aromni.training.recipes.judge_speech import SpeechTrainConfig, warm_start
 
@@ -144,3 +146,35 @@ def test_tiny_phoneme_run_learns_a_few_clips(tmp_path):
     assert recipe.model.cfg.pronunciations and recipe.fresh == []
     assert fit_judge(recipe, cfg, tmp_path, desc="tiny", progress=False, until=None) == 250
     assert SpeechJudge(recipe.model).transcribe(wavs) == texts
+
+
+# ---- the shipped phoneme judge (world version 2's judge) -------------------------------------------------------
+
+SHIPPED = default_judge_dir("speech_phonemes")
+shipped = pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped phoneme judge")
+
+
+@shipped
+def test_version_2_worlds_are_scored_by_the_shipped_phoneme_judge():
+    assert speech_judge_dir(2) == SHIPPED and speech_judge_dir(1) != SHIPPED
+    judge = SpeechJudge.load(SHIPPED)
+    assert judge.cfg.kind == PHONEME_JUDGE_TYPE
+    assert set(load_lexicon().words) <= set(judge.cfg.pronunciations)
+
+
+@shipped
+@espeak
+def test_shipped_phoneme_judge_reads_held_out_speakers_saying_random_words():
+    """The same 36 clips as the character judge's test (`test_judges.py`): the world's fixed test voices, never in
+    the judge's training, reading random word sequences over the lexicon."""
+    from aromni.toyworld.lexicon import random_sequence
+    from aromni.toyworld.voices import synthesize, test_voices
+
+    rng = random.Random("test-shipped-speech-judge")
+    voices = test_voices()
+    refs = [random_sequence(load_lexicon().words, rng, 3, 8) for _ in range(36)]
+    wavs = [synthesize(t, voices[i % len(voices)]) for i, t in enumerate(refs)]
+    hyps = SpeechJudge.load(SHIPPED).transcribe(wavs)
+    # Measured with the shipped phoneme judge on these 36 clips: 18.1% WER (35 of 193 words); the character judge:
+    # 43.5% raw, 26.9% snapped.
+    assert wer(refs, hyps) <= 0.28, [(r, h) for r, h in zip(refs, hyps) if r != h]
