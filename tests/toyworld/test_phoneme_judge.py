@@ -130,6 +130,15 @@ def test_warm_start_copies_the_network_and_leaves_a_new_output_layer(tmp_path):
 
 
 @espeak
+def test_a_missing_warm_start_judge_fails_before_the_pool_is_synthesised(tmp_path):
+    from aromni.training.recipes.judge_speech import train_speech_judge
+
+    with pytest.raises(InputError, match="no such file"):
+        train_speech_judge(tmp_path / "out", SpeechTrainConfig(init_from=str(tmp_path / "nothing")), progress=False)
+    assert not (tmp_path / "out" / "pool").exists()
+
+
+@espeak
 def test_tiny_phoneme_run_learns_a_few_clips(tmp_path):
     from aromni.toyworld.voices import ASSISTANT_VOICE, synthesize
     from aromni.training.recipes.judge import fit_judge

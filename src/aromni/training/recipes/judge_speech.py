@@ -247,6 +247,8 @@ def train_speech_judge(out: str | Path, cfg: SpeechTrainConfig | None = None, *,
     cfg = cfg or SpeechTrainConfig()
     out = Path(out)
     require_espeak()
+    if cfg.init_from:  # a wrong path fails now, not after synthesising the pool
+        load_judge_files(cfg.init_from, (JUDGE_TYPE, PHONEME_JUDGE_TYPE))
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     mels, texts = build_pool(out, cfg, SpeechJudgeModel(cfg.model_config()), progress=progress)
