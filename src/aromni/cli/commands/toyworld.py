@@ -1,7 +1,7 @@
 """``aromni toyworld``: build the procedural toy world, train and score its judges, run the whole recipe.
 
     aromni toyworld build --out DIR [--size smoke|small|full] [--seed N] [--workers N] [--version 1|2]
-    aromni toyworld judges train --out DIR [--only speech|image]
+    aromni toyworld judges train --out DIR [--only speech|image] [--speech-units chars|phonemes] [--speech-init DIR]
     aromni toyworld judges eval --world DIR [--judges DIR] [--split test]
     aromni toyworld judges speech-report [--judges DIR] [--bundle DIR] [--json FILE]
     aromni toyworld train --config configs/toyworld/full.yaml --out runs/toy [section.key=value ...]
