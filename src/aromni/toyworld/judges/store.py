@@ -67,5 +67,5 @@ def world_version(world: str | Path) -> int:
 
 
 def default_judge_dir(name: str) -> Path:
-    """Where the shipped judge ``name`` ("speech" or "image") lives."""
+    """Where the shipped judge ``name`` ("speech", "speech_phonemes", "speech_v1" or "image") lives."""
     return ASSETS / name
