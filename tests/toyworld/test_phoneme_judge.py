@@ -187,3 +187,17 @@ def test_shipped_phoneme_judge_reads_held_out_speakers_saying_random_words():
     # Measured with the shipped phoneme judge on these 36 clips: 18.1% WER (35 of 193 words); the character judge:
     # 43.5% raw, 26.9% snapped.
     assert wer(refs, hyps) <= 0.28, [(r, h) for r, h in zip(refs, hyps) if r != h]
+
+
+def test_held_out_scores_of_a_phoneme_judge_have_no_snapped_figures():
+    from aromni.toyworld.judges.measure import _scores
+
+    torch.manual_seed(0)
+    judge = SpeechJudge(SpeechJudgeModel(_lexicon_config(conv_channels=8, hidden=8, layers=2)))
+    items = [("random", "the hospital", torch.randn(8000).numpy() * 0.1),
+             ("grammar", "a red circle", torch.randn(12000).numpy() * 0.1)]
+    out = _scores(judge, items)
+    hyps = judge.transcribe([w for _, _, w in items])
+    assert out["word_source"] == "pronunciation lookup" and not any(k.endswith("_snapped") for k in out)
+    assert out["wer"] == round(wer([t for _, t, _ in items], hyps), 5)
+    assert out["wer_random"] == round(wer(["the hospital"], hyps[:1]), 5)
