@@ -16,7 +16,6 @@ from aromni.toyworld.judges.phonemes import (
     text_to_phonemes,
 )
 from aromni.toyworld.judges.speech import (
-    ALPHABET,
     PHONEME_JUDGE_TYPE,
     SpeechJudge,
     SpeechJudgeConfig,
@@ -126,7 +125,6 @@ def test_warm_start_copies_the_network_and_leaves_a_new_output_layer(tmp_path):
     torch.testing.assert_close(model.head.weight, head)
     with pytest.raises(InputError, match="another shape"):
         warm_start(SpeechJudgeModel(_lexicon_config(conv_channels=16, hidden=24, layers=2)), tmp_path / "c")
-    assert ALPHABET != model.cfg.alphabet
 
 
 @espeak
