@@ -185,3 +185,38 @@ def test_task_filter_keeps_only_the_named_tasks(tmp_path, layout):
             for row in micro:
                 seen.update(batcher.dataset[i].source[0] for i in row)
     assert seen == {"a", "c"}
+
+
+def test_mixing_by_task_draws_each_task_at_its_ratio(tmp_path, layout):
+    """One big task beside small ones of the same modality: by group it crowds them out; by task it does not."""
+    from aromni.errors import ConfigError
+    from aromni.training.data.shards import write_manifest, write_samples
+
+    samples = ([plain_sample(8, "image", layout, f"t{i}", task="t2i") for i in range(400)]
+               + [plain_sample(8, "image", layout, f"c{i}", task="image_caption") for i in range(40)]
+               + [plain_sample(8, "speech", layout, f"a{i}", task="asr") for i in range(40)])
+
+    write_samples(tmp_path, "train", samples)
+    write_manifest(tmp_path, layout, {}, {})
+
+    def drawn(mixing):
+        batcher, rep = build_batcher(_cfg(tmp_path, mixing=mixing), LossConfig(), PerceptualConfig(enabled=False),
+                                     layout, grad_accum=1)
+        counts = {"t": 0, "c": 0, "a": 0}
+        for _ in range(30):
+            for micro in batcher.next_plan():
+                for row in micro:
+                    for i in row:
+                        counts[batcher.dataset[i].source[0]] += 1
+        return counts, rep
+
+    by_group, _ = drawn(MixingConfig(ratios={"image": 1.0, "speech": 1.0}, exhaust="cycle"))
+    by_task, rep = drawn(MixingConfig(ratios={"t2i": 1.0, "caption": 1.0, "asr": 1.0}, exhaust="cycle", by="task"))
+    assert rep.per_group == {"asr": 40, "caption": 40, "t2i": 400}  # official names are canonicalised
+    assert by_group["c"] < by_group["t"] / 5  # within the image group, t2i has 10x the samples
+    n = sum(by_task.values())
+    assert all(abs(v / n - 1 / 3) < 0.08 for v in by_task.values()), by_task
+    with pytest.raises(ConfigError, match="do not have"):
+        drawn(MixingConfig(ratios={"t2i": 1.0, "speech_to_image": 1.0}, by="task"))
+    with pytest.raises(ConfigError, match="mixing.by"):
+        MixingConfig(by="modality")

@@ -24,7 +24,7 @@ from aromni.toyworld.images import RenderSpec, render
 from aromni.toyworld.plan import WorldPlan, plan_world
 from aromni.toyworld.plan_v2 import WorldPlanV2, plan_world_v2
 from aromni.toyworld.records import dumps_jsonl
-from aromni.toyworld.sizes import SIZES, SIZES_V2
+from aromni.toyworld.sizes import IMAGE_TASKS, SIZES, SIZES_V2, TASKS, WorldSize
 from aromni.toyworld.splits import SPLITS
 from aromni.toyworld.voices import ASSISTANT_VOICE, SAMPLE_RATE, Voice, require_espeak, synthesize
 from aromni.utils.extras import optional
@@ -130,7 +130,7 @@ def _manifest(plan: WorldPlan, durations: dict[str, float], build_s: float, work
         "heldout_images_test": sum(j.heldout_combo for j in plan.images),
         "speech_clips": dict(clips),
         "speech_hours": {k: round(v / 3600, 3) for k, v in speech_s.items()},
-        "speech_max_s": round(max(durations[j.path] for j in plan.speech), 3),
+        "speech_max_s": round(max((durations[j.path] for j in plan.speech), default=0.0), 3),
         "voices": {
             "train": [v.to_dict() for v in plan.train_voices],
             "test": [v.to_dict() for v in plan.test_voices],
@@ -176,23 +176,54 @@ def _prepare_partial(out: Path, fingerprint: dict[str, JSONValue], overwrite: bo
     return partial
 
 
+def _check_custom_size(size: WorldSize) -> WorldSize:
+    """``size`` when every split has a count and every count is a non-negative int; else a clear error."""
+    fix = "give images and every task's records a count for each of train, validation and test"
+    for what, counts in [("images", size.images), *((f"records[{t!r}]", c) for t, c in size.records.items())]:
+        if set(counts) != set(SPLITS):
+            raise InputError(f"world size {size.name!r}: {what} has splits {sorted(counts)}", fix)
+        bad = {k: v for k, v in counts.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0}
+        if bad:
+            raise InputError(f"world size {size.name!r}: {what} has bad counts {bad}", "counts are ints >= 0")
+    unknown = sorted(set(size.records) - set(TASKS))
+    if unknown:
+        raise InputError(f"world size {size.name!r}: unknown tasks {unknown}", f"use tasks of {list(TASKS)}")
+    if sum(size.images.values()) == 0 or any(size.images[s] == 0 and any(size.records.get(t, {}).get(s, 0)
+                                                                         for t in IMAGE_TASKS) for s in SPLITS):
+        raise InputError(f"world size {size.name!r}: image records in a split without images",
+                         "give that split images, or no records of the image tasks")
+    return WorldSize(size.name, dict(size.images), {t: dict(size.records.get(t, dict.fromkeys(SPLITS, 0)))
+                                                    for t in TASKS})
+
+
 def build_world(
-    out: str | Path, *, size: str = "small", seed: int = 0, workers: int = 1, overwrite: bool = False,
+    out: str | Path, *, size: str | WorldSize = "small", seed: int = 0, workers: int = 1, overwrite: bool = False,
     progress: bool = True, version: int = WORLD_VERSION,
 ) -> dict[str, JSONValue]:
     """Build (or resume building) a world of ``version`` in ``out``; returns its manifest.
 
     Version 1 is the closed-grammar world the shipped bundle was trained on (kept byte-identical for every
-    seed); version 2 (the default) adds an open vocabulary, held-out words, phrasings, pairs and voices."""
+    seed); version 2 (the default) adds an open vocabulary, held-out words, phrasings, pairs and voices.
+    ``size`` is a preset's name or a :class:`WorldSize` of one's own (its counts are then part of the
+    world's identity: the manifest's ``size_counts``). The held-out pairs, words and phrasings depend on the
+    seed alone, so a custom-size world of the same seed holds out exactly what the preset worlds do."""
     if version not in WORLD_VERSIONS:
         raise InputError(f"unknown world version {version!r}", f"choose one of {list(WORLD_VERSIONS)}")
     sizes = SIZES if version == 1 else SIZES_V2
-    if size not in sizes:
+    fingerprint: dict[str, JSONValue]
+    if isinstance(size, WorldSize):
+        world_size = _check_custom_size(size)
+        fingerprint = {"version": version, "seed": seed, "size": size.name,
+                       "size_counts": {"images": dict(size.images), "records": {k: dict(v) for k, v in
+                                                                                 size.records.items()}}}
+    elif size in sizes:
+        world_size = sizes[size]
+        fingerprint = {"version": version, "seed": seed, "size": size}
+    else:
         raise InputError(f"unknown world size {size!r}", f"choose one of {list(sizes)}")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    fingerprint = {"version": version, "seed": seed, "size": size}
     if out.exists() and any(out.iterdir()):
         if is_complete(out) and not overwrite:
             manifest = read_json(out / "manifest.json")
@@ -204,15 +235,17 @@ def build_world(
     t0 = time.perf_counter()
     partial = _prepare_partial(out, fingerprint, overwrite)
     if version == 1:
-        plan = plan_world(sizes[size], seed)
+        plan = plan_world(world_size, seed)
         durations = _run_jobs(plan, partial, workers, progress)
         _write_indexes(plan, partial, durations)
         manifest = _manifest(plan, durations, time.perf_counter() - t0, workers)
     else:
-        plan_v2 = plan_world_v2(sizes[size], seed)
+        plan_v2 = plan_world_v2(world_size, seed)
         durations = _run_jobs(plan_v2, partial, workers, progress)
         build_v2.write_indexes(plan_v2, partial, durations)
         manifest = _manifest_v2(plan_v2, durations, time.perf_counter() - t0, workers)
+    if "size_counts" in fingerprint:
+        manifest["size_counts"] = fingerprint["size_counts"]
     (partial / "build.json").unlink()
     atomic_write_json(partial / "manifest.json", manifest)
     if out.exists():

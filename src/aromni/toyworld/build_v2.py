@@ -90,7 +90,7 @@ def manifest(plan: WorldPlanV2, durations: dict[str, float]) -> dict[str, JSONVa
         "speech_clips": dict(clips),
         "speech_clips_by_voice": dict(sorted(by_kind.items())),
         "speech_hours": {k: round(v / 3600, 3) for k, v in speech_s.items()},
-        "speech_max_s": round(max(durations[j.path] for j in plan.speech), 3),
+        "speech_max_s": round(max((durations[j.path] for j in plan.speech), default=0.0), 3),
         "voices": {
             "train_speakers": len({j.voice.id for j in plan.speech if j.voice_kind == "train"}),
             "test": voices["heldout"], "family": voices["family"], "synth": voices["synth"],

@@ -45,6 +45,7 @@ from aromni.toyworld.attributes import WORLD_VERSION
 from aromni.toyworld.build import build_world, is_complete
 from aromni.toyworld.evaluation import SuiteConfig, run_suite
 from aromni.toyworld.report import write_report
+from aromni.toyworld.sizes import SIZES, SIZES_V2, WorldSize, with_counts
 from aromni.training.data.build import BuildConfig, build
 from aromni.training.loop import find_checkpoint
 from aromni.training.recipes import pretrain, sft
@@ -68,8 +69,9 @@ class RecipeConfig:
 
     Attributes:
         seed: seeds the world, the trainers and the evaluation.
-        world: ``{size, workers, path, version}``; ``path`` reuses an already built world; ``version`` (default
-            the current world version) picks the world generation.
+        world: ``{size, workers, path, version, images, records}``; ``path`` reuses an already built world;
+            ``version`` (default the current world version) picks the world generation; ``images`` (split ->
+            count) and ``records`` (task -> split -> count) replace some of the ``size`` preset's counts.
         text: ``{vocab_size}`` of the BPE.
         image: ``aromni vqgan train`` settings (``preset``, ``steps``, ``time_limit_min``, ...).
         speech: ``aromni codec train`` settings (``preset``, ``steps``, ``max_minutes``, ...).
@@ -171,10 +173,26 @@ class Recipe:
             if not is_complete(self.world_dir):
                 raise InputError(f"{self.world_dir}: not a finished toy world", "build it or drop world.path")
             return {"reused": str(self.world_dir)}
-        manifest = build_world(self.world_dir, size=self.cfg.world.get("size", "full"), seed=self.cfg.seed,
+        manifest = build_world(self.world_dir, size=self.world_size(), seed=self.cfg.seed,
                                workers=int(self.cfg.world.get("workers", 2)),
                                version=int(self.cfg.world.get("version", WORLD_VERSION)))
         return {"records": manifest.get("records"), "build_seconds": manifest.get("build_seconds")}
+
+    def world_size(self) -> str | WorldSize:
+        """The ``world.size`` preset, with ``world.images`` / ``world.records`` counts replacing its own."""
+        name = self.cfg.world.get("size", "full")
+        images, records = self.cfg.world.get("images"), self.cfg.world.get("records")
+        if images is None and records is None:
+            return name
+        version = int(self.cfg.world.get("version", WORLD_VERSION))
+        presets = SIZES if version == 1 else SIZES_V2
+        if name not in presets:
+            raise InputError(f"unknown world size {name!r}", f"choose one of {list(presets)}")
+        if not isinstance(images or {}, dict) or not isinstance(records or {}, dict) or not all(
+                isinstance(v, dict) for v in (records or {}).values()):
+            raise InputError("world.images must map split -> count, world.records task -> split -> count",
+                             "e.g. world: {size: full, images: {train: 46000}, records: {t2i: {train: 40000}}}")
+        return with_counts(presets[name], images=images, records=records)
 
     def world_texts(self) -> list[str]:
         """Every string the model will see as text: text segments and transcripts of all training records,

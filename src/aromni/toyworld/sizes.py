@@ -24,6 +24,8 @@ from aromni.vocab.tasks import (
 WORLD_TASKS: tuple[Task, ...] = (ASR, TTS, CAPTION, T2I, S2I, VQA_TEXT, VQA_SPEECH, S2S, S2T, CHAT_IMAGE, TEXT, TEXT_QA)
 #: Their names (record ``task`` fields, ``records`` keys of the sizes below).
 TASKS: tuple[str, ...] = tuple(t.name for t in WORLD_TASKS)
+#: The tasks whose records draw on a split's image pool (text documents describe images too).
+IMAGE_TASKS: tuple[str, ...] = tuple(t.name for t in (CAPTION, T2I, S2I, VQA_TEXT, VQA_SPEECH, CHAT_IMAGE, TEXT))
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,19 @@ SIZES_V2: dict[str, WorldSize] = {
         ),
     ),
 }
+
+
+def with_counts(base: WorldSize, *, images: dict[str, int] | None = None,
+                records: dict[str, dict[str, int]] | None = None) -> WorldSize:
+    """``base`` with some counts replaced: ``images`` per split, ``records`` per task and split.
+
+    E.g. ``with_counts(SIZES_V2["full"], images={"train": 46000}, records={"t2i": {"train": 40000}})`` is the
+    full world with ten times the T2I requests, each on an image of its own. The name says it is changed
+    (``full+``); the builder keeps the counts themselves in the world's identity."""
+    new_images = {**base.images, **(images or {})}
+    new_records = {t: dict(v) for t, v in base.records.items()}
+    for task, counts in (records or {}).items():
+        new_records[task] = {**new_records.get(task, {}), **counts}
+    if new_images == base.images and new_records == base.records:
+        return base
+    return WorldSize(f"{base.name}+", new_images, new_records)

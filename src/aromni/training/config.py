@@ -51,14 +51,20 @@ class MixingConfig:
             all the data (the SFT default).
         exhaust: ``"stop"`` ends the epoch as soon as one group runs out (the paper); ``"cycle"`` reshuffles an
             exhausted group and keeps going (epochs never end; use ``optim.max_steps``).
+        by: what a "group" is: ``"group"``, the shard's modality group (text / image / speech, the paper's
+            mixing), or ``"task"``, each task on its own (ratios keyed by task name, official names accepted),
+            e.g. when one task has far more samples than the others of its modality.
     """
 
     ratios: dict[str, float] = field(default_factory=lambda: dict(PAPER_RATIOS))
     exhaust: str = "stop"
+    by: str = "group"
 
     def __post_init__(self) -> None:
         if self.exhaust not in ("stop", "cycle"):
             raise ConfigError(f"data.mixing.exhaust must be 'stop' or 'cycle', got {self.exhaust!r}")
+        if self.by not in ("group", "task"):
+            raise ConfigError(f"data.mixing.by must be 'group' or 'task', got {self.by!r}")
         if self.ratios and (any(float(v) < 0 for v in self.ratios.values()) or sum(self.ratios.values()) <= 0):
             raise ConfigError(f"data.mixing.ratios must be non-negative with a positive sum, got {self.ratios}")
 

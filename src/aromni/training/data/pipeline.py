@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aromni.errors import InputError
+from aromni.errors import ConfigError, InputError
 from aromni.training.config import DataConfig, LossConfig, PerceptualConfig
 from aromni.training.data.batching import BucketedRows, PackedRows, RowSource, StepBatcher
 from aromni.training.data.mixing import MixingSampler, group_indices
@@ -62,11 +62,20 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
         report.other_task = int((keep & ~in_task).sum())
         keep &= in_task
     positions = np.minimum(positions, cfg.seq_len)
-    groups_col = np.asarray(ds.column("group"))
+    ratios = dict(cfg.mixing.ratios)
+    if cfg.mixing.by == "task":
+        groups_col = np.asarray([canonical_task(t) for t in ds.column("task")])
+        ratios = {canonical_task(t): v for t, v in ratios.items()}
+        unknown = sorted(set(ratios) - set(groups_col.tolist()))
+        if unknown:  # a task the shards do not have is a typo or the wrong shards, not a zero share
+            raise ConfigError(f"data.mixing.ratios name tasks the shards in {cfg.root} do not have: {unknown}",
+                              f"the shards' tasks are {sorted(set(groups_col.tolist()))}")
+    else:
+        groups_col = np.asarray(ds.column("group"))
     groups = {g: idx[keep[idx]] for g, idx in group_indices(groups_col).items()}
     report.per_group = {g: int(v.size) for g, v in groups.items()}
     report.kept = int(keep.sum())
-    sampler = MixingSampler(groups, cfg.mixing.ratios, cfg.mixing.exhaust, seed=cfg.seed)
+    sampler = MixingSampler(groups, ratios, cfg.mixing.exhaust, seed=cfg.seed)
     report.expected_epoch_samples = sampler.epoch_size()
     rows: RowSource
     if cfg.batching == "pack":
