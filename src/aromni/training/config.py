@@ -88,6 +88,10 @@ class DataConfig:
         seed: data-order seed (shuffles and group draws).
         tasks: train only on samples of these tasks (official names accepted); empty = every task. Lets one
             shard set serve both stages (e.g. pretrain on single-turn pairs, SFT on everything).
+        cfg_dropout: share of the ``cfg_dropout_tasks`` samples trained without their condition, as
+            ``[<bos>, <boi>, image]`` (:mod:`aromni.training.data.cfg_dropout`): trains the unconditional
+            branch of classifier-free guidance. 0 (default) keeps every sample as it is.
+        cfg_dropout_tasks: the image-generation tasks it applies to.
     """
 
     root: str = ""
@@ -101,8 +105,13 @@ class DataConfig:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     seed: int = 0
     tasks: list[str] = field(default_factory=list)
+    cfg_dropout: float = 0.0
+    cfg_dropout_tasks: list[str] = field(default_factory=lambda: ["t2i"])
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.cfg_dropout < 1.0:
+            raise ConfigError(f"data.cfg_dropout must be in [0, 1), got {self.cfg_dropout}",
+                              "e.g. 0.1: one T2I sample in ten trains the unconditional branch")
         if self.batching not in ("pack", "bucket"):
             raise ConfigError(f"data.batching must be 'pack' or 'bucket', got {self.batching!r}")
         if self.too_long not in ("drop", "truncate"):

@@ -22,7 +22,7 @@ skips nothing.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from aromni.training.data.mixing import MixingSampler
-from aromni.training.data.shards import ShardDataset
+from aromni.training.data.shards import Sample, ShardDataset
 from aromni.training.data.targets import SampleTargets, TargetBuilder
 from aromni.utils.io import JSONValue
 
@@ -230,10 +230,14 @@ class StepBatcher:
         rank, world: data-parallel position.
         pad_id: padding token id.
         fixed_len: pad every batch to this length (packing); ``None`` pads to the longest row.
+        transform: ``(dataset index, sample) -> sample`` applied to each loaded sample, never making it longer
+            (e.g. :class:`~aromni.training.data.cfg_dropout.CfgDropout`).
     """
 
     def __init__(self, rows: RowSource, dataset: ShardDataset, targets: TargetBuilder, micro_batch: int, grad_accum: int,
-                 rank: int, world: int, pad_id: int, fixed_len: int | None):
+                 rank: int, world: int, pad_id: int, fixed_len: int | None,
+                 transform: Callable[[int, Sample], Sample] | None = None):
+        self.transform = transform
         self.rows, self.dataset, self.targets = rows, dataset, targets
         self.micro_batch, self.grad_accum = micro_batch, grad_accum
         self.rank, self.world = rank, world
@@ -253,11 +257,15 @@ class StepBatcher:
     def load(self, plan: list[list[list[int]]]) -> list[Batch]:
         out = []
         for micro in plan:
-            samples = [[self.dataset[i] for i in row] for row in micro]
+            samples = [[self._sample(i) for i in row] for row in micro]
             rows = [[self.targets(s) for s in row] for row in samples]
             ids = [s.source for row in samples for s in row]
             out.append(collate(rows, self.pad_id, self.fixed_len, ids))
         return out
+
+    def _sample(self, index: int) -> Sample:
+        sample = self.dataset[index]
+        return self.transform(index, sample) if self.transform is not None else sample
 
     def next_step(self) -> list[Batch]:
         return self.load(self.next_plan())

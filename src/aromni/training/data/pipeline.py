@@ -9,6 +9,7 @@ import numpy as np
 from aromni.errors import ConfigError, InputError
 from aromni.training.config import DataConfig, LossConfig, PerceptualConfig
 from aromni.training.data.batching import BucketedRows, PackedRows, RowSource, StepBatcher
+from aromni.training.data.cfg_dropout import CfgDropout
 from aromni.training.data.mixing import MixingSampler, group_indices
 from aromni.training.data.shards import ShardDataset, read_manifest
 from aromni.training.data.targets import TargetBuilder
@@ -29,11 +30,14 @@ class DataReport:
     corrupt: int = 0
     per_group: dict[str, int] = field(default_factory=dict)
     expected_epoch_samples: int | None = None
+    cfg_dropout: int = 0  # samples trained without their condition (data.cfg_dropout)
 
     def line(self) -> str:
         groups = ", ".join(f"{g} {n}" for g, n in self.per_group.items())
         return (f"data: {self.kept}/{self.samples} samples ({groups}); dropped {self.too_long} too long, "
-                f"{self.too_short} too short, {self.other_task} of other tasks, {self.corrupt} corrupt; ~{self.expected_epoch_samples} per epoch")
+                f"{self.too_short} too short, {self.other_task} of other tasks, {self.corrupt} corrupt; "
+                f"~{self.expected_epoch_samples} per epoch"
+                + (f"; {self.cfg_dropout} without their condition (cfg_dropout)" if self.cfg_dropout else ""))
 
 
 def data_layout(cfg: DataConfig) -> VocabLayout:
@@ -83,12 +87,16 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
     else:
         rows = BucketedRows(sampler, positions, cfg.bucket_window, cfg.micro_batch, seed=cfg.seed)
     targets = TargetBuilder(layout, loss, perceptual, max_positions=cfg.seq_len)
+    # Dropping a condition only shortens a sample, so the rows planned from the full lengths still fit.
+    dropout = (CfgDropout(ds.column("task"), cfg.cfg_dropout, cfg.cfg_dropout_tasks, layout, seed=cfg.seed)
+               if cfg.cfg_dropout > 0 else None)
+    report.cfg_dropout = dropout.count if dropout is not None else 0
     batcher = StepBatcher(rows, ds, targets, cfg.micro_batch, grad_accum, rank, world, layout.pad,
-                          fixed_len=cfg.seq_len if cfg.batching == "pack" else None)
+                          fixed_len=cfg.seq_len if cfg.batching == "pack" else None, transform=dropout)
     return batcher, report
 
 
 def describe(report: DataReport) -> dict[str, JSONValue]:
     return {"samples": report.samples, "kept": report.kept, "too_long": report.too_long,
             "too_short": report.too_short, "other_task": report.other_task, "corrupt": report.corrupt,
-            "per_group": report.per_group}
+            "per_group": report.per_group, "cfg_dropout": report.cfg_dropout}
