@@ -167,14 +167,18 @@ def test_best_fit_packing_fills_rows_better_than_next_fit(tmp_path, layout):
     assert fills[1] < 0.82 and fills[8] > 0.88
 
 
-def test_task_filter_keeps_only_the_named_tasks(tmp_path, layout):
+def _task_shards(root, layout, counts):
+    """Shards of ``counts``: ``(source letter, group, task) -> n`` samples of 8 text ids."""
     from aromni.training.data.shards import write_manifest, write_samples
 
-    samples = ([plain_sample(8, "speech", layout, f"a{i}", task="asr") for i in range(4)]
-               + [plain_sample(8, "image", layout, f"c{i}", task="image_caption") for i in range(3)]
-               + [plain_sample(8, "speech", layout, f"s{i}", task="s2s") for i in range(5)])
-    write_samples(tmp_path, "train", samples)
-    write_manifest(tmp_path, layout, {}, {})
+    write_samples(root, "train", [plain_sample(8, group, layout, f"{letter}{i}", task=task)
+                                  for (letter, group, task), n in counts.items() for i in range(n)])
+    write_manifest(root, layout, {}, {})
+
+
+def test_task_filter_keeps_only_the_named_tasks(tmp_path, layout):
+    _task_shards(tmp_path, layout, {("a", "speech", "asr"): 4, ("c", "image", "image_caption"): 3,
+                                    ("s", "speech", "s2s"): 5})
     # official names are accepted ("speech_to_text" = asr); stored official names are canonicalised too
     cfg = _cfg(tmp_path, mixing=MixingConfig(ratios={}), tasks=["speech_to_text", "caption"])
     batcher, rep = build_batcher(cfg, LossConfig(), PerceptualConfig(enabled=False), layout, grad_accum=1)
@@ -190,14 +194,9 @@ def test_task_filter_keeps_only_the_named_tasks(tmp_path, layout):
 def test_mixing_by_task_draws_each_task_at_its_ratio(tmp_path, layout):
     """One big task beside small ones of the same modality: by group it crowds them out; by task it does not."""
     from aromni.errors import ConfigError
-    from aromni.training.data.shards import write_manifest, write_samples
 
-    samples = ([plain_sample(8, "image", layout, f"t{i}", task="t2i") for i in range(400)]
-               + [plain_sample(8, "image", layout, f"c{i}", task="image_caption") for i in range(40)]
-               + [plain_sample(8, "speech", layout, f"a{i}", task="asr") for i in range(40)])
-
-    write_samples(tmp_path, "train", samples)
-    write_manifest(tmp_path, layout, {}, {})
+    _task_shards(tmp_path, layout, {("t", "image", "t2i"): 400, ("c", "image", "image_caption"): 40,
+                                    ("a", "speech", "asr"): 40})
 
     def drawn(mixing):
         batcher, rep = build_batcher(_cfg(tmp_path, mixing=mixing), LossConfig(), PerceptualConfig(enabled=False),

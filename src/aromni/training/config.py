@@ -25,7 +25,7 @@ from aromni.training.distributed import resolve_device
 from aromni.utils.config import dataclass_from_dict, describe, non_finite_floats, yaml_with_overrides
 from aromni.utils.io import JSONValue
 from aromni.vocab.conversation import STYLES
-from aromni.vocab.tasks import tail_weighted_tasks
+from aromni.vocab.tasks import T2I, tail_weighted_tasks
 
 #: The paper's pre-training mixture (§3.3): text-only 0.5 : text-image 1 : text-speech 2 (in samples).
 PAPER_RATIOS = {"text": 0.5, "image": 1.0, "speech": 2.0}
@@ -106,7 +106,7 @@ class DataConfig:
     seed: int = 0
     tasks: list[str] = field(default_factory=list)
     cfg_dropout: float = 0.0
-    cfg_dropout_tasks: list[str] = field(default_factory=lambda: ["t2i"])
+    cfg_dropout_tasks: list[str] = field(default_factory=lambda: [T2I.name])
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.cfg_dropout < 1.0:
