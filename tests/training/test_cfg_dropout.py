@@ -79,3 +79,15 @@ def test_bad_dropout_share_is_refused():
         DataConfig(cfg_dropout=1.0)
     with pytest.raises(ConfigError, match="cfg_dropout"):
         DataConfig(cfg_dropout=-0.1)
+
+
+def test_held_out_loss_drops_no_condition(tmp_path, layout, words):
+    from aromni.training.config import TrainConfig
+    from aromni.training.distributed import DistInfo
+    from aromni.training.evaluate import Evaluator
+
+    write_samples(tmp_path, "validation", [_t2i(layout, words, i)[0] for i in range(40)])
+    write_manifest(tmp_path, layout, {}, {})
+    cfg = TrainConfig(data=DataConfig(root=str(tmp_path), seq_len=64, micro_batch=2, cfg_dropout=0.5))
+    ev = Evaluator(cfg, layout, DistInfo())
+    assert ev.report.cfg_dropout == 0 and ev.batcher.transform is None

@@ -25,7 +25,9 @@ class Evaluator:
     """Computes ``val_loss``, ``val_ntp`` and ``val_perc`` (normalised like the training loss)."""
 
     def __init__(self, cfg: TrainConfig, layout: VocabLayout, info: D.DistInfo):
-        data = dataclasses.replace(cfg.data, split=cfg.eval.split, mixing=MixingConfig(ratios={}, exhaust="stop"))
+        # Held-out loss is of the tasks as asked: no condition dropout (a training-time device for CFG).
+        data = dataclasses.replace(cfg.data, split=cfg.eval.split, mixing=MixingConfig(ratios={}, exhaust="stop"),
+                                   cfg_dropout=0.0)
         self.batcher, self.report = build_batcher(data, cfg.loss, cfg.perceptual, layout, grad_accum=1,
                                                   rank=info.rank, world=info.world)
         self.start = self.batcher.state_dict()

@@ -90,7 +90,7 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
     # Dropping a condition only shortens a sample, so the rows planned from the full lengths still fit.
     dropout = (CfgDropout(ds.column("task"), cfg.cfg_dropout, cfg.cfg_dropout_tasks, layout, seed=cfg.seed)
                if cfg.cfg_dropout > 0 else None)
-    report.cfg_dropout = dropout.count if dropout is not None else 0
+    report.cfg_dropout = int((dropout.mask & keep).sum()) if dropout is not None else 0
     batcher = StepBatcher(rows, ds, targets, cfg.micro_batch, grad_accum, rank, world, layout.pad,
                           fixed_len=cfg.seq_len if cfg.batching == "pack" else None, transform=dropout)
     return batcher, report
