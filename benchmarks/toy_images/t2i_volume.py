@@ -17,9 +17,10 @@ import json
 import time
 
 from aromni.toyworld.build import build_world
+from aromni.toyworld.recipe import shard_config
 from aromni.toyworld.sizes import TASKS, WorldSize
 from aromni.toyworld.splits import SPLITS
-from aromni.training.data.build import BuildConfig, build
+from aromni.training.data.build import build
 
 
 def t2i_world(out: str, n: int, seed: int, workers: int) -> dict:
@@ -30,12 +31,10 @@ def t2i_world(out: str, n: int, seed: int, workers: int) -> dict:
 
 
 def shards(world: str, out: str, tokenizers: str, with_world: str | None) -> dict:
-    sources = [{"type": "dialogs", "paths": [f"{world}/records/train.jsonl", f"{world}/records/validation.jsonl"]}]
+    records = [f"{world}/records/train.jsonl", f"{world}/records/validation.jsonl"]
     if with_world:
-        sources.insert(0, {"type": "dialogs", "paths": [f"{with_world}/records/*.jsonl"]})
-    cfg = BuildConfig(sources=sources, tokenizers={m: f"{tokenizers}/{m}" for m in ("text", "image", "speech")},
-                      layout="compact", style="paper", max_len=512, workers=2)
-    return build(cfg, out=out, overwrite=True, progress=False)
+        records.insert(0, f"{with_world}/records/*.jsonl")
+    return build(shard_config(records, tokenizers), out=out, overwrite=True, progress=False)
 
 
 def main() -> None:

@@ -214,8 +214,7 @@ def build_world(
     if isinstance(size, WorldSize):
         world_size = _check_custom_size(size)
         fingerprint = {"version": version, "seed": seed, "size": size.name,
-                       "size_counts": {"images": dict(size.images), "records": {k: dict(v) for k, v in
-                                                                                 size.records.items()}}}
+                       "size_counts": {"images": world_size.images, "records": world_size.records}}
     elif size in sizes:
         world_size = sizes[size]
         fingerprint = {"version": version, "seed": seed, "size": size}

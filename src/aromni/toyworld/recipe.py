@@ -107,6 +107,15 @@ class RecipeConfig:
         return dataclass_from_dict(cls, raw, str(path), noun="recipe sections")
 
 
+def shard_config(records: list[str], tokenizers: str | Path, settings: dict[str, JSONValue] | None = None
+                 ) -> BuildConfig:
+    """The recipe's shard build of the dialog JSONL files ``records`` (globs) with the tokenizers in
+    ``tokenizers/{text,image,speech}``; ``settings`` (the ``shards`` section) override the defaults."""
+    return BuildConfig(sources=[{"type": "dialogs", "paths": list(records)}],
+                       tokenizers={m: str(Path(tokenizers) / m) for m in ("text", "image", "speech")},
+                       layout="compact", style="paper", **{"max_len": 512, "workers": 2, **(settings or {})})
+
+
 class Recipe:
     """Runs the stages in order, skipping finished ones. ``log`` receives one line per event."""
 
@@ -124,8 +133,12 @@ class Recipe:
     def world_dir(self) -> Path:
         return Path(self.cfg.world["path"]) if self.cfg.world.get("path") else self.out / "world"
 
+    @property
+    def tok_root(self) -> Path:
+        return self.out / "tokenizers"
+
     def tok_dir(self, m: str) -> Path:
-        return self.out / "tokenizers" / m
+        return self.tok_root / m
 
     @property
     def shards_dir(self) -> Path:
@@ -260,11 +273,7 @@ class Recipe:
         return {m: str(self.tok_dir(m)) for m in cmds}
 
     def stage_shards(self) -> dict[str, JSONValue]:
-        settings = {"max_len": 512, "workers": 2, **self.cfg.shards}
-        cfg = BuildConfig(
-            sources=[{"type": "dialogs", "paths": [str(self.world_dir / "records" / "*.jsonl")]}],
-            tokenizers={m: str(self.tok_dir(m)) for m in ("text", "image", "speech")},
-            layout="compact", style="paper", **settings)
+        cfg = shard_config([str(self.world_dir / "records" / "*.jsonl")], self.tok_root, self.cfg.shards)
         manifest = build(cfg, out=self.shards_dir, overwrite=True, progress=False)
         return {"splits": manifest.get("splits"), "report": manifest.get("report")}
 

@@ -66,11 +66,6 @@ class CfgDropout:
         self.mask = in_task & (draws < prob)
         self.layout = layout
 
-    @property
-    def count(self) -> int:
-        """How many dataset samples are dropped."""
-        return int(self.mask.sum())
-
     def __call__(self, index: int, sample: Sample) -> Sample:
         if not self.mask[index]:
             return sample

@@ -60,15 +60,17 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
         long = keep & (positions > cfg.seq_len)
         report.too_long = int(long.sum())
         keep &= ~long
+    # Our task names, read once: the task filter, task mixing and condition dropout all use them.
+    task_col = np.asarray([canonical_task(t) for t in ds.column("task")]) if (
+        cfg.tasks or cfg.mixing.by == "task" or cfg.cfg_dropout > 0) else np.asarray([])
     if cfg.tasks:
-        wanted = {canonical_task(t) for t in cfg.tasks}
-        in_task = np.asarray([canonical_task(t) in wanted for t in ds.column("task")], dtype=bool)
+        in_task = np.isin(task_col, [canonical_task(t) for t in cfg.tasks])
         report.other_task = int((keep & ~in_task).sum())
         keep &= in_task
     positions = np.minimum(positions, cfg.seq_len)
     ratios = dict(cfg.mixing.ratios)
     if cfg.mixing.by == "task":
-        groups_col = np.asarray([canonical_task(t) for t in ds.column("task")])
+        groups_col = task_col
         ratios = {canonical_task(t): v for t, v in ratios.items()}
         unknown = sorted(set(ratios) - set(groups_col.tolist()))
         if unknown:  # a task the shards do not have is a typo or the wrong shards, not a zero share
@@ -88,7 +90,7 @@ def build_batcher(cfg: DataConfig, loss: LossConfig, perceptual: PerceptualConfi
         rows = BucketedRows(sampler, positions, cfg.bucket_window, cfg.micro_batch, seed=cfg.seed)
     targets = TargetBuilder(layout, loss, perceptual, max_positions=cfg.seq_len)
     # Dropping a condition only shortens a sample, so the rows planned from the full lengths still fit.
-    dropout = (CfgDropout(ds.column("task"), cfg.cfg_dropout, cfg.cfg_dropout_tasks, layout, seed=cfg.seed)
+    dropout = (CfgDropout(task_col, cfg.cfg_dropout, cfg.cfg_dropout_tasks, layout, seed=cfg.seed)
                if cfg.cfg_dropout > 0 else None)
     report.cfg_dropout = int((dropout.mask & keep).sum()) if dropout is not None else 0
     batcher = StepBatcher(rows, ds, targets, cfg.micro_batch, grad_accum, rank, world, layout.pad,
