@@ -6,10 +6,13 @@
 2. ``text``     train the BPE on the world's text (special tokens from the compact layout);
 3. ``tokenizers`` train the image VQGAN and our streaming speech codec — in parallel, one core each;
 4. ``shards``   tokenize the world's dialog records into parquet shards (``aromni data build``);
-5. ``pretrain`` stage 1 (weighted NTP + perceptual loss) on the single-turn task pairs;
-6. ``sft``      stage 2 (response-only loss) on every task, starting from stage 1;
-7. ``bundle``   export the final bundle in fp16 (what ships in the repo);
-8. ``eval``     score the bundle on the held-out test split with the independent judges, write the report.
+5. ``pretrain_images`` stage 1's optional image-first phase: only the image pairs (T2I, captions), from scratch;
+   skipped when the YAML has no ``pretrain_images`` section;
+6. ``pretrain`` stage 1 (weighted NTP + perceptual loss) on the single-turn task pairs, starting from the image
+   phase's model when there is one;
+7. ``sft``      stage 2 (response-only loss) on every task, starting from stage 1;
+8. ``bundle``   export the final bundle in fp16 (what ships in the repo);
+9. ``eval``     score the bundle on the held-out test split with the independent judges, write the report.
 
 Each finished stage leaves ``OUT/stages/<stage>.json`` (its wall time and summary) and is skipped on a re-run,
 so an interrupted recipe continues where it stopped; the training stages also resume from their own
@@ -54,10 +57,13 @@ from aromni.utils.io import JSONValue, atomic_path, atomic_write_json, atomic_wr
 from aromni.vocab.layout import VocabLayout
 from aromni.vocab.tasks import ASR, CAPTION, T2I, TEXT, TEXT_QA, TTS
 
-STAGES = ("world", "text", "tokenizers", "shards", "pretrain", "sft", "bundle", "eval")
+STAGES = ("world", "text", "tokenizers", "shards", "pretrain_images", "pretrain", "sft", "bundle", "eval")
 
 #: Tasks of stage 1: the single-turn pairs of the paper's pre-training (Table 10), plus text-only data.
 PRETRAIN_TASKS = [t.name for t in (ASR, TTS, CAPTION, T2I, TEXT, TEXT_QA)]
+
+#: Tasks of stage 1's optional image-first phase (``pretrain_images``): the image pairs alone.
+IMAGE_PHASE_TASKS = [t.name for t in (T2I, CAPTION)]
 
 #: Evaluation tasks of the ablation table (the paper's Table 7 scores I2T, T2I, ASR and TTS).
 ABLATION_TASKS = tuple(t.name for t in (ASR, TTS, CAPTION, T2I))
@@ -78,6 +84,11 @@ class RecipeConfig:
         tokenizers_parallel: train the VQGAN and the codec at the same time (one thread each).
         shards: ``aromni data build`` settings (``max_len``, ``workers``, ...).
         model: ``DecoderConfig`` fields of the AR model (trained from scratch).
+        pretrain_images: ``TrainConfig`` overrides of stage 1's image-first phase (T2I and captions only, from
+            scratch); empty (the default) skips the phase. When set, ``pretrain`` starts from its model with a
+            fresh optimiser and schedule. Fresh images per request are what teach T2I shape here (docs/toyworld.md,
+            "Image experiments"), so a world with many image records (``world.images`` / ``world.records``) goes
+            with it.
         pretrain, sft: ``TrainConfig`` overrides of the two stages.
         export_dtype: weight dtype of the exported bundle.
         eval: evaluation settings (``limit`` per task, ``split``); ``enabled: false`` skips it.
@@ -95,6 +106,7 @@ class RecipeConfig:
     tokenizers_parallel: bool = True
     shards: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    pretrain_images: dict[str, Any] = field(default_factory=dict)
     pretrain: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
     export_dtype: str = "float16"
@@ -277,8 +289,12 @@ class Recipe:
         manifest = build(cfg, out=self.shards_dir, overwrite=True, progress=False)
         return {"splits": manifest.get("splits"), "report": manifest.get("report")}
 
-    def _train_yaml(self, stage: str, overrides: dict[str, JSONValue], out: Path, name: str | None = None) -> Path:
-        """Write the YAML of a training stage: recipe defaults < stage section < ``overrides``."""
+    def _train_yaml(self, stage: str, overrides: dict[str, JSONValue], out: Path, name: str | None = None,
+                    *, after_images: bool = True) -> Path:
+        """Write the YAML of a training stage: recipe defaults < stage section < ``overrides``.
+
+        ``after_images``: stage 1 starts from the image phase's model when the recipe has one (the ablations
+        pass ``False``: each variant trains from scratch)."""
         base: dict[str, JSONValue] = {
             "out": str(out), "seed": self.cfg.seed, "num_threads": 2,
             "data": {"root": str(self.shards_dir), "seq_len": 512, "micro_batch": 8},
@@ -288,11 +304,16 @@ class Recipe:
             "export": {"text": str(self.tok_dir("text")), "image": str(self.tok_dir("image")),
                        "speech": str(self.tok_dir("speech")), "style": "paper"},
         }
-        if stage == "pretrain":
-            base["data"]["tasks"] = list(PRETRAIN_TASKS)
+        from_scratch = stage == "pretrain_images" or (stage == "pretrain" and not (
+            after_images and self.cfg.pretrain_images))
+        if stage in ("pretrain", "pretrain_images"):
+            base["data"]["tasks"] = list(PRETRAIN_TASKS if stage == "pretrain" else IMAGE_PHASE_TASKS)
+            base["perceptual"] = {"table": str(self.tok_dir("image"))}
+        if from_scratch:
             # The image codes start from the VQGAN's codebook (set pretrain.model.image_embed_init: "" to not).
             base["model"] = {"decoder": dict(self.cfg.model), "image_embed_init": str(self.tok_dir("image"))}
-            base["perceptual"] = {"table": str(self.tok_dir("image"))}
+        elif stage == "pretrain":
+            base["model"] = {"init_from": str(self.out / "pretrain_images" / "bundle")}
         else:
             base["model"] = {"init_from": str(self.out / "pretrain" / "bundle")}
             base["perceptual"] = {"table": str(self.tok_dir("image"))}
@@ -301,6 +322,11 @@ class Recipe:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(merged, sort_keys=False))
         return path
+
+    def stage_pretrain_images(self) -> dict[str, JSONValue]:
+        if not self.cfg.pretrain_images:
+            return {"skipped": True}
+        return _brief(pretrain.run(self._train_yaml("pretrain_images", {}, self.out / "pretrain_images")))
 
     def stage_pretrain(self) -> dict[str, JSONValue]:
         return _brief(pretrain.run(self._train_yaml("pretrain", {}, self.out / "pretrain")))
@@ -333,7 +359,7 @@ class Recipe:
         except TypeError as e:
             raise ConfigError(f"recipe eval section: {e}", "keys are SuiteConfig fields: limits, tasks, split, ...") from None
         result = run_suite(str(self.bundle_dir), self.world_dir, cfg, log=self.log)
-        runs = {stage: self.out / stage / "metrics.jsonl" for stage in ("pretrain", "sft")}
+        runs = {stage: self.out / stage / "metrics.jsonl" for stage in ("pretrain_images", "pretrain", "sft")}
         md = write_report(result, self.out / "report", runs=runs, overwrite=True)
         data = result.to_dict()
         atomic_write_json(self.out / "eval.json", data)
@@ -345,19 +371,27 @@ class Recipe:
 
         Needs a finished ``pretrain`` stage (its tokenizers, shards and model are reused: the AR-Omni row *is*
         the main stage-1 model). Each variant trains with the stage-1 config plus its ``ablations`` overrides,
-        resumes if interrupted, and is skipped once exported. Writes ``OUT/ablation/report.md``.
+        from scratch, resumes if interrupted, and is skipped once exported. Writes ``OUT/ablation/report.md``.
+        With an image-first phase the main stage-1 model had more steps, so the AR-Omni row is then trained
+        from scratch like the variants (equal steps for every row).
         """
         if not (self.out / "stages" / "pretrain.json").is_file():
             raise InputError(f"{self.out}: stage 1 has not finished", "run `aromni toyworld train` first")
         if not self.cfg.ablations:
             raise ConfigError("the recipe config has no `ablations` section")
-        bundles = {"ar-omni": self.out / "pretrain" / "bundle"}
-        for name, overrides in self.cfg.ablations.items():
+        variants = dict(self.cfg.ablations)
+        bundles: dict[str, Path] = {}
+        if self.cfg.pretrain_images:
+            variants = {"ar-omni": {}, **variants}
+        else:
+            bundles["ar-omni"] = self.out / "pretrain" / "bundle"
+        for name, overrides in variants.items():
             out = self.out / "ablations" / name
             if not (out / "bundle" / "config.json").is_file():
                 self.log(f"[ablate] {name}: training")
                 start = time.time()
-                pretrain.run(self._train_yaml("pretrain", overrides, out, name=f"ablation_{name}"))
+                pretrain.run(self._train_yaml("pretrain", overrides, out, name=f"ablation_{name}",
+                                              after_images=False))
                 self.log(f"[ablate] {name}: trained in {(time.time() - start) / 60:.1f} min")
             bundles[name] = out / "bundle"
         limits = self.cfg.eval.get("ablation_limits", self.cfg.eval.get("limits"))
