@@ -61,8 +61,9 @@ toy-smoke: setup-dev
 	$(VENV)/bin/aromni toyworld train --config configs/toyworld/smoke.yaml --out runs/toy-smoke
 
 # The toy OmniVIVO chain behind the shipped bundle (src/aromni/toyworld/assets/vivo; README "OmniVIVO"): LlamaGen VQ,
-# t2i backbone, then the speech stage on the shipped AR-Omni toy bundle's codec, then the measurement. A stage whose
-# run directory already holds checkpoints is resumed. VIVO_WORLD: a built version-2 world (built here if missing).
+# t2i backbone, then the speech stage on the version-1 AR-Omni toy bundle's codec (shipped as vivo/speech), then the
+# measurement. A stage whose run directory already holds checkpoints is resumed. VIVO_WORLD: a built version-2
+# world (built here if missing).
 VIVO_WORLD ?= runs/world
 VIVO := runs/omnivivo
 resume_if = $(if $(wildcard $(1)/checkpoints),--resume,)
@@ -76,7 +77,7 @@ vivo-toy: setup-dev
 	  --out $(VIVO)/speech
 	$(VENV)/bin/aromni omnivivo train --config configs/omnivivo/toy_speech.yaml --out $(VIVO)/speech_toy \
 	  $(call resume_if,$(VIVO)/speech_toy) $(if $(wildcard $(VIVO)/speech_toy/checkpoints),,\
-	  speech_tokenizer=src/aromni/toyworld/assets/bundle/speech export_copy_max_mb=8)
+	  speech_tokenizer=src/aromni/toyworld/assets/vivo/speech export_copy_max_mb=8)
 	$(VENV)/bin/aromni omnivivo eval --model $(VIVO)/speech_toy/omnivivo --vq $(VIVO)/vq_toy/tokenizer \
 	  --world $(VIVO_WORLD) --out $(VIVO)/eval
 

@@ -66,7 +66,7 @@ def test_shipped_inputs_are_small_and_described_right():
     assert sum(p.stat().st_size for p in files) < 300_000
     meta = json.loads((demo.INPUTS / "inputs.json").read_text())
     clips = meta["speech"]
-    # the demo inputs are version-1 sentences, read by the judge of the world the shipped bundle learned
+    # the demo inputs are version-2 test clips, read by the judge of the world the shipped bundle learned
     judge = SpeechJudge.load(speech_judge_dir(demo.SHIPPED_WORLD_VERSION))
     heard = judge.transcribe_files([demo.INPUTS / c["file"] for c in clips.values()])
     assert heard == [c["transcript"] for c in clips.values()]

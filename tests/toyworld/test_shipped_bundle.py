@@ -1,9 +1,10 @@
 """The shipped toy bundle works: it loads, and on a freshly built world's test split it transcribes, captions,
 draws, speaks and answers well enough to clear floors set below its measured quality.
 
-The world is built here (espeak-ng) with seed 0, the seed of the full world the bundle was trained on, so its test
-split has the same held-out voices and held-out shape×colour pairs; only the test split is sized for this check.
-The figures measured when the floors were set are next to them; the full evaluation is in the README ("Toy world").
+The world is built here (espeak-ng) with seed 0 and world version 2, the seed and version of the world the bundle
+was trained on, so its test split holds out the same voices, words, phrasings and attribute pairs; only the test
+split is sized for this check. The figures measured when the floors were set are next to them; the full
+evaluation is in the README ("Toy world").
 """
 
 import shutil
@@ -18,23 +19,22 @@ pytestmark = pytest.mark.skipif(BUNDLE is None, reason="no toy bundle shipped in
 TASKS = ("asr", "caption", "t2i", "tts", "vqa_text")
 
 
-N = 32  # test records per evaluated task
+N = 48  # test records per evaluated task
 
 
 @pytest.fixture(scope="module")
 def check_world(tmp_path_factory):
-    """A seed-0 world with N test records for each evaluated task and one record elsewhere (about 150 clips)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    """A seed-0 version-2 world with N test records for each evaluated task and one record elsewhere."""
+    if shutil.which("espeak-ng") is None or shutil.which("flite") is None:
+        pytest.skip("espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
     from aromni.toyworld import build
-    from aromni.toyworld.sizes import SIZES, TASKS as WORLD_TASKS, WorldSize
+    from aromni.toyworld.sizes import TASKS as WORLD_TASKS
+    from aromni.toyworld.sizes import WorldSize
 
     size = WorldSize("bundle-check", images={"train": 2, "validation": 2, "test": N},
                      records={t: {"train": 1, "validation": 1, "test": N if t in TASKS else 1} for t in WORLD_TASKS})
     out = tmp_path_factory.mktemp("tw") / "bundle-check"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(build, "SIZES", {**SIZES, size.name: size})
-        build.build_world(out, size=size.name, seed=0, workers=2, progress=False, version=1)
+    build.build_world(out, size=size, seed=0, workers=2, progress=False, version=2)
     return out
 
 
@@ -56,34 +56,38 @@ def test_shipped_bundle_is_fp16_with_all_three_tokenizers():
     assert {p.dtype for p in b.decoder.parameters()} == {torch.float16}
 
 
-# Measured with the shipped bundle on this slice (seed 0, N = 32): ASR WER 9.2% on held-out voices; captions all
-# five right 12.5%, position and background 100%, size 87.5%; T2I with CFG all five right 0%, background 100%,
-# size and position 71.9%; TTS judge WER 12.1%; vqa_text 40.6%. The floors sit below these, and the attribute
-# floors far above chance (background 1 in 4, position 1 in 5, size 1 in 2): the bundle learned speech, layout
-# and background, not yet shape and colour (README "Toy world").
+# Measured with the shipped bundle on this slice (seed 0, version 2, N = 48): ASR WER 73.0% on held-out voices
+# (32 clips; 85.9% on the 18 of them reading held-out sentences; a model that has learned nothing scores about
+# 100%); captions all five 14.6%, colour 93.8%, size 83.3%, position 97.9%, background 100%; T2I with CFG all five
+# 12.5%, on held-out phrasings 3 of 23 (13.0%), shape 25.0%, colour 77.1%, size 75.0%, position 83.3%, background
+# 95.8%; TTS judge WER 86.5% (codec-resynthesised reference 9.4%). The floors sit below these and far above
+# chance (colour 1 in 8, position 1 in 5, background 1 in 4, size 1 in 2; all five on a held-out phrasing about
+# 1 in 1,000). vqa_text (12.5%) is scored but has no floor: it is not above what guessing gives. The full evaluation is in the
+# README ("Toy world").
 
 
 def test_shipped_bundle_transcribes_held_out_voices(slice_eval):
-    assert slice_eval["asr"]["n_heldout_voices"] == N
-    assert slice_eval["asr"]["wer_heldout_voices"] <= 0.15
+    assert slice_eval["asr"]["n_heldout_voices"] == 32
+    assert slice_eval["asr"]["wer_heldout_voices"] <= 0.85
 
 
-def test_shipped_bundle_captions_layout_and_background(slice_eval):
+def test_shipped_bundle_captions_colour_layout_and_background(slice_eval):
     attrs = slice_eval["caption"]["attributes"]
-    assert attrs["position"] >= 0.9 and attrs["background"] >= 0.9 and attrs["size"] >= 0.7, attrs
+    assert attrs["color"] >= 0.8 and attrs["position"] >= 0.85 and attrs["background"] >= 0.9, attrs
+    assert attrs["size"] >= 0.65, attrs
 
 
-def test_shipped_bundle_draws_the_requested_layout_and_background(slice_eval):
-    attrs = slice_eval["t2i"]["cfg"]["attributes"]
-    assert attrs["background"] >= 0.9 and attrs["position"] >= 0.5 and attrs["size"] >= 0.5, attrs
+def test_shipped_bundle_draws_what_held_out_phrasings_ask(slice_eval):
+    t2i = slice_eval["t2i"]["cfg"]
+    attrs = t2i["attributes"]
+    assert attrs["background"] >= 0.85 and attrs["color"] >= 0.6 and attrs["position"] >= 0.65, attrs
+    assert attrs["size"] >= 0.6, attrs
+    assert t2i["n_heldout_phrasings"] == 23 and t2i["all_correct_heldout_phrasings"] >= 1 / 23, t2i
 
 
-def test_shipped_bundle_speaks_intelligibly(slice_eval):
-    assert slice_eval["tts"]["wer_generated"] <= 0.25
-
-
-def test_shipped_bundle_answers_questions_about_images(slice_eval):
-    assert slice_eval["vqa_text"]["accuracy"] >= 0.25
+def test_shipped_bundle_speaks(slice_eval):
+    assert slice_eval["tts"]["wer_resynthesized"] <= 0.2  # the codec keeps speech readable
+    assert slice_eval["tts"]["wer_generated"] <= 0.95
 
 
 def test_shipped_bundle_demo_runs_every_task(tmp_path):

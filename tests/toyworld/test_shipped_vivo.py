@@ -37,7 +37,7 @@ def test_components_resolve_inside_the_package():
     config = json.loads((VIVO[0] / "config.json").read_text())
     assert config["backbone"]["copied"] and config["conditioner"]["copied"]
     codec = (VIVO[0] / config["speech_tokenizer"]["path"]).resolve()
-    assert not config["speech_tokenizer"]["copied"] and codec == (ASSETS / "bundle" / "speech").resolve()
+    assert not config["speech_tokenizer"]["copied"] and codec == (ASSETS / "vivo" / "speech").resolve()
 
 
 def test_the_image_stream_is_the_frozen_backbones(pipeline):

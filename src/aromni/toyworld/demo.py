@@ -52,7 +52,7 @@ from aromni.vocab.tasks import ASR, CAPTION, S2I, T2I, TTS
 ASSETS = Path(__file__).resolve().parent / "assets"
 INPUTS = ASSETS / "demo_inputs"
 #: The world version the shipped bundle was trained on (its judge is the one that reads that world).
-SHIPPED_WORLD_VERSION = 1
+SHIPPED_WORLD_VERSION = 2
 TTS_TEXT = "a big blue star at the top right on a white background"
 T2I_TEXT = "a small orange diamond at the bottom left on a gray background"
 CHAT_REQUEST = "draw a big green circle at the top left on a beige background"

@@ -155,11 +155,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sr.add_argument("--threads", type=positive_int, default=1)
     sr.set_defaults(func=_judges_speech_report)
 
-    r = sub.add_parser("train", help="the whole recipe: world -> tokenizers -> shards -> pretrain -> SFT -> eval")
+    r = sub.add_parser("train", help="the whole recipe: world -> tokenizers -> shards -> pretrain "
+                       "(image phase, then the mixture) -> SFT -> eval")
     r.add_argument("--config", required=True, help="recipe YAML (configs/toyworld/full.yaml or smoke.yaml)")
     r.add_argument("--out", required=True, help="run directory; re-running continues an interrupted recipe")
     r.add_argument("--stop-after", default=None, help="stop after this stage (world, text, tokenizers, shards, "
-                   "pretrain, sft, bundle, eval)")
+                   "pretrain_images, pretrain, sft, bundle, eval)")
     r.add_argument("overrides", nargs="*", help="section.key=value changes to the recipe YAML")
     r.set_defaults(func=_recipe)
 
