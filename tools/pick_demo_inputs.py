@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return judge.transcribe_files([args.world / seg["path"]]) == [seg["transcript"]]
         return check
 
-    held = lambda rec: rec["meta"]["heldout_voice"] and rec["meta"]["voice_kind"] == "heldout"  # noqa: E731
+    def held(rec: Record) -> bool:
+        return rec["meta"]["heldout_voice"] and rec["meta"]["voice_kind"] == "heldout"
+
     asr = _first(args.world, "asr", lambda r: held(r) and r["meta"]["sentence"] == "grammar", heard(0))
     s2i = _first(args.world, "s2i", lambda r: held(r) and read_attributes(_speech(r)["transcript"]) ==
                  r["meta"]["image"], heard(0))
