@@ -21,36 +21,30 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from aromni.toyworld.attributes import WORLD_VERSION
 from aromni.toyworld.evaluation.metrics import read_attributes
+from aromni.toyworld.evaluation.prompts import reference_segment
 from aromni.toyworld.judges.image import ImageJudge
 from aromni.toyworld.judges.speech import SpeechJudge
 from aromni.toyworld.judges.store import speech_judge_dir
+from aromni.toyworld.records import WorldRecord as Record
+from aromni.toyworld.records import iter_records
 from aromni.utils.io import atomic_write_json
 
-Record = dict  # one JSONL dialog record of the world
 MAX_CLIP_BYTES = 16_000 * 2 * 3 + 44  # 3 s of 16 kHz 16-bit mono WAV
 FILES = {"asr.wav", "s2i.wav", "question.wav", "followup.wav", "image.png", "inputs.json"}
 
 
-def _records(world: Path, task: str) -> Iterator[Record]:
-    with open(world / "records" / "test.jsonl", encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["task"] == task:
-                yield rec
-
-
 def _speech(rec: Record, turn: int = 0) -> dict:
-    return next(s for s in rec["turns"][turn]["segments"] if s["type"] == "speech")
+    return reference_segment(rec, turn, "speech")
 
 
 def _first(world: Path, task: str, fits: Callable[[Record], bool], heard: Callable[[Record], bool]) -> Record:
-    for rec in _records(world, task):
-        if fits(rec) and heard(rec):
+    for rec in iter_records(world, "test"):
+        if rec["task"] == task and fits(rec) and heard(rec):
             return rec
     raise SystemExit(f"no {task} test record in {world} fits its demo role")
 
@@ -85,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                  r["meta"]["image"], heard(0))
 
     def image_read(rec: Record) -> bool:
-        img = next(s for s in rec["turns"][0]["segments"] if s["type"] == "image")
+        img = reference_segment(rec, 0, "image")
         return image_judge.read_files([args.world / img["path"]]) == [rec["meta"]["image"]]
 
     question = _first(args.world, "vqa_speech", lambda r: held(r) and image_read(r), heard(0))
@@ -103,13 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         if role in ("question", "followup"):
             entry["question_attribute"] = rec["meta"]["question_attribute"]
         speech[role] = entry
-    img = next(s for s in question["turns"][0]["segments"] if s["type"] == "image")
+    img = reference_segment(question, 0, "image")
     shutil.copyfile(args.world / img["path"], args.out / "image.png")
     about = (f"Demo inputs for `aromni demo`: files copied from the test split of the version-{version} toy world "
              "that `make toy` builds (configs/toyworld/full.yaml, seed 0), picked by tools/pick_demo_inputs.py: "
              "for each role the first test record with a clip of at most 3 s that the world's judges read exactly "
-             "(the image too). Speech "
-             "is from held-out voices (never heard in training).")
+             "(the image too). Speech is from held-out voices (never heard in training).")
     atomic_write_json(args.out / "inputs.json", {
         "about": about, "speech": speech,
         "image": {"file": "image.png", "source": img["path"], "record": question["id"],
